@@ -137,7 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"arte: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("arte: interrupted; finished records are kept, re-run the same command to resume", file=sys.stderr)
+        print(
+            "arte: interrupted; finished records are kept, re-run the same command to resume", file=sys.stderr
+        )
         return 130
 
 

@@ -23,9 +23,13 @@ def opt(default: Any, help: str, **kw: Any) -> Any:
     """A config field with a default and the help text shown by `--help`."""
     if isinstance(default, (list, dict, set)):
         factory = type(default)(default)
-        return dataclasses.field(default_factory=lambda: type(factory)(factory), metadata={"help": help}, **kw)
+        return dataclasses.field(
+            default_factory=lambda: type(factory)(factory), metadata={"help": help}, **kw
+        )
     if dataclasses.is_dataclass(default):
-        return dataclasses.field(default_factory=lambda: dataclasses.replace(default), metadata={"help": help}, **kw)
+        return dataclasses.field(
+            default_factory=lambda: dataclasses.replace(default), metadata={"help": help}, **kw
+        )
     return dataclasses.field(default=default, metadata={"help": help}, **kw)
 
 
@@ -105,7 +109,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
 def from_dict(cls: type[C], data: Mapping[str, Any], *, base: C | None = None, where: str = "") -> C:
     """Build `cls` from a (nested) mapping on top of `base` (or the defaults); unknown keys raise."""
     if not isinstance(data, Mapping):
-        raise UserError(f"{where or 'config'}: expected a mapping of keys to values, got {type(data).__name__}")
+        raise UserError(
+            f"{where or 'config'}: expected a mapping of keys to values, got {type(data).__name__}"
+        )
     obj = base if base is not None else cls()
     types_ = field_types(cls)
     updates: dict[str, Any] = {}

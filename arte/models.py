@@ -165,5 +165,9 @@ def list_models() -> list[ModelEntry]:
             rows.append(ModelEntry(d.name, "hf (materialised)", str(d), _size_mb(d)))
     for name in EMBEDDED:
         if not (models / name / _MARKER).is_file():
-            rows.append(ModelEntry(name, "hf", "(not yet materialised)", 0.0, "run `arte models --materialize`"))
+            rows.append(
+                ModelEntry(
+                    name, "hf", "(not yet materialised)", 0.0, f"run: arte models --materialize {name}"
+                )
+            )
     return rows

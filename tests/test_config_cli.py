@@ -33,7 +33,13 @@ def test_defaults_yaml_then_flags(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("steps: 7\ntrain:\n  lr: 0.5\n")
     cfg = load_config(Outer, cfg_file, {"train.lr": "0.25", "flag": "true", "tags": "p,q"})
-    assert (cfg.steps, cfg.train.lr, cfg.train.kind, cfg.flag, cfg.tags) == (7, 0.25, "lora", True, ["p", "q"])
+    assert (cfg.steps, cfg.train.lr, cfg.train.kind, cfg.flag, cfg.tags) == (
+        7,
+        0.25,
+        "lora",
+        True,
+        ["p", "q"],
+    )
     assert Outer().tags == ["a"] and Outer().tags is not Outer().tags  # no shared mutable defaults
 
 
@@ -81,7 +87,9 @@ def test_every_field_has_help_text():
         sub = parser._subparsers._group_actions[0].choices[cmd.name]
         for action in sub._actions:
             if action.option_strings and action.dest not in ("help", "config"):
-                assert action.help and not action.help.startswith(" ["), f"{cmd.name} {action.dest} has no help"
+                assert action.help and not action.help.startswith(" ["), (
+                    f"{cmd.name} {action.dest} has no help"
+                )
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -99,14 +107,21 @@ def test_shipped_configs_parse(path):
 
 def test_parse_builds_typed_config():
     cmd, cfg = parse(["compare-backends", "--a.threads", "1", "--n_questions", "4"])
-    assert cmd.name == "compare-backends" and cfg.a.threads == 1 and cfg.n_questions == 4 and cfg.b.name == "llama_cpp"
+    assert (
+        cmd.name == "compare-backends"
+        and cfg.a.threads == 1
+        and cfg.n_questions == 4
+        and cfg.b.name == "llama_cpp"
+    )
 
 
 def test_import_is_light():
     code = "import sys, arte, arte.cli, arte.config, arte.tasks, arte.backends, arte.models, export, edge_bench; " \
            "heavy = [m for m in ('torch', 'transformers', 'llama_cpp', 'datasets', 'onnxruntime') if m in sys.modules]; " \
            "print(','.join(heavy))"  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "", f"heavy modules imported at import time: {out}"
 
 

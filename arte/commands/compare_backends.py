@@ -59,7 +59,11 @@ def _run_backend(cfg: BackendConfig, prompts: list[str], max_new_tokens: int) ->
     finally:
         backend.close()
     seconds = time.perf_counter() - started
-    return texts, {"seconds": round(seconds, 2), "completion_tokens": tokens, "tokens_per_s": round(tokens / seconds, 1)}
+    return texts, {
+        "seconds": round(seconds, 2),
+        "completion_tokens": tokens,
+        "tokens_per_s": round(tokens / seconds, 1),
+    }
 
 
 def compare_backends(cfg: CompareBackendsConfig) -> dict:
@@ -74,7 +78,7 @@ def compare_backends(cfg: CompareBackendsConfig) -> dict:
     texts_b, speed_b = _run_backend(cfg.b, prompts, cfg.max_new_tokens)
 
     records, per_task = [], {}
-    for (task, prompt, target), ta, tb in zip(items, texts_a, texts_b):
+    for (task, _prompt, target), ta, tb in zip(items, texts_a, texts_b):
         ans_a, ans_b = extract_answer(ta), extract_answer(tb)
         norm_a = task.normalize(ans_a) if ans_a is not None else None
         norm_b = task.normalize(ans_b) if ans_b is not None else None
@@ -120,7 +124,9 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def print_summary(summary: dict) -> None:
     a, b = summary["a"], summary["b"]
-    print(f"\n{'task':<22} {'n':>4} {a + ' acc':>12} {b + ' acc':>14} {'agree':>7} {'same text':>9} {'no <ans>':>10}")
+    print(
+        f"\n{'task':<22} {'n':>4} {a + ' acc':>12} {b + ' acc':>14} {'agree':>7} {'same text':>9} {'no <ans>':>10}"
+    )
     rows = list(summary["per_task"].items()) + [("ALL", summary["overall"])]
     for name, s in rows:
         missing = f"{s['a_missing_tag']}/{s['b_missing_tag']}"
@@ -129,7 +135,9 @@ def print_summary(summary: dict) -> None:
             f"{s['answer_agreement']:>7.3f} {s['identical_text']:>9.3f} {missing:>10}"
         )
     sa, sb = summary["speed"]["a"], summary["speed"]["b"]
-    print(f"decode: {a} {sa['tokens_per_s']} tok/s ({sa['seconds']} s), {b} {sb['tokens_per_s']} tok/s ({sb['seconds']} s)")
+    print(
+        f"decode: {a} {sa['tokens_per_s']} tok/s ({sa['seconds']} s), {b} {sb['tokens_per_s']} tok/s ({sb['seconds']} s)"
+    )
     line = {"answer_agreement": summary["overall"]["answer_agreement"], a: sa, b: sb}
     print(json.dumps(line))
 

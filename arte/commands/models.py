@@ -13,7 +13,9 @@ from arte.models import EMBEDDED, cache_dir, list_models, materialize_hf
 class ModelsConfig:
     """List local models; optionally materialise an embedded model's HF copy now."""
 
-    materialize: str = opt("", "Embedded model to write as HF safetensors into the cache now (e.g. smollm2-135m).")
+    materialize: str = opt(
+        "", "Embedded model to write as HF safetensors into the cache now (e.g. smollm2-135m)."
+    )
 
 
 def run_models(cfg: ModelsConfig) -> int:
