@@ -28,7 +28,25 @@ class Command:
     help: str
 
 
+STAGE_HELP = {
+    "elicit": "Step 1: the teacher drafts m questions and n rationales per question.",
+    "prefset": "Step 2a: select the preference set D_pref (IRT on a response matrix, top-k).",
+    "score": "Step 2b: score every draft by the student's one-shot accuracy on D_pref.",
+    "pairs": "Step 3a: build question- and rationale-level DPO pairs from the scores.",
+    "align": "Step 3b: DPO on the teacher (LoRA by default), merged and saved.",
+    "generate": "Step 4a: the aligned teacher writes the tailored training set (filtered).",
+    "train": "Step 4b: fine-tune the student on original-teacher data and on ARTE data.",
+    "evaluate": "Evaluate vanilla / original / ARTE students; write summary.md and summary.json.",
+}
+
 COMMANDS: tuple[Command, ...] = (
+    Command(
+        "run",
+        "arte.pipeline:RunConfig",
+        "arte.pipeline:run_pipeline_cli",
+        "Run (or resume) every ARTE stage in order into one run directory.",
+    ),
+    *(Command(n, "arte.pipeline:RunConfig", f"arte.pipeline:run_{n}", h) for n, h in STAGE_HELP.items()),
     Command(
         "models",
         "arte.commands.models:ModelsConfig",

@@ -26,6 +26,8 @@ EMBEDDED = {
 
 DEFAULT_MODEL = "smollm2-135m"
 _MARKER = "arte-materialized.json"
+_VERSION = 2
+"""Bump when materialisation changes, so older cached copies are redone (2: repaired tokenizer)."""
 
 
 def cache_dir() -> Path:
@@ -109,11 +111,13 @@ def resolve_hf(spec: str) -> str:
 def materialize_hf(name: str, *, force: bool = False) -> Path:
     """Write the embedded model once as HF safetensors + fast tokenizer into the cache; return its dir.
 
-    The tokenizer loaded from a GGUF would save a `tokenizer.model` that is really the whole GGUF
-    (98 MB), so only the fast tokenizer files are kept.
+    The tokenizer transformers builds from a GGUF has a wrong eos/bos setup and pre-tokenizer
+    (`arte.gguf_tokenizer.repair_gguf_tokenizer` fixes it before saving), and it would save a
+    `tokenizer.model` that is really the whole GGUF (98 MB), so only the fast tokenizer files are kept.
     """
     out = cache_dir() / "models" / name
-    if (out / _MARKER).is_file() and not force:
+    marker_path = out / _MARKER
+    if marker_path.is_file() and not force and json.loads(marker_path.read_text()).get("version") == _VERSION:
         return out
     gguf = embedded_gguf(name)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
@@ -122,12 +126,15 @@ def materialize_hf(name: str, *, force: bool = False) -> Path:
     started = time.time()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from arte.gguf_tokenizer import repair_gguf_tokenizer
+
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    repair_gguf_tokenizer(tokenizer, gguf)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / "tokenizer.model").unlink(missing_ok=True)
-    marker = {"source_gguf": str(gguf), "seconds": round(time.time() - started, 1)}
+    marker = {"source_gguf": str(gguf), "seconds": round(time.time() - started, 1), "version": _VERSION}
     (tmp / _MARKER).write_text(json.dumps(marker, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # atomic: a killed run never leaves a half-written copy that looks complete

@@ -33,3 +33,14 @@ def icl_prompt(description: str, demos: Sequence[tuple[str, str]], question: str
     lines += [demonstration(q, r) for q, r in demos]
     lines.append(f"Question: {question} Answer: {STEP_BY_STEP}")
     return "\n".join(lines)
+
+
+def naive_prompt(description: str, question: str) -> str:
+    """The rationale prompt without a reasoning strategy (prompt erasure): the aligned teacher must
+    choose one itself. Used for rationale-level DPO pairs and tailored generation."""
+    return f"Task Description: {description} Question: {question} Answer: {STEP_BY_STEP}"
+
+
+def render_question_block(input: str, target: str, index: int) -> str:
+    """One question in the format the brainstorm prompt asks the teacher for."""
+    return f"<Question_{index}><input>{input}</input><target>{target}</target></Question_{index}>"

@@ -1,0 +1,200 @@
+"""llama.cpp backend (llama-cpp-python): GGUF models on CPU, greedy/sampled generation, log-likelihoods.
+
+Generation drives `Llama.generate` (a token iterator) with our own stop-string and EOS handling, the
+same rules as the hf backend: the completion is detokenized after each token and cut right after the
+first stop string that completed, which stays in the text.
+
+KV-prefix reuse: llama-cpp-python keeps the KV cache of the previous call and re-evaluates only the
+tokens after the longest common prefix. Prompts are therefore run sorted by token sequence (prompts
+sharing a demonstration run back to back) and the outputs are put back in input order.
+
+Log-likelihoods use a second `Llama` created on first use with logits_all=True (logits for every
+position); the weights are mmapped, so the second instance costs only its KV cache and logit buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from arte.backends.base import Generation, SamplingParams
+from arte.backends.decoding import common_prefix_len, find_stop, row_seed
+from arte.backends.threads import pick_threads
+from arte.errors import UserError, missing_dependency
+from arte.models import resolve_gguf
+
+if TYPE_CHECKING:
+    from arte.backends import BackendConfig
+
+_PIP_SPEC = "llama-cpp-python==0.3.36"
+
+
+def _import_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise missing_dependency("llama_cpp", _PIP_SPEC, "backend llama_cpp") from e
+    return llama_cpp
+
+
+class LlamaCppBackend:
+    """A GGUF model run by llama.cpp behind the `Backend` interface."""
+
+    name = "llama_cpp"
+
+    def __init__(self, cfg: BackendConfig):
+        self._llama_cpp = _import_llama_cpp()
+        self.cfg = cfg
+        self.model_path = resolve_gguf(cfg.model)
+        self.threads = pick_threads(cfg.threads)
+        self.llm = self._open(logits_all=False)
+        # llama.cpp may round its context up (n_ctx 64 -> 256), but llama-cpp-python's token buffers
+        # hold exactly cfg.n_ctx tokens: the smaller number is the real limit.
+        self.n_ctx = min(cfg.n_ctx, self.llm.n_ctx())
+        self._scorer = None
+        self._chat_formatter = None
+
+    def _open(self, logits_all: bool):
+        try:
+            return self._llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.cfg.n_ctx,
+                n_batch=min(512, self.cfg.n_ctx),
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
+                logits_all=logits_all,
+                verbose=False,
+            )
+        except Exception as e:  # noqa: BLE001 - llama.cpp reports a bad file as ValueError/RuntimeError
+            raise UserError(
+                f"backend llama_cpp: cannot load {self.model_path}: {type(e).__name__}: {e}"
+            ) from e
+
+    # ---- tokenization -------------------------------------------------------------------------
+
+    def render(self, prompt: str) -> str:
+        """The prompt as the model sees it: itself, or one user turn of the GGUF's chat template
+        (rendered with jinja2 like transformers' apply_chat_template)."""
+        if not self.cfg.chat:
+            return prompt
+        if self._chat_formatter is None:
+            template = self.llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise UserError(f"{self.model_path} has no tokenizer.chat_template; set chat: false")
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self._chat_formatter = Jinja2ChatFormatter(
+                template,
+                eos_token=self._token_text(self.llm.token_eos()),
+                bos_token=self._token_text(self.llm.token_bos()),
+                add_generation_prompt=True,
+            )
+        return self._chat_formatter(messages=[{"role": "user", "content": prompt}]).prompt
+
+    def _token_text(self, token: int) -> str:
+        return self.llm.detokenize([token], special=True).decode("utf-8") if token >= 0 else ""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a rendered text; special tokens in it are parsed; BOS added where the GGUF
+        says so, except for chat (the template brings its own special tokens)."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=not self.cfg.chat, special=True)
+
+    def _decode_text(self, ids: list[int]) -> str:
+        return self.llm.detokenize(ids, special=False).decode("utf-8", errors="replace")
+
+    def _check_length(self, n_tokens: int, what: str) -> None:
+        if n_tokens >= self.n_ctx:
+            raise UserError(
+                f"{what} is {n_tokens} tokens but n_ctx is {self.n_ctx}: raise n_ctx or shorten it"
+            )
+
+    # ---- generation ---------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
+        encoded = [self.encode(self.render(p)) for p in prompts]
+        for i, ids in enumerate(encoded):
+            self._check_length(len(ids), f"prompt {i}")
+        results: list[Generation | None] = [None] * len(encoded)
+        for i in sorted(range(len(encoded)), key=lambda i: encoded[i]):
+            results[i] = self._generate_one(encoded[i], params, i)
+        return results  # type: ignore[return-value]
+
+    def _sampler_kwargs(self, params: SamplingParams) -> dict:
+        if params.temperature <= 0:
+            return {"temp": 0.0, "repeat_penalty": 1.0}
+        # Plain temperature + top-p, like the hf backend: top-k, min-p and typical-p switched off.
+        return {
+            "temp": params.temperature,
+            "top_p": params.top_p,
+            "top_k": 0,
+            "min_p": 0.0,
+            "typical_p": 1.0,
+            "repeat_penalty": 1.0,
+        }
+
+    def _generate_one(self, ids: list[int], params: SamplingParams, index: int) -> Generation:
+        max_new = min(params.max_new_tokens, self.n_ctx - len(ids))
+        if max_new <= 0:
+            return Generation("", "length", len(ids), 0)
+        seed = row_seed(params.seed, index) % 0xFFFFFFFF  # 0xFFFFFFFF would mean "random"
+        self.llm.set_seed(seed)
+        vocab = self._llama_cpp.llama_model_get_vocab(self.llm.model)
+        tokens: list[int] = []
+        text, finish = "", "length"
+        for tok in self.llm.generate(ids, **self._sampler_kwargs(params)):
+            if self._llama_cpp.llama_vocab_is_eog(vocab, tok):
+                finish = "stop"
+                break
+            tokens.append(tok)
+            text = self._decode_text(tokens)
+            cut = find_stop(text, params.stop)
+            if cut is not None:
+                text, finish = text[:cut], "stop"
+                break
+            if len(tokens) >= max_new:
+                break
+        return Generation(text, finish, len(ids), len(tokens))
+
+    # ---- scoring ------------------------------------------------------------------------------
+
+    def split_request(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """(context ids, continuation ids); same boundary rule as the hf backend."""
+        rendered = self.render(context)
+        whole = self.encode(rendered + continuation)
+        n = common_prefix_len(self.encode(rendered), whole)
+        ctx, cont = whole[:n], whole[n:]
+        if not ctx:
+            bos = self.llm.token_bos()
+            ctx = [bos if bos >= 0 else self.llm.token_eos()]
+        return ctx, cont
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        import numpy as np
+
+        split = [self.split_request(c, x) for c, x in requests]
+        for i, (ctx, cont) in enumerate(split):
+            self._check_length(len(ctx) + len(cont), f"request {i}")
+        if self._scorer is None:
+            self._scorer = self._open(logits_all=True)
+        llm = self._scorer
+        scores = [0.0] * len(split)
+        for i in sorted(range(len(split)), key=lambda i: split[i][0] + split[i][1]):
+            ctx, cont = split[i]
+            if not cont:
+                continue
+            seq = ctx + cont
+            # Logits of positions before the common prefix with the last request are still valid.
+            keep = common_prefix_len(llm.input_ids[: llm.n_tokens].tolist(), seq)
+            llm.n_tokens = keep  # eval() drops the KV cache from n_tokens on
+            llm.eval(seq[keep:])
+            logits = llm.scores[len(ctx) - 1 : len(seq) - 1].astype(np.float64)
+            top = logits.max(-1, keepdims=True)
+            logz = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
+            scores[i] = float((logits[np.arange(len(cont)), cont] - logz).sum())
+        return scores
+
+    def close(self) -> None:
+        for llm in (self.llm, self._scorer):
+            if llm is not None:
+                llm.close()
+        self.llm = self._scorer = None

@@ -1,0 +1,87 @@
+"""The pipeline's last stage: evaluate the vanilla, original-teacher and ARTE students on the same
+test questions, zero- and few-shot, then write `summary.md` and `summary.json` (accuracy table with
+bootstrap intervals, paired differences, data counts, stage timings)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from arte.backends import BackendConfig, load_backend
+from arte.config import opt
+from arte.run_dir import RecordLog, RunDir, read_json, write_json_atomic
+
+VARIANTS = ("vanilla", "original", "arte")
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluation of the students (paper's protocol: target-task accuracy, zero-shot and 3-shot)."""
+
+    shots: list[int] = opt([0, 3], "Shot settings (demonstrations are the task's seeds).")
+    n_test: int = opt(200, "Test questions per task.")
+    max_new_tokens: int = opt(192, "Decode budget per answer.")
+    n_boot: int = opt(2000, "Bootstrap resamples for the confidence intervals.")
+    backend: BackendConfig = opt(
+        BackendConfig(name="hf", model=""), "Engine for every student (model is filled in per variant)."
+    )
+
+
+def variant_models(cfg, run: RunDir) -> dict[str, str]:
+    from arte.models import resolve_hf
+
+    return {
+        "vanilla": resolve_hf(cfg.student.model),
+        "original": str(run.path / "train" / "original"),
+        "arte": str(run.path / "train" / "arte"),
+    }
+
+
+def evaluate_variants(cfg, run: RunDir, tasks) -> dict:
+    """Evaluate each variant (resumable per variant and task), then write the summary files."""
+    from arte.evaluate import evaluate_student
+
+    out, ev = run.stage("evaluate"), cfg.evaluate
+    records: dict[str, list[dict]] = {}
+    for variant, model in variant_models(cfg, run).items():
+        log = RecordLog(out / f"{variant}.jsonl")
+        done_tasks = {r["task"] for r in log}
+        todo = [t for t in tasks if t.name not in done_tasks]
+        if todo:
+            backend = load_backend(dataclasses.replace(ev.backend, model=model))
+            try:
+                for task in todo:  # one task at a time: a kill loses at most the task in progress
+                    log.extend(evaluate_student(backend, [task], ev.shots, ev.n_test, ev.max_new_tokens))
+            finally:
+                backend.close()
+        records[variant] = log.read()
+    return write_summary(cfg, run, records)
+
+
+def write_summary(cfg, run: RunDir, records: dict[str, list[dict]]) -> dict:
+    from arte.evaluate import accuracy_table, format_table_markdown
+
+    table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
+    manifest = read_json(run.path / "manifest.json")
+    stages = {name: info for name, info in manifest.get("stages", {}).items()}
+    data = {
+        "drafts": _count_lines(run.path / "elicit" / "drafts.jsonl"),
+        "pairs": _count_lines(run.path / "pairs" / "dpo.jsonl"),
+        "sft_examples": {v: _count_lines(run.path / "generate" / f"{v}.jsonl") for v in ("original", "arte")},
+        "prefset": {p.stem: read_json(p)["method"] for p in sorted((run.path / "prefset").glob("*.json"))},
+    }
+    summary = {"accuracy": table, "data": data, "stages": stages}
+    write_json_atomic(run.path / "summary.json", summary)
+    lines = [f"# ARTE run: {run.path}", "", format_table_markdown(table), "", "## Data", ""]
+    lines += [f"- drafts: {data['drafts']}; DPO pairs: {data['pairs']}",
+              f"- SFT examples after filters: original {data['sft_examples']['original']}, "
+              f"ARTE {data['sft_examples']['arte']}",
+              f"- D_pref selection per task: {data['prefset']}", "", "## Stage timings (s)", ""]  # fmt: skip
+    lines += [f"- {name}: {info.get('seconds')}" for name, info in stages.items()]
+    (run.path / "summary.md").write_text("\n".join(lines) + "\n")
+    return {"variants": list(records), "evaluated": {v: len(r) for v, r in records.items()}}
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for _ in RecordLog(path)) if path.exists() else 0

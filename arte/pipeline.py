@@ -1,0 +1,171 @@
+"""`arte run`: every ARTE stage in order, into one run directory (see ../shared/ARTE_METHOD.md).
+
+    elicit -> prefset -> score -> pairs -> align -> generate -> train -> evaluate
+
+Each stage is a function of (RunConfig, run directory) that reads the files earlier stages wrote
+and writes its own; a finished stage leaves `STAGE/done.json` and is skipped on a re-run. Inside a
+stage, records are appended as they are made (teacher calls, draft scores, evaluation chunks), so a
+stage killed half-way resumes from its last complete record. `manifest.json` records the config,
+library versions, input hashes and per-stage timings and counts; `summary.md`/`summary.json` hold
+the accuracy table with confidence intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from arte.align import AlignConfig
+from arte.backends import BackendConfig
+from arte.config import opt, to_dict
+from arte.elicit import ElicitConfig
+from arte.errors import UserError
+from arte.evaluate_stage import EvaluateConfig
+from arte.generate import GenerateConfig
+from arte.pairs import PairsConfig
+from arte.prefset import PrefsetConfig
+from arte.run_dir import RunDir, read_json, write_json_atomic
+from arte.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+BUILTIN_TASKS = ["boolean_expressions", "multistep_arithmetic", "object_counting", "word_sorting"]
+
+
+@dataclass
+class RunConfig:
+    """The whole ARTE pipeline: models, tasks, and every stage's settings."""
+
+    run_dir: str = opt("runs/arte", "Run directory: every stage's files, the manifest and the summary.")
+    tasks: list[str] = opt(list(BUILTIN_TASKS), "Target tasks; one aligned teacher serves all of them.")
+    seed: int = opt(0, "Seed for task splits, sampling and training.")
+    n_validation: int = opt(100, "Validation questions per task (the pool D_pref is selected from).")
+    n_test: int = opt(200, "Test questions per task available to evaluation.")
+    teacher: BackendConfig = opt(BackendConfig(), "The teacher that drafts questions and rationales.")
+    student: BackendConfig = opt(BackendConfig(), "The student whose preferences are measured.")
+    elicit: ElicitConfig = opt(ElicitConfig(), "Step 1: knowledge elicitation.")
+    prefset: PrefsetConfig = opt(PrefsetConfig(), "Step 2: the preference set D_pref.")
+    score_max_new_tokens: int = opt(128, "Decode budget of one student answer while scoring drafts.")
+    pairs: PairsConfig = opt(PairsConfig(), "Step 3: DPO pairs.")
+    align: AlignConfig = opt(AlignConfig(), "Step 3: DPO on the teacher.")
+    aligned_teacher: BackendConfig = opt(
+        BackendConfig(name="hf", model=""),
+        "Engine for the aligned teacher (its model is the align stage's output; leave model empty).",
+    )
+    generate: GenerateConfig = opt(GenerateConfig(), "Step 4: tailored data from the aligned teacher.")
+    train: TrainConfig = opt(TrainConfig(), "Step 4: student SFT.")
+    evaluate: EvaluateConfig = opt(EvaluateConfig(), "Evaluation of vanilla / original / ARTE students.")
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("arte-edge", "torch", "transformers", "trl", "peft", "llama-cpp-python", "numpy", "scipy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def task_hash(task) -> str:
+    payload = [task.description] + [
+        [(e.input, e.target) for e in split] for split in (task.seeds, task.validation, task.test)
+    ]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+
+
+def load_run_tasks(cfg: RunConfig) -> list:
+    from arte.prefset import check_task_sizes
+    from arte.tasks import load_tasks
+
+    tasks = load_tasks(cfg.tasks, n_validation=cfg.n_validation, n_test=cfg.n_test, seed=cfg.seed)
+    for t in tasks:
+        check_task_sizes(t, cfg.prefset.k)
+    return tasks
+
+
+def open_manifest(run: RunDir, cfg: RunConfig, tasks: list) -> dict:
+    """Create or re-open manifest.json; refuse to resume on different task data."""
+    path = run.path / "manifest.json"
+    hashes = {t.name: task_hash(t) for t in tasks}
+    manifest = read_json(path) if path.exists() else {"created_at": time.time(), "stages": {}}
+    old = manifest.get("input_hashes", {}).get("tasks")
+    if old is not None and old != hashes:
+        raise UserError(
+            f"{run.path} was made with different task data ({old} vs {hashes}); "
+            f"use a new --run_dir or delete the old one"
+        )
+    new_cfg = to_dict(cfg)
+    if manifest.get("config") not in (None, new_cfg):
+        changed = sorted(k for k in new_cfg if manifest["config"].get(k) != new_cfg[k])
+        log.warning("config changed since this run dir was created (%s); finished stages are kept", changed)
+    manifest.update(config=new_cfg, versions=library_versions(), input_hashes={"tasks": hashes})
+    write_json_atomic(path, manifest)
+    return manifest
+
+
+def run_pipeline(cfg: RunConfig, only: list[str] | None = None) -> dict:
+    """Run (or resume) the stages in order; `only` runs just those, after checking their inputs exist."""
+    from arte.stages import STAGES
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    run = RunDir(cfg.run_dir)
+    tasks = load_run_tasks(cfg)
+    manifest = open_manifest(run, cfg, tasks)
+    names = [name for name, _ in STAGES]
+    for name in only or []:
+        if name not in names:
+            raise UserError(f"unknown stage {name!r}; stages: {', '.join(names)}")
+    for i, (name, fn) in enumerate(STAGES):
+        if only and name not in only:
+            continue
+        missing = [p for p in names[:i] if not run.is_done(p)]
+        if only and missing:
+            raise UserError(
+                f"stage {name!r} needs {', '.join(missing)} first: run `arte run` or those stages"
+            )
+        if run.is_done(name) and not only:
+            print(f"[{name}] done earlier, skipped ({run.path / name})")
+            continue
+        print(f"[{name}] running ...", flush=True)
+        started = time.time()
+        counts = fn(cfg, run, tasks)
+        seconds = round(time.time() - started, 1)
+        run.mark_done(name, {"seconds": seconds, "counts": counts})
+        manifest["stages"][name] = {"seconds": seconds, "counts": counts}
+        write_json_atomic(run.path / "manifest.json", manifest)
+        print(f"[{name}] done in {seconds} s: {json.dumps(counts)[:300]}", flush=True)
+    return manifest
+
+
+def run_pipeline_cli(cfg: RunConfig) -> int:
+    run_pipeline(cfg)
+    summary = Path(cfg.run_dir) / "summary.md"
+    if summary.exists():
+        print("\n" + summary.read_text())
+    print(f"run directory: {Path(cfg.run_dir).resolve()}")
+    return 0
+
+
+def stage_command(name: str):
+    """The CLI function of `arte NAME`: run one stage of the pipeline with the run config."""
+
+    def run_one(cfg: RunConfig) -> int:
+        run_pipeline(dataclasses.replace(cfg), only=[name])
+        return 0
+
+    return run_one
+
+
+STAGE_NAMES = ("elicit", "prefset", "score", "pairs", "align", "generate", "train", "evaluate")
+# `arte elicit`, `arte prefset`, ...: the same run config, one stage.
+run_elicit, run_prefset, run_score, run_pairs, run_align, run_generate, run_train, run_evaluate = (
+    stage_command(n) for n in STAGE_NAMES
+)

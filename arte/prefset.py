@@ -1,0 +1,105 @@
+"""ARTE step 2a: select the preference set D_pref, the k questions the student is scored on.
+
+Scoring every draft on all ~100 validation questions is too costly (m * n * 100 generations), so the
+paper keeps the k = 40 most *discriminative* ones: build a response matrix (rows = student-like
+respondents, each model at 0/1/2/3 shots; columns = validation questions; 1 = correct), fit a
+2-parameter logistic IRT model and keep the top-k questions by discrimination. With too few
+respondents or a degenerate matrix the fit means nothing; then a seeded random k is used and the
+reason is logged and reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from arte.backends import BackendConfig, SamplingParams, load_backend
+from arte.config import opt
+from arte.errors import UserError
+from arte.prompts import STUDENT_STOP, answer_only_rationale, icl_prompt
+from arte.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrefsetConfig:
+    """Preference-set selection (ARTE step 2, D_pref)."""
+
+    k: int = opt(40, "Questions kept in D_pref (paper: k = 40 of ~100 validation questions).")
+    shots: list[int] = opt([0, 1, 2, 3], "Shot settings per respondent model (rows of the response matrix).")
+    extra_respondents: list[str] = opt(
+        [], "More student-like models (same backend as the student) to widen the IRT response matrix."
+    )
+    min_respondents: int = opt(8, "Below this many respondent rows the IRT fit is skipped (random k).")
+    max_new_tokens: int = opt(128, "Decode budget per respondent answer.")
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"--prefset.k must be >= 1, got {self.k}")
+        if any(s < 0 or s > 3 for s in self.shots):
+            raise ValueError(f"--prefset.shots must be within 0..3 (a task has 3 seeds), got {self.shots}")
+
+
+def check_task_sizes(task: Task, k: int) -> None:
+    """Refuse a task that cannot support the pipeline, saying what is missing."""
+    if len(task.seeds) < 3:
+        raise UserError(
+            f"task {task.name!r} has {len(task.seeds)} seed examples; ARTE needs 3. Add labelled examples."
+        )
+    if len(task.validation) < k:
+        raise UserError(
+            f"task {task.name!r} has {len(task.validation)} validation questions but --prefset.k is {k}: "
+            f"add labelled examples (or lower --prefset.k)."
+        )
+
+
+def respondent_rows(task: Task, backend, shots: Sequence[int], max_new_tokens: int) -> list[list[int]]:
+    """One row per shot setting: 1 where `backend` answers the validation question correctly."""
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=STUDENT_STOP)
+    rows = []
+    for s in shots:
+        demos = [(ex.input, answer_only_rationale(ex.target)) for ex in task.seeds[:s]]
+        prompts = [icl_prompt(task.description, demos, ex.input) for ex in task.validation]
+        gens = backend.generate(prompts, params)
+        rows.append([int(task.is_correct(g.text, ex.target)) for g, ex in zip(gens, task.validation)])
+    return rows
+
+
+def select_pref_set(
+    task: Task, student_cfg: BackendConfig, cfg: PrefsetConfig, *, seed: int = 0, student=None
+) -> dict:
+    """Build the response matrix, select k questions; returns a JSON-able record (indices, method, reason)."""
+    import numpy as np
+
+    from arte.irt import select_discriminative_questions
+
+    check_task_sizes(task, cfg.k)
+    matrix, names = [], []
+    models = [student_cfg.model, *cfg.extra_respondents]
+    for i, model in enumerate(models):
+        reuse = student is not None and i == 0
+        backend = student if reuse else load_backend(dataclasses.replace(student_cfg, model=model))
+        try:
+            matrix += respondent_rows(task, backend, cfg.shots, cfg.max_new_tokens)
+        finally:
+            if not reuse:
+                backend.close()
+        names += [f"{model}@{s}shot" for s in cfg.shots]
+    responses = np.array(matrix, dtype=float)
+    sel = select_discriminative_questions(responses, cfg.k, seed=seed, min_respondents=cfg.min_respondents)
+    if sel.method != "irt":
+        log.warning("task %s: D_pref is a random %d questions: %s", task.name, cfg.k, sel.reason)
+    return {
+        "task": task.name,
+        "indices": [int(i) for i in sel.indices],
+        "method": sel.method,
+        "reason": sel.reason,
+        "notes": sel.notes,
+        "discrimination": sel.discrimination,
+        "respondents": names,
+        "respondent_accuracy": [round(float(r.mean()), 3) for r in responses],
+        "responses": matrix,
+    }
