@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from arte.backends.base import Backend, SamplingParams
 from arte.config import opt
 from arte.draft_parsing import parse_question_blocks, question_key
-from arte.prompts import render_question_block
+from arte.prompts import STEP_BY_STEP, render_question_block, worked_example
 from arte.run_dir import RecordLog
 from arte.scoring import Draft
 from arte.tasks.base import Task
@@ -72,13 +72,15 @@ def question_prompt(task: Task) -> str:
     )
 
 
-def strategy_prompt(task: Task, strategy: str, question: str) -> str:
-    """A rationale prompt: the strategy's instructions, the question, and the answer-tag request."""
+def teacher_example(task: Task, enabled: bool) -> str:
+    """The worked example (the task's first seed) for the teacher's rationale prompts, or ""."""
+    return worked_example(task.seeds[0].input, task.seeds[0].target) if enabled else ""
+
+
+def strategy_prompt(task: Task, strategy: str, question: str, example: str = "") -> str:
+    """A rationale prompt: the strategy's instructions, an optional worked example, the question."""
     head = DEFAULT_STRATEGIES[strategy].format(task=task.name, description=task.description)
-    return (
-        f"{head} Give your final answer as <ans>...</ans>.\n"
-        f"Question: {question} Answer: Let's think step by step."
-    )
+    return f"{head} Give your final answer as <ans>...</ans>.\n{example}Question: {question} Answer: {STEP_BY_STEP}"
 
 
 def elicit_questions(task: Task, teacher: Backend, cfg: ElicitConfig, log: RecordLog, seed: int = 0) -> dict:
@@ -132,8 +134,9 @@ def elicit_questions(task: Task, teacher: Backend, cfg: ElicitConfig, log: Recor
 
 
 def elicit_rationales(
-    task: Task, questions: Sequence[dict], teacher: Backend, cfg: ElicitConfig, log: RecordLog, batch: int = 8
-) -> list[Draft]:
+    task: Task, questions: Sequence[dict], teacher: Backend, cfg: ElicitConfig, log: RecordLog,
+    batch: int = 8, example: str = "",
+) -> list[Draft]:  # fmt: skip
     """One greedy rationale per (question, strategy); returns the drafts in a stable order."""
     from tqdm import tqdm
 
@@ -145,7 +148,7 @@ def elicit_rationales(
         range(0, len(todo), batch), desc=f"rationales {task.name}", unit="batch", disable=not todo
     ):
         chunk = todo[start : start + batch]
-        gens = teacher.generate([strategy_prompt(task, s, q["input"]) for q, s in chunk], params)
+        gens = teacher.generate([strategy_prompt(task, s, q["input"], example) for q, s in chunk], params)
         records = [
             {"qid": q["qid"], "strategy": s, "rationale": g.text.strip(), "finish": g.finish_reason}
             for (q, s), g in zip(chunk, gens)

@@ -56,10 +56,10 @@ def evaluate_variants(cfg, run: RunDir, tasks) -> dict:
             finally:
                 backend.close()
         records[variant] = log.read()
-    return write_summary(cfg, run, records)
+    return write_summary(cfg, run, tasks, records)
 
 
-def write_summary(cfg, run: RunDir, records: dict[str, list[dict]]) -> dict:
+def write_summary(cfg, run: RunDir, tasks, records: dict[str, list[dict]]) -> dict:
     from arte.evaluate import accuracy_table, format_table_markdown
 
     table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
@@ -69,7 +69,7 @@ def write_summary(cfg, run: RunDir, records: dict[str, list[dict]]) -> dict:
         "drafts": _count_lines(run.path / "elicit" / "drafts.jsonl"),
         "pairs": _count_lines(run.path / "pairs" / "dpo.jsonl"),
         "sft_examples": {v: _count_lines(run.path / "generate" / f"{v}.jsonl") for v in ("original", "arte")},
-        "prefset": {p.stem: read_json(p)["method"] for p in sorted((run.path / "prefset").glob("*.json"))},
+        "prefset": {t.name: read_json(run.path / "prefset" / f"{t.name}.json")["method"] for t in tasks},
     }
     summary = {"accuracy": table, "data": data, "stages": stages}
     write_json_atomic(run.path / "summary.json", summary)

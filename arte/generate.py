@@ -80,7 +80,7 @@ def filter_examples(task: Task, candidates: Sequence[dict], verify: bool) -> tup
 
 def generate_tailored(
     task: Task, teacher: Backend, cfg: GenerateConfig, questions_log: RecordLog, rationales_log: RecordLog,
-    *, seed: int = 0, batch: int = 8,
+    *, seed: int = 0, batch: int = 8, example: str = "",
 ) -> tuple[list[dict], dict]:  # fmt: skip
     """Questions + one naive-prompt rationale each from the aligned teacher, then the filters."""
     from tqdm import tqdm
@@ -98,7 +98,7 @@ def generate_tailored(
         range(0, len(todo), batch), desc=f"generate {task.name}", unit="batch", disable=not todo
     ):
         chunk = todo[start : start + batch]
-        gens = teacher.generate([naive_prompt(task.description, q["input"]) for q in chunk], params)
+        gens = teacher.generate([naive_prompt(task.description, q["input"], example) for q in chunk], params)
         records = [{"qid": q["qid"], "rationale": g.text.strip()} for q, g in zip(chunk, gens)]
         rationales_log.extend(records)
         done.update({r["qid"]: r["rationale"] for r in records})

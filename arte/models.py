@@ -24,6 +24,9 @@ EMBEDDED = {
 }
 """Embedded model name -> (Python package, GGUF file inside it)."""
 
+BUILT_IN_RANDOM = {"tiny-random-llama": "smollm2-135m"}
+"""Tiny random models (name -> the embedded model whose tokenizer they use), for tests and smoke runs."""
+
 DEFAULT_MODEL = "smollm2-135m"
 _MARKER = "arte-materialized.json"
 _VERSION = 2
@@ -82,8 +85,8 @@ def resolve_gguf(spec: str) -> Path:
 
 
 def _not_found(spec: str) -> UserError:
-    valid = ", ".join(EMBEDDED)
-    return UserError(f"model {spec!r} not found: it is not an embedded model ({valid}) nor an existing path")
+    valid = ", ".join([*EMBEDDED, *BUILT_IN_RANDOM])
+    return UserError(f"model {spec!r} not found: it is not a built-in model ({valid}) nor an existing path")
 
 
 def resolve_hf(spec: str) -> str:
@@ -91,6 +94,8 @@ def resolve_hf(spec: str) -> str:
     (transformers de-quantizes it), or a hub id passed through (works where the hub is reachable)."""
     if spec in EMBEDDED:
         return str(materialize_hf(spec))
+    if spec in BUILT_IN_RANDOM:
+        return str(materialize_tiny_random(spec))
     path = Path(spec).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -138,6 +143,28 @@ def materialize_hf(name: str, *, force: bool = False) -> Path:
     (tmp / _MARKER).write_text(json.dumps(marker, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # atomic: a killed run never leaves a half-written copy that looks complete
+    return out
+
+
+def materialize_tiny_random(name: str) -> Path:
+    """Build (once) the tiny random Llama `name` with its embedded model's tokenizer; return its dir."""
+    out = cache_dir() / "models" / name
+    if (out / _MARKER).is_file():
+        return out
+    gguf = embedded_gguf(BUILT_IN_RANDOM[name])
+    from transformers import AutoTokenizer
+
+    from arte.gguf_tokenizer import repair_gguf_tokenizer
+    from arte.tiny_model import build_tiny_llama, save_hf
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    repair_gguf_tokenizer(tokenizer, gguf)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_hf(build_tiny_llama(tokenizer, seed=0), tokenizer, tmp)
+    (tmp / _MARKER).write_text(json.dumps({"source_gguf": str(gguf), "random_seed": 0, "version": _VERSION}))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
     return out
 
 

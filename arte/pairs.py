@@ -125,7 +125,7 @@ def build_question_pairs(
 
 
 def _rationale_pairs(
-    task: Task, drafts: Sequence[Draft], r_scores: RationaleScores, cfg: PairsConfig
+    task: Task, drafts: Sequence[Draft], r_scores: RationaleScores, cfg: PairsConfig, example: str = ""
 ) -> tuple[list[dict[str, Any]], int]:
     """Rationale-level pairs and the number of questions skipped for a tie (or a single rationale)."""
     scores = _aligned_scores(drafts, r_scores)
@@ -141,18 +141,18 @@ def _rationale_pairs(
         if best[1] - worst[1] <= cfg.min_score_gap:
             skipped += 1
             continue
-        prompt = naive_prompt(task.description, best[0].question)
+        prompt = naive_prompt(task.description, best[0].question, example)
         chosen, rejected = ((f"{qid}/{d.strategy}", d.rationale, s) for d, s in (best, worst))
         rows.append(_pair_row("rationale", task.name, prompt, chosen, rejected))
     return rows, skipped
 
 
 def build_rationale_pairs(
-    task: Task, drafts: Sequence[Draft], r_scores: RationaleScores, cfg: PairsConfig
+    task: Task, drafts: Sequence[Draft], r_scores: RationaleScores, cfg: PairsConfig, example: str = ""
 ) -> list[dict[str, Any]]:
     """Rationale-level pairs for one task: per question, its best rationale (chosen) against its worst
     (rejected), under the naive prompt; questions whose rationale scores tie are skipped."""
-    return _rationale_pairs(task, drafts, r_scores, cfg)[0]
+    return _rationale_pairs(task, drafts, r_scores, cfg, example)[0]
 
 
 def _aligned_scores(drafts: Sequence[Draft], r_scores: RationaleScores) -> list[float]:
@@ -172,10 +172,12 @@ def build_dpo_pairs(
     drafts: Sequence[Draft],
     r_scores: RationaleScores,
     cfg: PairsConfig,
+    examples: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The mixed DPO dataset over all tasks (question-level rows first, then rationale-level, per
     task), and stats: pairs per level and per task, questions skipped for tied rationale scores.
 
+    `examples` (by task name) is the worked example of the naive prompt, as used in generation.
     `tasks` and `question_prompts` are keyed by task name; every draft's task must be in both.
     Question scores are the mean of each question's rationale scores (as in `question_scores`).
     """
@@ -193,7 +195,9 @@ def build_dpo_pairs(
         q_scores = question_scores(task_drafts, task_scores)
         questions = {d.qid: (d.question, d.target) for d in task_drafts}
         q_rows = build_question_pairs(name, question_prompts[name], questions, q_scores, cfg)
-        r_rows, ties = _rationale_pairs(tasks[name], task_drafts, task_scores, cfg)
+        r_rows, ties = _rationale_pairs(
+            tasks[name], task_drafts, task_scores, cfg, (examples or {}).get(name, "")
+        )
         rows += q_rows + r_rows
         per_task[name] = {"questions": len(q_scores), "question": len(q_rows), "rationale": len(r_rows),
                           "rationale_ties_skipped": ties}  # fmt: skip

@@ -49,6 +49,11 @@ class RunConfig:
     teacher: BackendConfig = opt(BackendConfig(), "The teacher that drafts questions and rationales.")
     student: BackendConfig = opt(BackendConfig(), "The student whose preferences are measured.")
     elicit: ElicitConfig = opt(ElicitConfig(), "Step 1: knowledge elicitation.")
+    teacher_worked_example: bool = opt(
+        True,
+        "Show the task's first seed as a solved example in the teacher's rationale prompts (strategy "
+        "prompts, naive prompt). Small teachers need it to keep the <ans> format; the paper had none.",
+    )
     prefset: PrefsetConfig = opt(PrefsetConfig(), "Step 2: the preference set D_pref.")
     score_max_new_tokens: int = opt(128, "Decode budget of one student answer while scoring drafts.")
     pairs: PairsConfig = opt(PairsConfig(), "Step 3: DPO pairs.")

@@ -35,10 +35,19 @@ def icl_prompt(description: str, demos: Sequence[tuple[str, str]], question: str
     return "\n".join(lines)
 
 
-def naive_prompt(description: str, question: str) -> str:
+def worked_example(question: str, target: str) -> str:
+    """A solved example placed before the question in the teacher's rationale prompts (optional:
+    `RunConfig.teacher_worked_example`). Small teachers need it to stay on the `<ans>` format; the
+    paper's 70B teacher did not."""
+    return f"Question: {question} Answer: {STEP_BY_STEP} The answer is {target}. <ans>{target}</ans>\n"
+
+
+def naive_prompt(description: str, question: str, example: str = "") -> str:
     """The rationale prompt without a reasoning strategy (prompt erasure): the aligned teacher must
-    choose one itself. Used for rationale-level DPO pairs and tailored generation."""
-    return f"Task Description: {description} Question: {question} Answer: {STEP_BY_STEP}"
+    choose one itself. Used for rationale-level DPO pairs and tailored generation. `example` is an
+    optional `worked_example` shown before the question."""
+    sep = "\n" if example else " "
+    return f"Task Description: {description}{sep}{example}Question: {question} Answer: {STEP_BY_STEP}"
 
 
 def render_question_block(input: str, target: str, index: int) -> str:

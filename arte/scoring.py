@@ -71,7 +71,7 @@ def score_drafts(
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=STUDENT_STOP)
     cached = {rec["key"]: rec["score"] for rec in cache}
     keys = [draft_key(student_id, d, pref_set, max_new_tokens) for d in drafts]
-    todo = [(k, d) for k, d in zip(keys, drafts) if k not in cached]
+    todo = list({k: d for k, d in zip(keys, drafts) if k not in cached}.items())  # identical drafts: once
     for key, draft in tqdm(todo, desc=f"score {task.name}", unit="draft", disable=not progress or not todo):
         demo = [(draft.question, draft.rationale)]
         prompts = [icl_prompt(task.description, demo, ex.input) for ex in pref_set]

@@ -35,7 +35,7 @@ def _drafts(run: RunDir) -> list[Draft]:
 
 
 def stage_elicit(cfg, run: RunDir, tasks) -> dict:
-    from arte.elicit import elicit_questions, elicit_rationales
+    from arte.elicit import elicit_questions, elicit_rationales, teacher_example
 
     out, counts, drafts = run.stage("elicit"), {}, []
     teacher = load_backend(cfg.teacher)
@@ -50,8 +50,9 @@ def stage_elicit(cfg, run: RunDir, tasks) -> dict:
                     f"calls (see {out / task.name}.questions.jsonl); use a stronger teacher or --teacher.chat true"
                 )
             log = RecordLog(out / f"{task.name}.rationales.jsonl")
+            example = teacher_example(task, cfg.teacher_worked_example)
             drafts += elicit_rationales(
-                task, got["questions"], teacher, cfg.elicit, log, cfg.teacher.batch_size
+                task, got["questions"], teacher, cfg.elicit, log, cfg.teacher.batch_size, example
             )
             counts[task.name] = got["stats"] | {"drafts": len(got["questions"]) * len(cfg.elicit.strategies)}
     finally:
@@ -117,14 +118,15 @@ def _student_id(student: BackendConfig) -> str:
 
 
 def stage_pairs(cfg, run: RunDir, tasks) -> dict:
-    from arte.elicit import question_prompt
+    from arte.elicit import question_prompt, teacher_example
     from arte.pairs import build_dpo_pairs
 
     scored = list(RecordLog(run.path / "score" / "scores.jsonl"))
     drafts = [Draft(**{k: r[k] for k in Draft.__dataclass_fields__}) for r in scored]
     by_name = {t.name: t for t in tasks}
     prompts = {t.name: question_prompt(t) for t in tasks}
-    rows, stats = build_dpo_pairs(by_name, prompts, drafts, [r["score"] for r in scored], cfg.pairs)
+    examples = {t.name: teacher_example(t, cfg.teacher_worked_example) for t in tasks}
+    rows, stats = build_dpo_pairs(by_name, prompts, drafts, [r["score"] for r in scored], cfg.pairs, examples)
     if not rows:
         raise UserError(
             "no DPO pair could be built: every draft of a question scored the same and question scores "
@@ -145,10 +147,11 @@ def stage_align(cfg, run: RunDir, tasks) -> dict:
 
 
 def stage_generate(cfg, run: RunDir, tasks) -> dict:
+    from arte.elicit import teacher_example
     from arte.generate import generate_tailored, sft_rows_from_drafts
 
     out, counts, arte_rows, original_rows = run.stage("generate"), {}, [], []
-    if cfg.aligned_teacher.name != "hf":
+    if cfg.aligned_teacher.name == "llama_cpp":
         raise UserError(
             "--aligned_teacher.name llama_cpp needs a GGUF of the aligned teacher, which needs the GGUF "
             "export (arte export gguf, not built yet); use --aligned_teacher.name hf"
@@ -162,7 +165,7 @@ def stage_generate(cfg, run: RunDir, tasks) -> dict:
             rows, stats = generate_tailored(
                 task, teacher, cfg.generate, RecordLog(out / f"{task.name}.questions.jsonl"),
                 RecordLog(out / f"{task.name}.rationales.jsonl"), seed=cfg.seed + 10_000,
-                batch=cfg.aligned_teacher.batch_size,
+                batch=cfg.aligned_teacher.batch_size, example=teacher_example(task, cfg.teacher_worked_example),
             )  # fmt: skip
             mine = [r for r in scored if r["task"] == task.name]
             drafts = [Draft(**{k: r[k] for k in Draft.__dataclass_fields__}) for r in mine]

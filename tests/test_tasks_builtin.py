@@ -9,8 +9,8 @@ import pytest
 
 from arte.errors import UserError
 from arte.tasks import list_builtin_tasks, load_task
+from arte.tasks.builtin import BUILTIN_TASKS, make_builtin_task
 from arte.tasks.builtin import boolean_expressions as boolexpr
-from arte.tasks.builtin import make_builtin_task
 from arte.tasks.builtin import multistep_arithmetic as arith
 from arte.tasks.builtin import object_counting as counting
 from arte.tasks.builtin import word_sorting as sorting
@@ -203,3 +203,15 @@ def test_verifiers_never_eval(monkeypatch, big_tasks):
 def test_unknown_builtin_name():
     with pytest.raises(UserError, match="word_sorting"):
         make_builtin_task("word_sortin")
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_TASKS))
+def test_solve_agrees_with_generator_targets(name):
+    import random
+
+    from arte.tasks.builtin import draw_builtin_questions, solve_builtin
+
+    task = make_builtin_task(name, n_validation=50, n_test=50, seed=3)
+    for ex in task.validation + draw_builtin_questions(name, random.Random(1), 50):
+        assert task.normalize(solve_builtin(name, ex.input)) == task.normalize(ex.target)
+    assert solve_builtin(name, "__import__('os')") is None

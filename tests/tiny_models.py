@@ -16,19 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-TINY_LLAMA = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-    tie_word_embeddings=True,
-    rms_norm_eps=1e-5,
-    rope_theta=10000.0,
-    initializer_range=0.2,  # larger than usual: peaked logits, so greedy argmax has no near-ties
-)
-"""LlamaConfig fields of the tiny model (vocab size comes from the tokenizer)."""
+from arte.tiny_model import TINY_LLAMA, build_tiny_llama, save_hf  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -49,31 +37,6 @@ def load_gguf_tokenizer(gguf_path: Path):
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     repair_gguf_tokenizer(tokenizer, gguf_path)
     return tokenizer
-
-
-def build_tiny_llama(tokenizer, seed: int = 0):
-    """A randomly initialised LlamaForCausalLM (fp32, eval mode) sized for `tokenizer`."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **TINY_LLAMA,
-    )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
-
-
-def save_hf(model, tokenizer, out_dir: Path) -> Path:
-    """Save weights + the fast tokenizer files only (the GGUF-derived tokenizer would otherwise
-    write a `tokenizer.model` that is really the whole source GGUF)."""
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "tokenizer.model").unlink(missing_ok=True)
-    return out_dir
 
 
 def permute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:

@@ -16,17 +16,21 @@ from arte.errors import unknown_name
 BACKENDS: dict[str, str] = {
     "hf": "arte.backends.hf:HFBackend",
     "llama_cpp": "arte.backends.llama_cpp:LlamaCppBackend",
+    "fake": "arte.backends.fake:FakeBackend",
 }
 """Backend name -> "module:Class". The module is imported only when that backend is used."""
 
-BackendName = Literal["hf", "llama_cpp"]
+BackendName = Literal["hf", "llama_cpp", "fake"]
 
 
 @dataclass
 class BackendConfig:
     """Which engine runs a model, and how."""
 
-    name: BackendName = opt("llama_cpp", "Inference engine: hf (transformers) or llama_cpp (GGUF).")
+    name: BackendName = opt(
+        "llama_cpp",
+        "Inference engine: hf (transformers), llama_cpp (GGUF), or fake (a deterministic simulator of teacher and student on the built-in tasks, for tests and configs/smoke.yaml).",
+    )
     model: str = opt(
         "smollm2-135m",
         "Model: an embedded name (see `arte models`), a local HF directory or .gguf file, or a hub id.",

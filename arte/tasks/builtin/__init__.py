@@ -69,4 +69,15 @@ def make_builtin_task(
     )
 
 
-__all__ = ["BUILTIN_TASKS", "make_builtin_task"]
+def solve_builtin(name: str, question: str) -> str | None:
+    """The exact answer to a question of built-in task `name` (None if unparsable). Used by the
+    `fake` backend's simulated teacher and student, never on the evaluation path."""
+    return _MODULES[name].solve(question)
+
+
+def draw_builtin_questions(name: str, rng: random.Random, n: int) -> list[Example]:
+    """`n` fresh questions of built-in task `name` from `rng` (may repeat across calls)."""
+    return [_MODULES[name].generate(rng) for _ in range(n)]
+
+
+__all__ = ["BUILTIN_TASKS", "draw_builtin_questions", "make_builtin_task", "solve_builtin"]

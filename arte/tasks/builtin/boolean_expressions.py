@@ -156,3 +156,9 @@ def verify(question: str, answer: str) -> bool | None:
     if value is None:
         return None
     return normalize_answer(answer, "bool") == str(value).casefold()
+
+
+def solve(question: str) -> str | None:
+    """The answer ("True"/"False") to `question`, or None if it cannot be parsed."""
+    value = evaluate(question)
+    return None if value is None else str(value)

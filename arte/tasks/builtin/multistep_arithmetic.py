@@ -145,3 +145,9 @@ def verify(question: str, answer: str) -> bool | None:
         return None
     got = parse_number(answer)
     return got is not None and Fraction(got) == value
+
+
+def solve(question: str) -> str | None:
+    """The integer answer to `question`, or None if it is unparsable or not a whole number."""
+    value = evaluate(question)
+    return str(value.numerator) if value is not None and value.denominator == 1 else None

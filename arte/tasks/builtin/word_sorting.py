@@ -102,3 +102,9 @@ def verify(question: str, answer: str) -> bool | None:
         return None
     expected = " ".join(sorted(w.casefold() for w in words))
     return normalize_answer(answer, "text") == expected
+
+
+def solve(question: str) -> str | None:
+    """The question's words in alphabetical order, or None if it has no readable word list."""
+    words = words_in(question)
+    return None if words is None else " ".join(sorted(w.casefold() for w in words))

@@ -1,0 +1,127 @@
+"""The whole ARTE pipeline on configs/smoke.yaml (fake generation engine, real tiny models for DPO,
+SFT and evaluation), and resume after a SIGKILL half-way through a stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from arte.config import load_config
+from arte.pipeline import RunConfig, run_pipeline
+from arte.run_dir import RecordLog
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+STAGES = ["elicit", "prefset", "score", "pairs", "align", "generate", "train", "evaluate"]
+
+
+def smoke_config(run_dir: Path, **overrides) -> RunConfig:
+    return load_config(RunConfig, SMOKE, {"run_dir": str(run_dir), **overrides})
+
+
+def test_smoke_pipeline_end_to_end_and_rerun_skips(tmp_path, capsys):
+    cfg = smoke_config(tmp_path / "run")
+    manifest = run_pipeline(cfg)
+    run = tmp_path / "run"
+    assert list(manifest["stages"]) == STAGES
+    assert all(manifest["stages"][s]["seconds"] >= 0 for s in STAGES)
+    assert manifest["versions"]["torch"] and manifest["input_hashes"]["tasks"].keys() == {
+        "boolean_expressions",
+        "multistep_arithmetic",
+    }
+    summary = json.loads((run / "summary.json").read_text())
+    variants = {row["variant"] for row in summary["accuracy"]["accuracy"]}
+    assert variants == {"vanilla", "original", "arte"}
+    comparisons = {row["comparison"] for row in summary["accuracy"]["differences"]}
+    assert {"arte - vanilla", "arte - original", "original - vanilla"} <= comparisons
+    assert summary["data"]["drafts"] == 2 * 8 * 3  # tasks x m x strategies
+    assert summary["data"]["pairs"] > 0 and summary["data"]["sft_examples"]["arte"] > 0
+    assert "| vanilla |" in (run / "summary.md").read_text()
+    for variant in ("arte", "original"):  # trained students are plain HF models, ready for export
+        assert (run / "train" / variant / "config.json").is_file()
+        assert list((run / "train" / variant).glob("*.safetensors"))
+    # Every evaluation record is there once: variants x tasks x shots x n_test.
+    for variant in ("vanilla", "original", "arte"):
+        recs = RecordLog(run / "evaluate" / f"{variant}.jsonl").read()
+        assert len({(r["task"], r["shots"], r["index"]) for r in recs}) == len(recs) == 2 * 2 * 8
+
+    capsys.readouterr()
+    started = time.time()
+    run_pipeline(cfg)
+    out = capsys.readouterr().out
+    assert out.count("done earlier, skipped") == len(STAGES) and time.time() - started < 30
+
+
+def _arte(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "arte.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stages_up_to_score(run_dir: Path) -> None:
+    for stage in ("elicit", "prefset", "score"):
+        proc = _arte(stage, "--config", str(SMOKE), "--run_dir", str(run_dir))
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+
+
+def test_score_stage_killed_half_way_resumes_without_loss_or_duplicates(tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    _stages_up_to_score(reference)
+    for stage in ("elicit", "prefset"):
+        assert _arte(stage, "--config", str(SMOKE), "--run_dir", str(killed)).wait(timeout=120) == 0
+
+    cache = killed / "score" / "cache.jsonl"
+    proc = _arte("score", "--config", str(SMOKE), "--run_dir", str(killed), env={"ARTE_FAKE_DELAY_S": "0.05"})
+    deadline = time.time() + 60
+    while time.time() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 10):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(RecordLog(cache).read())
+    assert 10 <= done_before < 20, "the kill should land half-way through the drafts"
+    assert not (killed / "score" / "done.json").exists()
+
+    proc = _arte("score", "--config", str(SMOKE), "--run_dir", str(killed))
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    keys = [r["key"] for r in RecordLog(cache)]
+    reference_keys = {r["key"] for r in RecordLog(reference / "score" / "cache.jsonl")}
+    assert len(keys) == len(set(keys))  # nothing scored twice (identical drafts share one score)
+    assert set(keys) == reference_keys  # nothing missing
+    ref = RecordLog(reference / "score" / "scores.jsonl").read()
+    got = RecordLog(killed / "score" / "scores.jsonl").read()
+    assert got == ref  # identical to the uninterrupted run
+
+
+def test_stage_refuses_to_run_before_its_inputs(tmp_path, capsys):
+    from arte.cli import main
+
+    assert main(["pairs", "--config", str(SMOKE), "--run_dir", str(tmp_path / "r")]) == 2
+    assert "needs elicit, prefset, score first" in capsys.readouterr().err
+
+
+def test_task_too_small_for_k_is_refused(tmp_path, capsys):
+    from arte.cli import main
+
+    assert main(["run", "--config", str(SMOKE), "--run_dir", str(tmp_path / "r"), "--prefset.k", "50"]) == 2
+    err = capsys.readouterr().err
+    assert "12 validation questions" in err and "--prefset.k is 50" in err
+
+
+@pytest.mark.parametrize("typo", ["--elicit.mm", "--prefset.kk"])
+def test_config_typo_names_valid_keys(typo, capsys):
+    from arte.cli import main
+
+    assert main(["run", "--config", str(SMOKE), typo, "3"]) == 2
+    assert "Did you mean" in capsys.readouterr().err
