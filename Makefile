@@ -1,5 +1,5 @@
 # Two entry points, each does everything on a fresh machine:
-#   make demo   set up .venv, then run the main job on the embedded default model
+#   make demo   set up .venv, then run the ARTE pipeline on the embedded default model (runs/demo/)
 #   make test   set up .venv, then run the whole test suite (fast + slow)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: setup
 	$(ARTE) models
-	$(ARTE) compare-backends --config configs/demo.yaml
+	$(ARTE) run --config configs/demo.yaml
 
 test: setup
 	$(PY) -m pytest

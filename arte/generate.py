@@ -30,6 +30,7 @@ class GenerateConfig:
     """Tailored data generation by the aligned teacher (ARTE step 4)."""
 
     n_per_task: int = opt(250, "Candidate questions per task before filtering (paper: ~250 per BBH task).")
+    temperature: float = opt(1.0, "Sampling temperature of the brainstorm prompt (paper: 1.0).")
     question_max_new_tokens: int = opt(400, "Decode budget of one brainstorm call.")
     rationale_max_new_tokens: int = opt(160, "Decode budget of one rationale.")
     max_calls_factor: float = opt(3.0, "Give up after n / 5 * this many brainstorm calls.")
@@ -87,6 +88,7 @@ def generate_tailored(
 
     ecfg = ElicitConfig(
         m=cfg.n_per_task,
+        temperature=cfg.temperature,
         question_max_new_tokens=cfg.question_max_new_tokens,
         max_calls_factor=cfg.max_calls_factor,
     )
