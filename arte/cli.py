@@ -73,8 +73,8 @@ def _import(ref: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _flags(cls: type, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
-    """(dotted key, type, default, help) for every leaf field, depth first."""
+def _flags(cls: type, prefix: str = "") -> list[tuple[str, Any, Any, str, bool]]:
+    """(dotted key, type, default, help, positional) for every leaf field, depth first."""
     out = []
     defaults = cls()
     for f in dataclasses.fields(cls):
@@ -83,7 +83,8 @@ def _flags(cls: type, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
         if dataclasses.is_dataclass(tp):
             out += _flags(tp, key + ".")
             continue
-        out.append((key, tp, getattr(defaults, f.name), f.metadata.get("help", "")))
+        meta = f.metadata
+        out.append((key, tp, getattr(defaults, f.name), meta.get("help", ""), meta.get("positional", False)))
     return out
 
 
@@ -96,9 +97,13 @@ def _show_default(value: Any) -> str:
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add `--config` and one flag per config field to `parser`."""
     parser.add_argument("--config", metavar="FILE.yaml", help="Load options from this YAML file first.")
-    for key, tp, default, text in _flags(cls):
+    for key, tp, default, text, positional in _flags(cls):
         kind = describe_type(tp)
         help_ = f"{text} [{kind}; default: {_show_default(default)}]"
+        if positional:
+            many = kind.startswith("list")
+            parser.add_argument(key, nargs="+" if many else "?", default=argparse.SUPPRESS, help=help_)
+            continue
         bool_flag = tp is bool
         parser.add_argument(
             f"--{key}",
@@ -123,8 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
         "export it and benchmark it on CPU. Each subcommand takes --config FILE.yaml and flags.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    groups: dict[str, argparse._SubParsersAction] = {}
     for cmd in COMMANDS:
-        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        if " " in cmd.name:  # a two-word command: `arte export gguf`
+            group, name = cmd.name.split(" ", 1)
+            if group not in groups:
+                gp = sub.add_parser(group, help=f"{group} subcommands", description=f"{group} subcommands")
+                groups[group] = gp.add_subparsers(
+                    dest="subcommand", metavar="SUBCOMMAND", parser_class=_Parser
+                )
+            p = groups[group].add_parser(name, help=cmd.help, description=cmd.help)
+        else:
+            p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         add_config_flags(p, _import(cmd.config))
     return parser
 
@@ -136,12 +151,16 @@ def parse(argv: Sequence[str]) -> tuple[Command, Any]:
     if not args.command:
         parser.print_help()
         raise SystemExit(0)
-    cmd = next(c for c in COMMANDS if c.name == args.command)
+    name = " ".join(n for n in (args.command, getattr(args, "subcommand", None)) if n)
+    cmd = next((c for c in COMMANDS if c.name == name), None)
+    if cmd is None:  # a group without its subcommand
+        valid = [c.name.split(" ", 1)[1] for c in COMMANDS if c.name.startswith(name + " ")]
+        raise UserError(f"arte {name}: give a subcommand: {', '.join(valid)} (see arte {name} --help)")
     cls = _import(cmd.config)
     if extra:
-        valid = ["--config"] + [f"--{k}" for k, *_ in _flags(cls)]
+        valid = ["--config"] + [f"--{k}" for k, *_, positional in _flags(cls) if not positional]
         raise unknown_name("option", extra[0].split("=")[0], valid, where=f"arte {cmd.name}")
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "subcommand", "config")}
     return cmd, load_config(cls, args.config, overrides)
 
 

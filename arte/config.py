@@ -19,18 +19,16 @@ from arte.errors import UserError, unknown_name
 C = TypeVar("C")
 
 
-def opt(default: Any, help: str, **kw: Any) -> Any:
-    """A config field with a default and the help text shown by `--help`."""
+def opt(default: Any, help: str, *, positional: bool = False, **kw: Any) -> Any:
+    """A config field with a default and the help text shown by `--help`; `positional=True` makes it
+    a positional command-line argument (a list field takes one or more values)."""
+    meta = {"help": help, "positional": positional}
     if isinstance(default, (list, dict, set)):
         factory = type(default)(default)
-        return dataclasses.field(
-            default_factory=lambda: type(factory)(factory), metadata={"help": help}, **kw
-        )
+        return dataclasses.field(default_factory=lambda: type(factory)(factory), metadata=meta, **kw)
     if dataclasses.is_dataclass(default):
-        return dataclasses.field(
-            default_factory=lambda: dataclasses.replace(default), metadata={"help": help}, **kw
-        )
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+        return dataclasses.field(default_factory=lambda: dataclasses.replace(default), metadata=meta, **kw)
+    return dataclasses.field(default=default, metadata=meta, **kw)
 
 
 def field_types(cls: type) -> dict[str, Any]:

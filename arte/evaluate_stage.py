@@ -40,6 +40,8 @@ def variant_models(cfg, run: RunDir) -> dict[str, str]:
 
 def evaluate_variants(cfg, run: RunDir, tasks) -> dict:
     """Evaluate each variant (resumable per variant and task), then write the summary files."""
+    from tqdm import tqdm
+
     from arte.evaluate import evaluate_student
 
     out, ev = run.stage("evaluate"), cfg.evaluate
@@ -51,7 +53,9 @@ def evaluate_variants(cfg, run: RunDir, tasks) -> dict:
         if todo:
             backend = load_backend(dataclasses.replace(ev.backend, model=model))
             try:
-                for task in todo:  # one task at a time: a kill loses at most the task in progress
+                for task in tqdm(
+                    todo, desc=f"evaluate {variant}", unit="task"
+                ):  # a kill loses one task at most
                     log.extend(evaluate_student(backend, [task], ev.shots, ev.n_test, ev.max_new_tokens))
             finally:
                 backend.close()

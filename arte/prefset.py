@@ -33,12 +33,21 @@ class PrefsetConfig:
     extra_respondents: list[str] = opt(
         [], "More student-like models (same backend as the student) to widen the IRT response matrix."
     )
+    demo_sets: int = opt(
+        1,
+        "Demonstration sets per shot setting (1-3): each k-shot setting (k >= 1) is asked again with the "
+        "seeds rotated, so one model gives more respondent rows (1 + 3 * 3 = 10 at 3).",
+    )
     min_respondents: int = opt(8, "Below this many respondent rows the IRT fit is skipped (random k).")
     max_new_tokens: int = opt(128, "Decode budget per respondent answer.")
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"--prefset.k must be >= 1, got {self.k}")
+        if not 1 <= self.demo_sets <= 3:
+            raise ValueError(
+                f"--prefset.demo_sets must be 1, 2 or 3 (a task has 3 seeds), got {self.demo_sets}"
+            )
         if any(s < 0 or s > 3 for s in self.shots):
             raise ValueError(f"--prefset.shots must be within 0..3 (a task has 3 seeds), got {self.shots}")
 
@@ -56,12 +65,22 @@ def check_task_sizes(task: Task, k: int) -> None:
         )
 
 
-def respondent_rows(task: Task, backend, shots: Sequence[int], max_new_tokens: int) -> list[list[int]]:
-    """One row per shot setting: 1 where `backend` answers the validation question correctly."""
+def respondent_settings(shots: Sequence[int], demo_sets: int) -> list[tuple[int, int]]:
+    """(shots, rotation) pairs: rotation r shows seeds r, r+1, ... (0-shot has a single setting)."""
+    return [(s, r) for s in shots for r in range(demo_sets if s > 0 else 1)]
+
+
+def respondent_rows(
+    task: Task, backend, settings: Sequence[tuple[int, int]], max_new_tokens: int
+) -> list[list[int]]:
+    """One row per (shots, rotation): 1 where `backend` answers the validation question correctly."""
+    from tqdm import tqdm
+
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=STUDENT_STOP)
     rows = []
-    for s in shots:
-        demos = [(ex.input, answer_only_rationale(ex.target)) for ex in task.seeds[:s]]
+    for s, r in tqdm(settings, desc=f"prefset {task.name}", unit="setting"):
+        seeds = task.seeds[r:] + task.seeds[:r]
+        demos = [(ex.input, answer_only_rationale(ex.target)) for ex in seeds[:s]]
         prompts = [icl_prompt(task.description, demos, ex.input) for ex in task.validation]
         gens = backend.generate(prompts, params)
         rows.append([int(task.is_correct(g.text, ex.target)) for g, ex in zip(gens, task.validation)])
@@ -79,15 +98,16 @@ def select_pref_set(
     check_task_sizes(task, cfg.k)
     matrix, names = [], []
     models = [student_cfg.model, *cfg.extra_respondents]
+    settings = respondent_settings(cfg.shots, cfg.demo_sets)
     for i, model in enumerate(models):
         reuse = student is not None and i == 0
         backend = student if reuse else load_backend(dataclasses.replace(student_cfg, model=model))
         try:
-            matrix += respondent_rows(task, backend, cfg.shots, cfg.max_new_tokens)
+            matrix += respondent_rows(task, backend, settings, cfg.max_new_tokens)
         finally:
             if not reuse:
                 backend.close()
-        names += [f"{model}@{s}shot" for s in cfg.shots]
+        names += [f"{model}@{s}shot/r{r}" for s, r in settings]
     responses = np.array(matrix, dtype=float)
     sel = select_discriminative_questions(responses, cfg.k, seed=seed, min_respondents=cfg.min_respondents)
     if sel.method != "irt":

@@ -60,10 +60,10 @@ def score_drafts(
     cache: RecordLog,
     max_new_tokens: int = 128,
     progress: bool = True,
-) -> dict[str, float]:
+) -> list[float]:
     """Score every draft (accuracy on `pref_set` with the draft as the one-shot demonstration).
 
-    Returns {draft key: score}. Scores already in `cache` are reused; new ones are appended to it as
+    Returns one score per draft, in order (identical drafts are scored once and share it). Scores already in `cache` are reused; new ones are appended to it as
     each draft finishes, so a killed run resumes where it stopped.
     """
     from tqdm import tqdm
@@ -81,7 +81,7 @@ def score_drafts(
         cache.append({"key": key, "task": task.name, "qid": draft.qid, "strategy": draft.strategy,
                       "correct": correct, "score": score})  # fmt: skip
         cached[key] = score
-    return {k: cached[k] for k in keys}
+    return [cached[k] for k in keys]
 
 
 def question_scores(drafts: Sequence[Draft], rationale_scores: Sequence[float]) -> dict[str, float]:

@@ -91,10 +91,9 @@ def stage_score(cfg, run: RunDir, tasks) -> dict:
             indices = read_json(run.path / "prefset" / f"{task.name}.json")["indices"]
             pref = [task.validation[i] for i in indices]
             mine = [d for d in drafts if d.task == task.name]
-            scores = score_drafts(task, mine, pref, student, student_id=_student_id(cfg.student),
+            values = score_drafts(task, mine, pref, student, student_id=_student_id(cfg.student),
                                   cache=cache, max_new_tokens=cfg.score_max_new_tokens)  # fmt: skip
-            values = list(scores.values())
-            rows += [dataclasses.asdict(d) | {"score": s} for d, s in zip(mine, values)]
+            rows += [dataclasses.asdict(d) | {"score": s} for d, s in zip(mine, values, strict=True)]
             counts[task.name] = {"drafts": len(mine), "mean_score": round(sum(values) / max(len(values), 1), 3),
                                  "distinct_scores": len(set(values))}  # fmt: skip
     finally:
