@@ -47,6 +47,27 @@ COMMANDS: tuple[Command, ...] = (
         "Run (or resume) every ARTE stage in order into one run directory.",
     ),
     *(Command(n, "arte.pipeline:RunConfig", f"arte.pipeline:run_{n}", h) for n, h in STAGE_HELP.items()),
+    *(
+        Command(
+            f"export {fmt}",
+            f"arte.commands.export:Export{cls}Config",
+            f"arte.commands.export:run_export_{fmt}",
+            h,
+        )
+        for fmt, cls, h in (
+            ("gguf", "GGUF", "Export a model to GGUF (F16, Q8_0, Q4_K_M, ...), verified against PyTorch."),
+            (
+                "onnx",
+                "Onnx",
+                "Export a model to ONNX (fp32, int8, int4) with KV cache, verified against PyTorch.",
+            ),
+            (
+                "all",
+                "All",
+                "Export every requested GGUF and ONNX variant (of a model or an ARTE run's student).",
+            ),
+        )
+    ),
     Command(
         "models",
         "arte.commands.models:ModelsConfig",

@@ -60,7 +60,8 @@ class RunConfig:
     align: AlignConfig = opt(AlignConfig(), "Step 3: DPO on the teacher.")
     aligned_teacher: BackendConfig = opt(
         BackendConfig(name="hf", model=""),
-        "Engine for the aligned teacher (its model is the align stage's output; leave model empty).",
+        "Engine for the aligned teacher; its model is the align stage's output (leave model empty). "
+        "llama_cpp: the align stage also writes an F16 GGUF of the aligned teacher.",
     )
     generate: GenerateConfig = opt(GenerateConfig(), "Step 4: tailored data from the aligned teacher.")
     train: TrainConfig = opt(TrainConfig(), "Step 4: student SFT.")

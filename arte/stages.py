@@ -140,9 +140,15 @@ def stage_align(cfg, run: RunDir, tasks) -> dict:
     from arte.align import align_teacher
 
     out = run.stage("align")
-    return align_teacher(
-        resolve_hf(cfg.teacher.model), run.path / "pairs" / "dpo.jsonl", out / "teacher", cfg.align
+    teacher_dir = out / "teacher"
+    stats = align_teacher(
+        resolve_hf(cfg.teacher.model), run.path / "pairs" / "dpo.jsonl", teacher_dir, cfg.align
     )
+    if cfg.aligned_teacher.name == "llama_cpp":  # generation runs on llama.cpp: a GGUF of the aligned teacher
+        from export.gguf import convert_hf_to_gguf
+
+        stats["gguf"] = str(convert_hf_to_gguf(teacher_dir, out / "teacher-f16.gguf", "f16"))
+    return stats
 
 
 def stage_generate(cfg, run: RunDir, tasks) -> dict:
@@ -150,14 +156,12 @@ def stage_generate(cfg, run: RunDir, tasks) -> dict:
     from arte.generate import generate_tailored, sft_rows_from_drafts
 
     out, counts, arte_rows, original_rows = run.stage("generate"), {}, [], []
-    if cfg.aligned_teacher.name == "llama_cpp":
-        raise UserError(
-            "--aligned_teacher.name llama_cpp needs a GGUF of the aligned teacher, which needs the GGUF "
-            "export (arte export gguf, not built yet); use --aligned_teacher.name hf"
-        )
-    teacher = load_backend(
-        dataclasses.replace(cfg.aligned_teacher, model=str(run.path / "align" / "teacher"))
+    aligned = (
+        run.path / "align" / ("teacher-f16.gguf" if cfg.aligned_teacher.name == "llama_cpp" else "teacher")
     )
+    if not aligned.exists():
+        raise UserError(f"{aligned} is missing: re-run the align stage with this --aligned_teacher.name")
+    teacher = load_backend(dataclasses.replace(cfg.aligned_teacher, model=str(aligned)))
     scored = list(RecordLog(run.path / "score" / "scores.jsonl"))
     try:
         for task in tasks:

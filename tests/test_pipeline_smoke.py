@@ -133,3 +133,17 @@ def test_config_typo_names_valid_keys(typo, capsys):
 
     assert main(["run", "--config", str(SMOKE), typo, "3"]) == 2
     assert "Did you mean" in capsys.readouterr().err
+
+
+def test_align_writes_a_gguf_of_the_aligned_teacher_for_llama_cpp_generation(tmp_path):
+    from arte.backends import BackendConfig, SamplingParams, load_backend
+
+    run = tmp_path / "run"
+    for stage in ("elicit", "prefset", "score", "pairs", "align"):
+        proc = _arte(
+            stage, "--config", str(SMOKE), "--run_dir", str(run), "--aligned_teacher.name", "llama_cpp"
+        )
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    gguf = run / "align" / "teacher-f16.gguf"
+    backend = load_backend(BackendConfig(name="llama_cpp", model=str(gguf), threads=1))
+    assert backend.generate(["Question: 1 + 1 ="], SamplingParams(max_new_tokens=4))[0].completion_tokens > 0

@@ -1,0 +1,96 @@
+"""`arte export gguf|onnx|all`: trained student -> quantized, verified files + manifest.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from arte.config import opt
+from arte.errors import UserError
+
+GGUF_DEFAULT = ["f16", "q8_0", "q4_k_m"]
+ONNX_DEFAULT = ["fp32", "int8", "int4"]
+_MODEL_HELP = "HF model directory to export (or a LoRA adapter directory, with --base)."
+
+
+@dataclass
+class ExportGGUFConfig:
+    """Export to GGUF (llama.cpp, Ollama, LM Studio)."""
+
+    model: str = opt("", _MODEL_HELP, positional=True)
+    quant: list[str] = opt(GGUF_DEFAULT, "GGUF types: f32, f16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0, ...")
+    out: str = opt("exports", "Output directory (GGUF files under OUT/gguf, OUT/manifest.json).")
+    base: str = opt("", "Base model of a LoRA adapter (merged in fp32 before export).")
+    verify: bool = opt(True, "Verify each file against the fp32 PyTorch model (tokenizer, top-1, KL, text).")
+    threads: int = opt(1, "CPU threads for conversion and verification.")
+
+
+@dataclass
+class ExportOnnxConfig:
+    """Export to ONNX (onnxruntime) with KV cache."""
+
+    model: str = opt("", _MODEL_HELP, positional=True)
+    quant: list[str] = opt(
+        ONNX_DEFAULT, "ONNX variants: fp32, int8 (dynamic, per-channel), int4 (MatMulNBits)."
+    )
+    out: str = opt("exports", "Output directory (ONNX variants under OUT/onnx, OUT/manifest.json).")
+    base: str = opt("", "Base model of a LoRA adapter (merged in fp32 before export).")
+    threads: int = opt(1, "CPU threads for export and verification.")
+
+
+@dataclass
+class ExportAllConfig:
+    """Every requested variant of a model, or of an ARTE run's student (--run_dir)."""
+
+    model: str = opt("", _MODEL_HELP + " Empty: the ARTE student of --run_dir.", positional=True)
+    run_dir: str = opt("", "An ARTE run directory: exports its trained student (train/arte).")
+    gguf: list[str] = opt(GGUF_DEFAULT, "GGUF types (empty list: none).")
+    onnx: list[str] = opt(ONNX_DEFAULT, "ONNX variants (empty list: none).")
+    out: str = opt("", "Output directory; default RUN_DIR/export or ./exports.")
+    base: str = opt("", "Base model of a LoRA adapter (merged in fp32 before export).")
+    threads: int = opt(1, "CPU threads for export and verification.")
+
+
+def _need_model(model: str) -> str:
+    if not model:
+        raise UserError("export: give the model directory to export (see --help)")
+    return model
+
+
+def _print(manifest: dict, out: str) -> int:
+    print(f"{'format':<6} {'quant':<8} {'MB':>8} {'bits/w':>7} {'top-1':>6} {'KL':>9}  flagged")
+    for v in manifest["variants"]:
+        ver = v.get("verification") or {}
+        top1, kl = ver.get("top1_agreement"), ver.get("mean_kl")
+        print(f"{v['format']:<6} {v['quant']:<8} {v['size_bytes'] / 1e6:>8.1f} {v['bits_per_weight']:>7.2f} "
+              f"{top1 if top1 is not None else '-':>6} {kl if kl is not None else '-':>9}  "
+              f"{ver.get('reason', '') if ver.get('flagged') else ''}")  # fmt: skip
+    print(f"\nmanifest: {Path(out).resolve() / 'manifest.json'}")
+    return 0
+
+
+def run_export_gguf(cfg: ExportGGUFConfig) -> int:
+    from export.run import export_model
+
+    m = export_model(
+        _need_model(cfg.model), cfg.out, gguf=cfg.quant, base=cfg.base, verify=cfg.verify, threads=cfg.threads
+    )
+    return _print(m, cfg.out)
+
+
+def run_export_onnx(cfg: ExportOnnxConfig) -> int:
+    from export.run import export_model
+
+    m = export_model(_need_model(cfg.model), cfg.out, onnx=cfg.quant, base=cfg.base, threads=cfg.threads)
+    return _print(m, cfg.out)
+
+
+def run_export_all(cfg: ExportAllConfig) -> int:
+    from export.run import export_model
+
+    model = cfg.model or (str(Path(cfg.run_dir) / "train" / "arte") if cfg.run_dir else "")
+    out = cfg.out or (str(Path(cfg.run_dir) / "export") if cfg.run_dir else "exports")
+    m = export_model(
+        _need_model(model), out, gguf=cfg.gguf, onnx=cfg.onnx, base=cfg.base, threads=cfg.threads
+    )
+    return _print(m, out)

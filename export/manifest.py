@@ -1,0 +1,55 @@
+"""`manifest.json` of an export directory: the source model (path, config, weight hash), the
+pre-export checks, tool versions, and one record per exported variant (format, quant, file size,
+bits per weight, sha256, verification). edge_bench reads this file; it never imports arte."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+from arte.run_dir import read_json, write_json_atomic
+
+MANIFEST = "manifest.json"
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """One hash over the model's safetensors files (sorted by name)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("arte-edge", "torch", "transformers", "gguf", "llama-cpp-python", "optimum", "optimum-onnx",
+                 "onnx", "onnxruntime", "peft"):  # fmt: skip
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def update_manifest(out_dir: Path, source: Path, checks: dict, records: list[dict]) -> dict:
+    """Add (or replace, by format and quant) variant records in OUT/manifest.json."""
+    path = Path(out_dir) / MANIFEST
+    manifest = read_json(path) if path.exists() else {"variants": []}
+    keep = {(r["format"], r["quant"]) for r in records}
+    manifest["variants"] = [
+        v for v in manifest["variants"] if (v["format"], v["quant"]) not in keep
+    ] + records
+    manifest.update(
+        source={"path": str(Path(source).resolve()), "weights_sha256": weights_sha256(source),
+                "config": read_json(Path(source) / "config.json")},
+        checks=checks,
+        tool_versions=tool_versions(),
+        updated_at=time.time(),
+    )  # fmt: skip
+    write_json_atomic(path, manifest)
+    return manifest

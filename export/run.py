@@ -1,0 +1,65 @@
+"""One call from "trained student" to "files I can ship": merge a LoRA adapter if given, run the
+pre-export checks, export every requested GGUF and ONNX variant, verify each against the PyTorch
+model, and record everything in OUT/manifest.json."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from arte.errors import UserError
+from export.adapter import is_adapter, merge_adapter
+from export.checks import pre_export_checks
+from export.manifest import update_manifest
+
+log = logging.getLogger(__name__)
+
+
+def prepare_source(model: str | Path, base: str, out_dir: Path) -> Path:
+    """The HF directory to export: `model` itself, or `model` (a LoRA adapter) merged into `base`."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise UserError(f"export: {path} does not exist (give a local HF model directory)")
+    if is_adapter(path) and not (path / "config.json").is_file():
+        return merge_adapter(path, base, Path(out_dir) / "merged-source")
+    if base:
+        raise UserError(f"export: --base is only for a LoRA adapter, and {path} is a full model")
+    return path
+
+
+def export_model(
+    model: str | Path,
+    out_dir: str | Path,
+    *,
+    gguf: Sequence[str] = (),
+    onnx: Sequence[str] = (),
+    base: str = "",
+    verify: bool = True,
+    threads: int = 1,
+) -> dict:
+    """Export `model` to the GGUF quant types in `gguf` and the ONNX variants in `onnx`."""
+    out_dir = Path(out_dir)
+    if gguf:  # validate names before any heavy work
+        from export.gguf import check_quant_types
+
+        gguf = check_quant_types(list(gguf))
+    if onnx:
+        from export.onnx import QUANTS
+
+        unknown = [q for q in onnx if q not in QUANTS]
+        if unknown:
+            raise UserError(f"export onnx: unknown variant(s) {unknown}; supported: {', '.join(QUANTS)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = prepare_source(model, base, out_dir)
+    checks = pre_export_checks(source)
+    records: list[dict] = []
+    if gguf:
+        from export.gguf import export_gguf
+
+        records += export_gguf(source, out_dir / "gguf", list(gguf), verify=verify, threads=threads)
+    if onnx:
+        from export.onnx import export_onnx
+
+        records += export_onnx(source, out_dir / "onnx", list(onnx), threads=threads)
+    return update_manifest(out_dir, source, checks, records)

@@ -1,0 +1,68 @@
+"""`arte export`: pre-export checks, LoRA adapters, the manifest, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from arte.cli import main
+from arte.errors import UserError
+from export.checks import pre_export_checks
+
+
+def test_checks_pass_on_a_sound_model_and_record_tied_embeddings(tiny_model):
+    checks = pre_export_checks(tiny_model.hf_dir)
+    assert checks["tied_embeddings"] is True and checks["architecture"] == "LlamaForCausalLM"
+    assert checks["embedding_rows"] == checks["vocab_size"] >= checks["tokenizer_tokens"]
+
+
+def test_eos_disagreement_is_refused(tiny_model, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model.hf_dir, bad)
+    gen = json.loads((bad / "generation_config.json").read_text())
+    gen["eos_token_id"] = 1234
+    (bad / "generation_config.json").write_text(json.dumps(gen))
+    with pytest.raises(UserError, match=r"EOS: tokenizer says \d+, generation_config.json says \[1234\]"):
+        pre_export_checks(bad)
+
+
+def test_unsupported_architecture_lists_supported(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
+    )
+    assert main(["export", "gguf", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "GPT2LMHeadModel" in err and "LlamaForCausalLM" in err and "Qwen2ForCausalLM" in err
+
+
+def test_adapter_without_base_is_refused(tmp_path, capsys):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/not-here"}))
+    assert main(["export", "gguf", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "pass the base model with --base" in capsys.readouterr().err
+
+
+def test_lora_adapter_is_merged_then_exported_and_manifested(tiny_model, tmp_path, capsys):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model.hf_dir)
+    peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    peft.save_pretrained(adapter)
+    out = tmp_path / "out"
+    args = ["export", "all", str(adapter), "--base", str(tiny_model.hf_dir), "--gguf", "f32", "--onnx", "",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    (variant,) = manifest["variants"]
+    assert variant["format"] == "gguf" and variant["quant"] == "f32"
+    assert variant["verification"]["top1_agreement"] >= 0.99
+    assert manifest["checks"]["tied_embeddings"] and manifest["source"]["weights_sha256"]
+    assert "gguf" in manifest["tool_versions"] and "llama-cpp-python" in manifest["tool_versions"]
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged-source")
+    ref = peft.merge_and_unload()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert torch.allclose(merged(ids).logits, ref(ids).logits, atol=1e-5)  # the adapter really is in
