@@ -1,5 +1,6 @@
 # Two entry points, each does everything on a fresh machine:
-#   make demo   set up .venv, then run the ARTE pipeline on the embedded default model (runs/demo/)
+#   make demo   set up .venv, run the ARTE pipeline on the embedded default model (runs/demo/),
+#               then export the ARTE student to GGUF and ONNX (runs/demo/export/)
 #   make test   set up .venv, then run the whole test suite (fast + slow)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -24,6 +25,7 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(ARTE) models
 	$(ARTE) run --config configs/demo.yaml
+	$(ARTE) export all --run_dir runs/demo --gguf f16,q8_0,q4_k_m --onnx fp32,int8,int4
 
 test: setup
 	$(PY) -m pytest

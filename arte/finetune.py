@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from typing import Any, Literal
 
 from arte.config import to_dict
 from arte.errors import UserError
-from arte.run_dir import write_json_atomic
+from arte.run_dir import sha256_file, write_json_atomic
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -104,14 +103,6 @@ def read_jsonl_rows(path: Path, fields: tuple[str, ...]) -> list[dict[str, str]]
     if not rows:
         raise UserError(f"{path}: no rows")
     return rows
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_for_training(model_dir: str, threads: int = 0):
@@ -292,7 +283,7 @@ def run_fingerprint(kind: str, model_dir: str, data_path: Path, cfg: Any) -> dic
     """What a checkpoint must match to be resumed (not threads nor checkpoint/logging frequency)."""
     ignored = ("threads", "checkpoint_steps", "logging_steps")
     settings = {k: v for k, v in to_dict(cfg).items() if k not in ignored}
-    return {"kind": kind, "model": str(model_dir), "data_sha256": file_sha256(data_path), "config": settings}
+    return {"kind": kind, "model": str(model_dir), "data_sha256": sha256_file(data_path), "config": settings}
 
 
 def restore_special_tokens(model, original: dict[str, Any], generation_config) -> dict[str, list]:

@@ -23,7 +23,6 @@ The conversion itself lives in `export.gguf_convert`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ import re
 from pathlib import Path
 
 from arte.errors import UserError
-from arte.run_dir import write_json_atomic
+from arte.run_dir import sha256_file, write_json_atomic
 from export.gguf_convert import (
     QUANT_TYPES,
     check_quant_types,
@@ -176,14 +175,6 @@ def write_census(gguf_path: Path, quant: str) -> dict:
             )
     write_json_atomic(gguf_path.with_name(gguf_path.name.removesuffix(".gguf") + ".census.json"), doc)
     return doc
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 _OLLAMA_CHATML = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"

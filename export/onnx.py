@@ -26,7 +26,6 @@ Running and verifying the exported files lives in `export.onnx_runtime`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from arte.errors import UserError, missing_dependency, unknown_name
-from arte.run_dir import write_json_atomic
+from arte.run_dir import sha256_file, write_json_atomic
 from export.onnx_runtime import (
     EXTERNAL_DATA_FILE,
     ONNX_FILE,
@@ -382,14 +381,6 @@ def quantize_onnx_int4(
     return _publish(tmp, out_dir)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def tool_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -410,7 +401,7 @@ def file_record(onnx_dir: Path, n_params: int) -> dict:
     return {
         "files": [p.name for p in files],
         "size_bytes": sum(p.stat().st_size for p in files),
-        "sha256": {p.name: _sha256(p) for p in files},
+        "sha256": {p.name: sha256_file(p) for p in files},
         "weight_bytes": weight_bytes,
         "n_params": n_params,
         "bits_per_weight": round(weight_bytes * 8 / n_params, 3),
