@@ -69,6 +69,12 @@ COMMANDS: tuple[Command, ...] = (
         )
     ),
     Command(
+        "bench",
+        "arte.commands.bench:BenchConfig",
+        "arte.commands.bench:run_bench_cli",
+        "Benchmark exported variants on CPU (speed percentiles, memory, accuracy) and recommend one.",
+    ),
+    Command(
         "models",
         "arte.commands.models:ModelsConfig",
         "arte.commands.models:run_models",

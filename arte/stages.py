@@ -140,12 +140,13 @@ def stage_align(cfg, run: RunDir, tasks) -> dict:
     from arte.align import align_teacher
 
     out = run.stage("align")
-    teacher_dir = out / "teacher"
-    stats = align_teacher(
-        resolve_hf(cfg.teacher.model), run.path / "pairs" / "dpo.jsonl", teacher_dir, cfg.align
-    )
+    teacher_dir, pairs = out / "teacher", run.path / "pairs" / "dpo.jsonl"
+    if (teacher_dir / "config.json").is_file() and (teacher_dir / "align_stats.json").is_file():
+        stats = read_json(teacher_dir / "align_stats.json")  # trained before a later step failed
+    else:
+        stats = align_teacher(resolve_hf(cfg.teacher.model), pairs, teacher_dir, cfg.align)
     if cfg.aligned_teacher.name == "llama_cpp":  # generation runs on llama.cpp: a GGUF of the aligned teacher
-        from export.gguf import convert_hf_to_gguf
+        from export.gguf_convert import convert_hf_to_gguf
 
         stats["gguf"] = str(convert_hf_to_gguf(teacher_dir, out / "teacher-f16.gguf", "f16"))
     return stats

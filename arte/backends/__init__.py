@@ -17,10 +17,12 @@ BACKENDS: dict[str, str] = {
     "hf": "arte.backends.hf:HFBackend",
     "llama_cpp": "arte.backends.llama_cpp:LlamaCppBackend",
     "fake": "arte.backends.fake:FakeBackend",
+    "openai": "arte.backends.openai:OpenAIBackend",
+    "vllm": "arte.backends.vllm:VLLMBackend",
 }
 """Backend name -> "module:Class". The module is imported only when that backend is used."""
 
-BackendName = Literal["hf", "llama_cpp", "fake"]
+BackendName = Literal["hf", "llama_cpp", "fake", "openai", "vllm"]
 
 
 @dataclass
@@ -29,7 +31,9 @@ class BackendConfig:
 
     name: BackendName = opt(
         "llama_cpp",
-        "Inference engine: hf (transformers), llama_cpp (GGUF), or fake (a deterministic simulator of teacher and student on the built-in tasks, for tests and configs/smoke.yaml).",
+        "Inference engine: hf (transformers), llama_cpp (GGUF), openai (any OpenAI-compatible server: "
+        "vLLM, llama.cpp, Ollama, a hosted API; set base_url), vllm (in-process vLLM on GPUs), or fake (a "
+        "deterministic simulator of teacher and student on the built-in tasks, for tests and configs/smoke.yaml).",
     )
     model: str = opt(
         "smollm2-135m",
@@ -39,13 +43,57 @@ class BackendConfig:
     batch_size: int = opt(8, "Prompts per forward batch (hf).")
     n_ctx: int = opt(2048, "Context window in tokens (llama_cpp); prompts longer than this are refused.")
     chat: bool = opt(False, "Wrap each prompt as one user turn with the model's chat template.")
-    dtype: Literal["float32", "bfloat16", "float16"] = opt("float32", "Weights dtype (hf).")
+    dtype: Literal["float32", "bfloat16", "float16"] = opt("float32", "Weights dtype (hf, vllm).")
+    base_url: str = opt(
+        "",
+        "openai: the server's API root, ending in /v1 (e.g. http://127.0.0.1:8000/v1). For openai, `model` "
+        "is the name the server knows the model by (vLLM: the served model name).",
+    )
+    api_key_env: str = opt(
+        "OPENAI_API_KEY",
+        "openai: NAME of the environment variable holding the API key (the key itself never goes into a "
+        "config, a log or the run directory). Unset or empty variable: no key is sent (local servers).",
+    )
+    max_concurrency: int = opt(8, "openai: requests in flight at once (a bounded pool per generate call).")
+    timeout_s: float = opt(
+        600.0, "openai: seconds one HTTP request may take (queueing at the server included)."
+    )
+    max_retries: int = opt(
+        6,
+        "openai: retries of a request after a 429, a 5xx, a timeout or a connection error, with exponential "
+        "backoff and jitter; then the stage stops with an error (finished records are kept).",
+    )
+    retry_backoff_s: float = opt(
+        1.0, "openai: wait before the first retry; doubles each retry (capped at 60 s)."
+    )
+    extra_body: dict = opt(
+        {},
+        "openai: extra JSON fields sent with every request, for engine-specific knobs (YAML only). "
+        "llama-cpp-python's server: {repeat_penalty: 1.0, top_k: 0, min_p: 0.0} for the plain sampling "
+        "the other backends use; vLLM: {include_stop_str_in_output: true} saves the stop-string probe.",
+    )
+    tensor_parallel_size: int = opt(1, "vllm: GPUs one model is split across (tensor parallelism).")
+    lora_adapter: str = opt(
+        "",
+        "vllm: a LoRA adapter directory (peft) served on top of `model` without merging, e.g. the aligned "
+        "teacher's adapter.",
+    )
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0 (0 = auto), got {self.threads}")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.max_concurrency < 1:
+            raise ValueError(f"--max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.timeout_s <= 0 or self.retry_backoff_s < 0:
+            raise ValueError(
+                f"--timeout_s must be > 0 and --retry_backoff_s >= 0, got {self.timeout_s}, {self.retry_backoff_s}"
+            )
+        if self.max_retries < 0:
+            raise ValueError(f"--max_retries must be >= 0, got {self.max_retries}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"--tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
 
 
 def load_backend(cfg: BackendConfig) -> Backend:

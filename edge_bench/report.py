@@ -1,0 +1,357 @@
+"""The benchmark report: `report.json` (schema below), `report.md`, the table printed on stdout (then
+one JSON line for scripts), the deployment recommendation and the comparison with a previous report.
+
+report.json, schema_version 1 (times in ms unless named *_s, speeds in tokens/s, sizes in bytes):
+
+    schema_version  int     1; bumped when a field changes meaning or goes away
+    tool            str     "edge_bench"
+    created_at      str     UTC, ISO 8601
+    config          dict    the run_bench arguments (threads, prompt_lengths, n_decode, min_repeats, ...)
+    task            dict    {spec, name, shots, n_questions, max_new_tokens, threads} (accuracy settings)
+    host            dict    CPU model, cores, ISA flags, runtime versions (edge_bench.host)
+    bandwidth       dict|null  memory read bandwidth measured in the same run (edge_bench.bandwidth)
+    variants        list    one per variant:
+        name, format, runtime, path, quant, reference (name of its fp32 reference or null),
+        size_bytes, bits_per_weight, bytes_per_token (weight bytes read per decoded token, estimated),
+        accuracy, n_questions, missing_tag, top1_agreement, accuracy_drop (reference - this),
+        best: {threads, decode_tokens_per_s, p50_ms, p90_ms, p99_ms, efficiency} at the thread count
+              with the highest decode tokens/s (averaged over prompt lengths), or null,
+        error (str or null: the variant could not be benchmarked)
+    results         list    one per (variant, threads, prompt length):
+        variant, threads, prompt_tokens, n_decode, runs, capped, load_s, ttft_ms {n, mean, min, p50,
+        p90, p99, max}, prefill_tokens_per_s, decode_tokens_per_s, per_token_ms {same keys as ttft_ms},
+        deterministic, peak_rss_mb, mmap, efficiency (decode tokens/s x bytes_per_token / bandwidth),
+        busy (bool), busy_detail, internal (the runtime's own timing, llama.cpp) and
+        harness_vs_internal (harness decode tokens/s / the runtime's own figure)
+    recommendation  dict    {variant (or null), max_accuracy_drop, line}
+    warnings        list    str
+    comparison      dict|null  {previous: path of the report compared with, lines: [str]}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+SCHEMA_VERSION = 1
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int, "tool": str, "created_at": str, "config": dict, "task": dict, "host": dict,
+    "bandwidth": (dict, type(None)), "variants": list, "results": list, "recommendation": dict,
+    "warnings": list,
+}  # fmt: skip
+NUM = (int, float)
+OPT_NUM = (int, float, type(None))
+REQUIRED_VARIANT = {
+    "name": str, "format": str, "runtime": str, "quant": str, "size_bytes": int,
+    "bits_per_weight": OPT_NUM, "reference": (str, type(None)), "accuracy": OPT_NUM,
+    "top1_agreement": OPT_NUM, "best": (dict, type(None)),
+}  # fmt: skip
+REQUIRED_RESULT = {
+    "variant": str, "threads": int, "prompt_tokens": int, "load_s": NUM, "ttft_ms": dict,
+    "prefill_tokens_per_s": OPT_NUM, "decode_tokens_per_s": OPT_NUM, "per_token_ms": (dict, type(None)),
+    "peak_rss_mb": OPT_NUM, "mmap": (bool, type(None)), "efficiency": OPT_NUM, "busy": bool,
+}  # fmt: skip
+
+
+def check_report(report: dict) -> None:
+    """Raise ValueError naming every missing or mistyped key (top level, variants, results)."""
+    problems = []
+
+    def check(obj: Any, spec: dict, where: str) -> None:
+        if not isinstance(obj, dict):
+            problems.append(f"{where}: expected an object, got {type(obj).__name__}")
+            return
+        for key, tp in spec.items():
+            if key not in obj:
+                problems.append(f"{where}.{key}: missing")
+            elif not isinstance(obj[key], tp) or (tp in (int, NUM) and isinstance(obj[key], bool)):
+                problems.append(f"{where}.{key}: {type(obj[key]).__name__} is not {tp}")
+
+    check(report, REQUIRED, "report")
+    if not problems and report["schema_version"] != SCHEMA_VERSION:
+        problems.append(
+            f"report.schema_version: {report['schema_version']}, this edge_bench reads {SCHEMA_VERSION}"
+        )
+    for i, v in enumerate(report.get("variants") or []):
+        check(v, REQUIRED_VARIANT, f"variants[{i}]")
+    for i, r in enumerate(report.get("results") or []):
+        check(r, REQUIRED_RESULT, f"results[{i}]")
+    if problems:
+        raise ValueError("invalid benchmark report:\n  " + "\n  ".join(problems))
+
+
+def load_report(path: str | Path) -> dict:
+    """A report.json (or the directory holding one), checked against the schema."""
+    path = Path(path)
+    path = path / REPORT_JSON if path.is_dir() else path
+    report = json.loads(path.read_text())
+    check_report(report)
+    return report
+
+
+# ---- summaries ------------------------------------------------------------------------------------
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def best_speed(results: Sequence[dict]) -> dict | None:
+    """A variant's figures at its fastest thread count: per thread count, the mean over prompt lengths
+    of decode tokens/s, p50/p90/p99 ms per token and efficiency; the thread count with the highest
+    decode tokens/s wins."""
+    by_threads: dict[int, list[dict]] = {}
+    for r in results:
+        if r.get("decode_tokens_per_s") is not None:
+            by_threads.setdefault(r["threads"], []).append(r)
+    if not by_threads:
+        return None
+    rows = []
+    for threads, rs in sorted(by_threads.items()):
+        pct = [r.get("per_token_ms") or {} for r in rs]
+        rows.append({
+            "threads": threads,
+            "decode_tokens_per_s": _round(_mean([r["decode_tokens_per_s"] for r in rs]), 3),
+            **{f"{p}_ms": _round(_mean([d.get(p) for d in pct]), 4) for p in ("p50", "p90", "p99")},
+            "efficiency": _round(_mean([r.get("efficiency") for r in rs]), 4),
+        })  # fmt: skip
+    return max(rows, key=lambda row: row["decode_tokens_per_s"])
+
+
+def accuracy_drop(report: dict, variant: dict) -> float | None:
+    """Reference accuracy - the variant's (0 for a reference itself); None when either is unknown."""
+    if variant.get("accuracy") is None:
+        return None
+    if variant.get("reference") is None:
+        return 0.0 if variant["format"] == "pytorch" else None
+    ref = next((v for v in report["variants"] if v["name"] == variant["reference"]), None)
+    if ref is None or ref.get("accuracy") is None:
+        return None
+    return ref["accuracy"] - variant["accuracy"]
+
+
+def choose(report: dict, max_accuracy_drop: float) -> tuple[dict | None, str]:
+    """(the fastest variant within `max_accuracy_drop` of its fp32 reference or None, the reason)."""
+    eligible, skipped = [], []
+    for v in report["variants"]:
+        drop = accuracy_drop(report, v)
+        if v.get("best") is None or drop is None:
+            skipped.append(v["name"])
+        elif drop <= max_accuracy_drop + 1e-9:
+            eligible.append(v)
+    if not any(v.get("accuracy") is not None for v in report["variants"]):
+        return None, "task accuracy was not measured (give --task)"
+    if not eligible:
+        why = f"no variant is within {max_accuracy_drop * 100:.1f} points of its fp32 reference"
+        return None, why + (f" (no speed or accuracy for: {', '.join(skipped)})" if skipped else "")
+    best = max(eligible, key=lambda v: v["best"]["decode_tokens_per_s"])
+    return best, f"fastest of {len(eligible)} within {max_accuracy_drop * 100:.1f} points of fp32"
+
+
+def recommend(report: dict, max_accuracy_drop: float) -> str:
+    """One line: the fastest variant (decode tokens/s at its best thread count) whose task accuracy is
+    within `max_accuracy_drop` (a fraction: 0.02 = 2 points) of its fp32 reference."""
+    v, why = choose(report, max_accuracy_drop)
+    if v is None:
+        return f"recommendation: none - {why}"
+    b, drop = v["best"], accuracy_drop(report, v)
+    return (
+        f"recommendation: {v['name']} - {b['decode_tokens_per_s']:.1f} decode tok/s at {b['threads']} "
+        f"thread(s), p50 {b['p50_ms']:.2f} ms/token, accuracy {v['accuracy']:.3f} "
+        f"(drop {drop * 100:+.1f} points), {v['size_bytes'] / 1e6:.1f} MB; {why}"
+    )
+
+
+# ---- comparison with a previous report --------------------------------------------------------------
+
+
+def _short(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def _pct(new: float | None, old: float | None) -> str:
+    if new is None or old is None or not old:
+        return ""
+    return f" ({(new / old - 1) * 100:+.1f}%)"
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def compare_reports(new: dict, old: dict, max_accuracy_drop: float) -> list[str]:
+    """Side-by-side lines: hosts, then per variant decode tokens/s and accuracy (old -> new, deltas),
+    then both recommendations. Variants match by name, else by name without the source prefix."""
+    lines = []
+    for label, rep in (("old", old), ("new", new)):
+        h = rep.get("host", {})
+        lines.append(f"{label}: {rep.get('created_at', '?')}  {h.get('cpu_model', '?')}, "
+                     f"{h.get('logical_cores', '?')} cores, task {rep['task'].get('name', '?')}")  # fmt: skip
+    old_by = {v["name"]: v for v in old["variants"]}
+    old_short = {_short(v["name"]): v for v in old["variants"]}
+    width = max([len(v["name"]) for v in new["variants"] + old["variants"]] + [7])
+    lines.append(f"{'variant':<{width}}  {'decode tok/s old -> new':>32}  {'accuracy old -> new':>28}")
+    matched = set()
+    for v in new["variants"]:
+        o = old_by.get(v["name"]) or old_short.get(_short(v["name"]))
+        if o is not None:
+            matched.add(o["name"])
+        d_new = (v.get("best") or {}).get("decode_tokens_per_s")
+        d_old = ((o or {}).get("best") or {}).get("decode_tokens_per_s")
+        a_new, a_old = v.get("accuracy"), (o or {}).get("accuracy")
+        delta = f" ({(a_new - a_old) * 100:+.1f} pts)" if a_new is not None and a_old is not None else ""
+        speed = f"{_fmt(d_old, '.1f')} -> {_fmt(d_new, '.1f')}{_pct(d_new, d_old)}"
+        acc = f"{_fmt(a_old, '.3f')} -> {_fmt(a_new, '.3f')}{delta}"
+        lines.append(f"{v['name']:<{width}}  {speed:>32}  {acc:>28}")
+    for o in old["variants"]:
+        if o["name"] not in matched:
+            d_old = (o.get("best") or {}).get("decode_tokens_per_s")
+            speed = f"{_fmt(d_old, '.1f')} -> -"
+            lines.append(f"{o['name']:<{width}}  {speed:>32}  {_fmt(o.get('accuracy'), '.3f') + ' -> -':>28}")
+    lines.append("old " + recommend(old, max_accuracy_drop))
+    lines.append("new " + recommend(new, max_accuracy_drop))
+    return lines
+
+
+# ---- rendering ---------------------------------------------------------------------------------------
+
+COLUMNS = ("variant", "thr", "prompt", "load s", "TTFT ms", "prefill t/s", "decode t/s", "p50 ms",
+           "p90 ms", "p99 ms", "RSS MB", "MB", "bits/w", "eff %", "acc", "top-1", "")  # fmt: skip
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    """One row of strings per (variant, threads, prompt length); a variant that failed gets one row."""
+    variants = {v["name"]: v for v in report["variants"]}
+    rows = []
+    for r in report["results"]:
+        v = variants[r["variant"]]
+        lat = r.get("per_token_ms") or {}
+        eff = r.get("efficiency")
+        rss = (
+            "-"
+            if r.get("peak_rss_mb") is None
+            else f"{r['peak_rss_mb']:.0f}" + (" m" if r.get("mmap") else "")
+        )
+        rows.append([
+            v["name"], str(r["threads"]), str(r["prompt_tokens"]), f"{r['load_s']:.2f}",
+            _fmt(r["ttft_ms"].get("p50"), ".1f"), _fmt(r["prefill_tokens_per_s"], ".0f"),
+            _fmt(r["decode_tokens_per_s"], ".1f"), _fmt(lat.get("p50"), ".2f"), _fmt(lat.get("p90"), ".2f"),
+            _fmt(lat.get("p99"), ".2f"), rss, f"{v['size_bytes'] / 1e6:.1f}", _fmt(v.get("bits_per_weight"), ".2f"),
+            "-" if eff is None else f"{eff * 100:.0f}", _fmt(v.get("accuracy"), ".3f"),
+            _fmt(v.get("top1_agreement"), ".3f"), "BUSY" if r.get("busy") else "",
+        ])  # fmt: skip
+    benched = {r["variant"] for r in report["results"]}
+    for v in report["variants"]:
+        if v["name"] not in benched:
+            rows.append([v["name"], *["-"] * 10, f"{v['size_bytes'] / 1e6:.1f}", _fmt(v.get("bits_per_weight"), ".2f"),
+                         "-", _fmt(v.get("accuracy"), ".3f"), "-", f"ERROR: {v.get('error') or 'not run'}"])  # fmt: skip
+    return rows
+
+
+def format_table(report: dict) -> str:
+    """The human table (fixed-width text): one line per configuration, a legend below."""
+    rows = table_rows(report)
+    widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(COLUMNS)]
+    line = lambda cells: "  ".join(  # noqa: E731
+        c.ljust(w) if i == 0 or i == len(cells) - 1 else c.rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths))
+    ).rstrip()
+    out = [line(COLUMNS), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    out.append("RSS 'm': weights mmapped (page cache not all counted); eff: decode bytes/s / measured read "
+               "bandwidth; BUSY: load average above the free cores during the measurement")  # fmt: skip
+    return "\n".join(out)
+
+
+def summary_json(report: dict, report_path: str | None = None) -> str:
+    """The one JSON line printed last on stdout: each variant's best speed, accuracy and size."""
+    line = {
+        "schema_version": report["schema_version"],
+        "report": report_path,
+        "recommended": report["recommendation"].get("variant"),
+        "variants": {
+            v["name"]: {
+                "decode_tokens_per_s": _round((v.get("best") or {}).get("decode_tokens_per_s"), 2),
+                "p50_ms": _round((v.get("best") or {}).get("p50_ms"), 3),
+                "threads": (v.get("best") or {}).get("threads"),
+                "accuracy": _round(v.get("accuracy"), 4),
+                "top1_agreement": _round(v.get("top1_agreement"), 4),
+                "size_bytes": v["size_bytes"],
+            }
+            for v in report["variants"]
+        },
+        "busy": any(r.get("busy") for r in report["results"]),
+    }
+    return json.dumps(line, separators=(",", ":"))
+
+
+def _round(x: float | None, nd: int) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, nd)
+
+
+def print_report(report: dict, report_path: str | None = None, file: TextIO | None = None) -> None:
+    """Warnings, the table, the recommendation, the comparison, then ONE JSON line (last line)."""
+    file = file or sys.stdout
+    comparison = (report.get("comparison") or {}).get("lines", [])
+    for w in report["warnings"]:
+        print(f"warning: {w}", file=file)
+    print(format_table(report), file=file)
+    print(report["recommendation"]["line"], file=file)
+    if comparison:
+        print("\ncompared with the previous report:", file=file)
+        print("\n".join(comparison), file=file)
+    print(summary_json(report, report_path), file=file)
+
+
+def render_markdown(report: dict, plots: Sequence[str] = ()) -> str:
+    """report.md: host, settings, the table, accuracy per variant, recommendation, plots, comparison."""
+    comparison = (report.get("comparison") or {}).get("lines", [])
+    h, t, bw = report["host"], report["task"], report.get("bandwidth") or {}
+    md = [f"# edge_bench report ({report['created_at']})", "", "## Host", ""]
+    md += [f"- {k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in h.items()]
+    if bw:
+        per = ", ".join(
+            f"{r['best_gb_per_s']:.1f} GB/s with {t} thread(s)" for t, r in bw["by_threads"].items()
+        )
+        md.append(
+            f"- memory read bandwidth (best of {next(iter(bw['by_threads'].values()))['repeats']}): {per}"
+        )
+    md += ["", "## Settings", "", f"- task: {t.get('name')} ({t.get('shots')}-shot, {t.get('n_questions')} "
+           f"questions, max {t.get('max_new_tokens')} new tokens, {t.get('threads')} thread(s))"]  # fmt: skip
+    md += [f"- {k}: {v}" for k, v in report["config"].items() if k not in ("dirs",)]
+    md += ["", "## Results", "", "| " + " | ".join(c or "note" for c in COLUMNS) + " |"]
+    md.append("|" + "---|" * len(COLUMNS))
+    md += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in table_rows(report)]
+    md += ["", "## Accuracy", "", "| variant | reference | accuracy | drop (points) | top-1 agreement | n |",
+           "|---|---|---|---|---|---|"]  # fmt: skip
+    for v in report["variants"]:
+        drop = accuracy_drop(report, v)
+        md.append(f"| {v['name']} | {v.get('reference') or '-'} | {_fmt(v.get('accuracy'), '.3f')} | "
+                  f"{'-' if drop is None else f'{drop * 100:+.1f}'} | {_fmt(v.get('top1_agreement'), '.3f')} | "
+                  f"{v.get('n_questions', '-')} |")  # fmt: skip
+    md += ["", "## Recommendation", "", report["recommendation"]["line"], ""]
+    md += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    if report["warnings"]:
+        md += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
+    if comparison:
+        md += ["", "## Compared with the previous report", "", "```", *comparison, "```"]
+    return "\n".join(md) + "\n"
+
+
+def write_report(report: dict, out_dir: Path, plots: Sequence[str] = ()) -> tuple[Path, Path]:
+    """OUT/report.json and OUT/report.md (each written to a temporary name, then renamed)."""
+    check_report(report)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = out_dir / REPORT_JSON, out_dir / REPORT_MD
+    for path, text in zip(paths, (json.dumps(report, indent=1) + "\n", render_markdown(report, plots))):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return paths

@@ -1,0 +1,331 @@
+"""edge_bench's report side: `arte bench` on fake runtimes (report schema, stdout table + one JSON
+line, plots), the recommendation and the comparison on hand-made reports, the Pareto front, the
+accuracy harness against the pipeline's prompts and stopping rules; one slow test benches a tiny
+GGUF, a tiny ONNX and their PyTorch reference end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arte.cli import main
+from edge_bench.accuracy import ByteTokenizer, evaluate_runtime, greedy_complete, task_prompts
+from edge_bench.plots import pareto_front, write_plots
+from edge_bench.report import (
+    COLUMNS,
+    REQUIRED,
+    REQUIRED_RESULT,
+    REQUIRED_VARIANT,
+    SCHEMA_VERSION,
+    check_report,
+    compare_reports,
+    format_table,
+    recommend,
+    table_rows,
+)
+from edge_bench.runtimes.fake import FakeRuntime
+from edge_bench.variants import discover_variants
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAKES = {  # an fp32 "reference" and two "quantized" twins that disagree with it more and more
+    "fp32": dict(format="pytorch", decode_s=0.002, size_bytes=4_000_000, bits_per_weight=32.0),
+    "q8": dict(format="gguf", noise=0.1, variant_seed=1, decode_s=0.001, size_bytes=1_000_000,
+               bits_per_weight=8.5, reference="fp32"),
+    "q4": dict(format="gguf", noise=1.0, variant_seed=2, decode_s=0.0005, size_bytes=600_000,
+               bits_per_weight=4.5, reference="fp32"),
+}  # fmt: skip
+
+
+def write_fakes(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, spec in FAKES.items():
+        path = directory / f"{name}.json"
+        path.write_text(json.dumps({"runtime": "fake", "name": name, "quant": name,
+                                    "bytes_per_token": spec["size_bytes"], **spec}))  # fmt: skip
+        paths.append(path)
+    return paths
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(argv)
+    return rc, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def fake_bench(tmp_path_factory):
+    """`arte bench` on three fake variants: (rc, stdout, output directory)."""
+    root = tmp_path_factory.mktemp("bench-fake")
+    paths = write_fakes(root / "variants")
+    out = root / "out"
+    argv = ["bench", *map(str, paths), "--task", "boolean_expressions", "--threads", "1",
+            "--prompt_lengths", "8,16", "--n_decode", "6", "--min_repeats", "2", "--min_seconds", "0.02",
+            "--n_questions", "3", "--max_new_tokens", "12", "--bandwidth_mb", "8", "--out", str(out)]  # fmt: skip
+    rc, stdout = run_cli(argv)
+    return rc, stdout, out
+
+
+def test_report_json_follows_the_schema(fake_bench):
+    rc, _, out = fake_bench
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    check_report(report)
+    assert report["schema_version"] == SCHEMA_VERSION
+    for key, tp in REQUIRED.items():
+        assert isinstance(report[key], tp), key
+    assert [v["name"] for v in report["variants"]] == ["fp32", "q8", "q4"]  # reference first
+    assert len(report["results"]) == 3 * 2  # variants x threads x prompt lengths
+    for r in report["results"]:
+        assert set(REQUIRED_RESULT) <= set(r)
+        assert r["runs"] >= 2 and r["decode_tokens_per_s"] > 0 and r["peak_rss_mb"] > 0
+        assert r["per_token_ms"]["p50"] <= r["per_token_ms"]["p90"] <= r["per_token_ms"]["p99"]
+        assert 0 < r["efficiency"] and isinstance(r["busy"], bool)
+    for v in report["variants"]:
+        assert set(REQUIRED_VARIANT) <= set(v) and v["error"] is None and v["n_questions"] == 3
+        assert v["best"]["threads"] == 1
+    top1 = {v["name"]: v["top1_agreement"] for v in report["variants"]}
+    assert top1["fp32"] is None and 1 >= top1["q8"] > top1["q4"] >= 0  # more noise, less agreement
+    assert report["recommendation"]["variant"] in {"fp32", "q8", "q4"}
+    assert len((out / "answers.jsonl").read_text().splitlines()) == 3 * 3
+
+
+def test_stdout_is_the_table_then_one_json_line(fake_bench):
+    _, stdout, out = fake_bench
+    lines = stdout.rstrip("\n").splitlines()
+    assert sum(line.startswith("{") for line in lines) == 1
+    last = json.loads(lines[-1])
+    assert last["schema_version"] == SCHEMA_VERSION and set(last["variants"]) == {"fp32", "q8", "q4"}
+    assert last["report"] == str((out / "report.json").resolve())
+    header = next(i for i, line in enumerate(lines) if line.startswith("variant "))
+    assert "decode t/s" in lines[header] and "p99 ms" in lines[header] and "acc" in lines[header]
+    rows = [line.split()[0] for line in lines[header + 2 : header + 8]]
+    assert rows == ["fp32", "fp32", "q8", "q8", "q4", "q4"]
+    assert any(line.startswith("recommendation: ") for line in lines)
+    md = (out / "report.md").read_text()
+    assert "## Host" in md and "| q4 |" in md and "accuracy_vs_latency.png" in md
+
+
+def test_plots_are_valid_png(fake_bench):
+    _, _, out = fake_bench
+    for name in ("accuracy_vs_latency.png", "size_vs_accuracy.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR"
+        width, height = struct.unpack(">II", data[16:24])
+        assert width > 100 and height > 100
+
+
+def _variant(name, acc, decode, reference="ref", fmt="gguf", size=1_000_000):
+    best = None if decode is None else {"threads": 2, "decode_tokens_per_s": decode, "p50_ms": 1000 / decode,
+                                        "p90_ms": 1100 / decode, "p99_ms": 1300 / decode, "efficiency": 0.5}  # fmt: skip
+    return {"name": name, "format": fmt, "runtime": "llama_cpp", "quant": name, "size_bytes": size,
+            "bits_per_weight": 4.5, "reference": reference, "accuracy": acc, "top1_agreement": 0.9,
+            "best": best, "error": None}  # fmt: skip
+
+
+def hand_made_report(variants: list[dict]) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "tool": "edge_bench", "created_at": "2025-01-01T00:00:00+00:00",
+            "config": {}, "task": {"name": "t"}, "host": {"cpu_model": "test cpu", "logical_cores": 2},
+            "bandwidth": None, "variants": variants, "results": [], "recommendation": {}, "warnings": []}  # fmt: skip
+
+
+@pytest.fixture
+def report_a() -> dict:
+    return hand_made_report([
+        _variant("ref", 0.60, 20.0, reference=None, fmt="pytorch", size=4_000_000),
+        _variant("q8", 0.59, 100.0),        # drop 1 point
+        _variant("q5", 0.585, 150.0),       # drop 1.5 points: fastest within 2
+        _variant("q4", 0.50, 300.0),        # drop 10 points: fastest of all
+        _variant("q3", None, 400.0),        # accuracy not measured: never recommended
+        _variant("broken", 0.60, None),     # no speed: never recommended
+    ])  # fmt: skip
+
+
+def test_recommendation_is_the_fastest_within_the_accuracy_drop(report_a):
+    check_report(report_a)
+    assert recommend(report_a, 0.02).startswith("recommendation: q5 - 150.0 decode tok/s at 2 thread(s)")
+    assert recommend(report_a, 0.015).startswith("recommendation: q5")  # exactly at the limit
+    assert recommend(report_a, 0.012).startswith("recommendation: q8")
+    assert recommend(report_a, 0.0).startswith("recommendation: ref")
+    assert recommend(report_a, 0.2).startswith("recommendation: q4")
+    assert "drop +1.5 points" in recommend(report_a, 0.02)
+
+
+def test_recommendation_uses_each_variants_own_reference():
+    report = hand_made_report([
+        _variant("a/ref", 0.60, 20.0, reference=None, fmt="pytorch"),
+        _variant("b/ref", 0.40, 20.0, reference=None, fmt="pytorch"),
+        _variant("a/q4", 0.50, 300.0, reference="a/ref"),  # 10 points below its own reference
+        _variant("b/q4", 0.395, 250.0, reference="b/ref"),  # 0.5 points below its own
+    ])  # fmt: skip
+    assert recommend(report, 0.02).startswith("recommendation: b/q4")
+    lossless = hand_made_report([_variant("q4", 0.1, 300.0, reference=None)])  # no reference known
+    assert recommend(lossless, 0.02).startswith("recommendation: none")
+
+
+def test_comparison_with_a_previous_report(report_a):
+    new = copy.deepcopy(report_a)
+    new["host"]["cpu_model"] = "other cpu"
+    for v in new["variants"]:
+        v["name"] = "student2/" + v["name"]  # a second student: names carry a prefix
+    new["variants"][1]["best"]["decode_tokens_per_s"] = 150.0  # q8: 100 -> 150 tok/s
+    new["variants"][1]["accuracy"] = 0.61  # q8: 0.59 -> 0.61
+    new["variants"] = new["variants"][:-1]  # "broken" only in the old report
+    lines = compare_reports(new, report_a, 0.02)
+    assert "test cpu" in lines[0] and "other cpu" in lines[1]
+    q8 = next(line for line in lines if line.startswith("student2/q8"))
+    assert "100.0 -> 150.0 (+50.0%)" in q8 and "0.590 -> 0.610 (+2.0 pts)" in q8
+    broken = next(line for line in lines if line.startswith("broken"))
+    assert broken.rstrip().endswith("0.600 -> -")
+    assert lines[-2].startswith("old recommendation: q5") and lines[-1].startswith("new recommendation: ")
+
+
+def test_table_lists_variants_that_were_not_benchmarked(report_a):
+    report_a["variants"][-1]["error"] = "ImportError: no llama_cpp"
+    rows = table_rows(report_a)  # no results at all: one row per variant, with its error
+    assert [r[0] for r in rows] == [v["name"] for v in report_a["variants"]]
+    assert all(len(r) == len(COLUMNS) for r in rows)
+    assert rows[-1][-1] == "ERROR: ImportError: no llama_cpp" and rows[0][-1] == "ERROR: not run"
+    assert "broken" in format_table(report_a)
+
+
+def test_check_report_names_missing_and_mistyped_keys(report_a):
+    bad = copy.deepcopy(report_a)
+    del bad["host"]
+    bad["variants"][0]["size_bytes"] = "big"
+    with pytest.raises(ValueError) as e:
+        check_report(bad)
+    assert "report.host: missing" in str(e.value) and "variants[0].size_bytes" in str(e.value)
+    with pytest.raises(ValueError, match="schema_version"):
+        check_report({**report_a, "schema_version": SCHEMA_VERSION + 1})
+
+
+def test_pareto_front_on_hand_made_points():
+    points = [(1.0, 0.50), (2.0, 0.60), (3.0, 0.55), (0.5, 0.40), (4.0, 0.70), (1.0, 0.45), (2.0, 0.60)]
+    # (3, .55) is beaten by (2, .6); (1, .45) by (1, .5); the two (2, .6) tie and both stay
+    assert pareto_front(points) == [3, 0, 1, 6, 4]
+    assert pareto_front([]) == [] and pareto_front([(1.0, 0.0)]) == [0]
+
+
+def test_plots_of_a_hand_made_report(report_a, tmp_path):
+    paths = write_plots(report_a, tmp_path)
+    assert [p.name for p in paths] == ["accuracy_vs_latency.png", "size_vs_accuracy.png"]
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in paths)
+
+
+def test_prompts_are_the_pipelines_evaluation_prompts():
+    from arte.evaluate import shot_prompts
+    from arte.tasks import load_task
+
+    task = load_task("object_counting", n_test=5)
+    for shots in (0, 3):
+        assert [p for p, _ in task_prompts(task, shots, 5)] == shot_prompts(task, shots, 5)
+    assert [t for _, t in task_prompts(task, 3, 5)] == [ex.target for ex in task.test[:5]]
+
+
+class ScriptedRuntime:
+    """Emits the bytes of `script` one greedy token at a time, whatever it is fed."""
+
+    def __init__(self, script: bytes):
+        self.script, self.i = script, 0
+
+    def _logits(self) -> np.ndarray:
+        logits = np.zeros(256, dtype=np.float32)
+        logits[self.script[min(self.i, len(self.script) - 1)]] = 1.0
+        self.i += 1
+        return logits
+
+    def prefill(self, ids):
+        self.i = 0
+        return self._logits()
+
+    def decode(self, token):
+        return self._logits()
+
+
+def test_greedy_stops_like_the_pipeline():
+    tok = ByteTokenizer()
+    done = greedy_complete(ScriptedRuntime(b"so <ans>7</ans> more"), tok, [1], max_new_tokens=50)
+    assert (done.text, done.finish) == ("so <ans>7</ans>", "stop")
+    nxt = greedy_complete(ScriptedRuntime(b"x\nQuestion: y"), tok, [1], max_new_tokens=50)
+    assert (nxt.text, nxt.finish) == ("x\nQuestion:", "stop")
+    tok.eos_ids = {ord("!")}
+    eos = greedy_complete(ScriptedRuntime(b"ab!cd"), tok, [1], max_new_tokens=50)
+    assert (eos.text, eos.finish, eos.tokens) == ("ab", "eos", list(b"ab!"))
+    short = greedy_complete(ScriptedRuntime(b"abcdef"), ByteTokenizer(), [1], max_new_tokens=3)
+    assert (short.text, short.finish) == ("abc", "length")
+
+
+def test_top1_agreement_against_the_reference():
+    from arte.tasks import load_task
+
+    task = load_task("boolean_expressions", n_test=3)
+    items, tok = task_prompts(task, 1, 3), ByteTokenizer()
+    ref_summary, ref = evaluate_runtime(FakeRuntime("r"), tok, task, items, 10)
+    twin, comps = evaluate_runtime(FakeRuntime("r"), tok, task, items, 10, reference=ref)
+    assert twin["top1_agreement"] == 1.0 and twin["top1_steps"] == sum(len(c.tokens) for c in ref)
+    assert comps == ref and twin["records"] == ref_summary["records"]
+    noisy, _ = evaluate_runtime(
+        FakeRuntime("r", noise=2.0, variant_seed=3), tok, task, items, 10, reference=ref
+    )
+    assert noisy["top1_agreement"] < 1.0 and ref_summary["top1_agreement"] is None
+
+
+def test_variant_names_get_their_source_as_prefix(tmp_path):
+    a, b = write_fakes(tmp_path / "student_a"), write_fakes(tmp_path / "student_b")
+    names = {v.name: v.reference for v in discover_variants(a + b)}
+    assert names["student_a/q4"] == "student_a/fp32" and names["student_b/q8"] == "student_b/fp32"
+    assert [v.name for v in discover_variants(a)] == ["fp32", "q8", "q4"]
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        discover_variants([tmp_path / "nothing-here"])
+
+
+@pytest.mark.slow
+def test_bench_tiny_gguf_and_onnx_end_to_end(tiny_model, tmp_path):
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("optimum.onnxruntime")
+    from export.onnx import export_onnx_fp32
+
+    export_dir = tmp_path / "export"
+    onnx_dir = export_onnx_fp32(tiny_model.hf_dir, export_dir / "onnx" / "fp32")
+    gguf = Path(tiny_model.gguf_path)
+    manifest = {
+        "source": {"path": str(Path(tiny_model.hf_dir).resolve())},
+        "variants": [
+            {"format": "gguf", "quant": "f32", "path": str(gguf), "size_bytes": gguf.stat().st_size,
+             "bits_per_weight": 32.0},
+            {"format": "onnx", "quant": "fp32", "path": "onnx/fp32", "files": ["model.onnx"],
+             "size_bytes": (onnx_dir / "model.onnx").stat().st_size},
+        ],
+    }  # fmt: skip
+    (export_dir / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "bench"
+    argv = ["bench", str(export_dir), "--task", "boolean_expressions", "--threads", "1",
+            "--prompt_lengths", "16", "--n_decode", "4", "--min_repeats", "2", "--min_seconds", "0",
+            "--n_questions", "2", "--max_new_tokens", "8", "--bandwidth_mb", "16", "--out", str(out)]  # fmt: skip
+    rc, stdout = run_cli(argv)
+    assert rc == 0, stdout
+    for name in ("report.json", "report.md", "accuracy_vs_latency.png", "size_vs_accuracy.png"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    check_report(report)
+    names = ["pytorch-fp32", "gguf-f32", "onnx-fp32"]
+    assert [v["name"] for v in report["variants"]] == names
+    table_rows = {line.split()[0] for line in stdout.splitlines() if line and not line.startswith("{")}
+    assert set(names) <= table_rows
+    json.loads(stdout.rstrip().splitlines()[-1])
+    for v in report["variants"]:
+        assert v["error"] is None and v["best"]["decode_tokens_per_s"] > 0
+        if v["reference"]:  # fp32 files of the same weights: the same greedy choices as PyTorch
+            assert v["reference"] == "pytorch-fp32" and v["top1_agreement"] >= 0.95
+            assert v["accuracy"] == report["variants"][0]["accuracy"]
+    gguf_row = next(r for r in report["results"] if r["variant"] == "gguf-f32")
+    assert gguf_row["mmap"] is True and gguf_row["internal"]["decode_tokens"] > 0
