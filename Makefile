@@ -1,6 +1,7 @@
 # Two entry points, each does everything on a fresh machine:
 #   make demo   set up .venv, run the ARTE pipeline on the embedded default model (runs/demo/),
-#               then export the ARTE student to GGUF and ONNX (runs/demo/export/)
+#               export the ARTE student to GGUF and ONNX (runs/demo/export/), and benchmark every
+#               variant on this CPU (runs/demo/bench/)
 #   make test   set up .venv, then run the whole test suite (fast + slow)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -26,6 +27,8 @@ demo: setup
 	$(ARTE) models
 	$(ARTE) run --config configs/demo.yaml
 	$(ARTE) export all --run_dir runs/demo --gguf f16,q8_0,q4_k_m --onnx fp32,int8,int4
+	$(ARTE) bench runs/demo/export --task boolean_expressions --n_validation 30 --threads 1,2 \
+		--prompt_lengths 128 --n_questions 20 --out runs/demo/bench
 
 test: setup
 	$(PY) -m pytest

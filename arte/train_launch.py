@@ -163,13 +163,13 @@ def run_training_stage(stage: str, cfg) -> dict | None:
 
     if stage not in STAGES:
         raise UserError(f"arte.train_launch: stage must be one of {', '.join(STAGES)}, got {stage!r}")
-    state = PartialState(cpu=not torch.cuda.is_available())
     run = RunDir(cfg.run_dir)
     tasks = load_run_tasks(cfg)
     names = [name for name, _ in PIPELINE]
     missing = [p for p in names[: names.index(stage)] if not run.is_done(p)]
     if missing:
         raise UserError(f"stage {stage!r} needs {', '.join(missing)} first: run `arte run` or those stages")
+    state = PartialState(cpu=not torch.cuda.is_available())
     if run.is_done(stage):
         if state.is_main_process:
             print(f"[{stage}] done earlier, skipped ({run.path / stage})")

@@ -58,6 +58,10 @@ PROMPTS = [  # each starts with a different token: every request is evaluated fr
     "Once upon a time",
     "def f(x):",
     "Zebra crossing",
+    "Why is the sky blue?",
+    "Mary had a little lamb",
+    "1, 2, 3,",
+    "import numpy as np",
 ]
 
 
@@ -243,13 +247,18 @@ def test_greedy_generation_equals_the_llama_cpp_backend(tiny_server, reference):
 
 
 def test_stop_strings_are_kept_in_the_text_like_the_llama_cpp_backend(tiny_server, reference):
+    """Stops at word boundaries, on completions whose tokens are the tokenizer's own tokenization of
+    their text. (A random model may emit e.g. "sole" + "te" where the tokenizer writes "sol" + "ete";
+    the stop-string probe re-tokenizes the text, so it cannot retrace such a completion. A trained
+    model practically never does this: the SmolLM2 test below has no such filter.)"""
     greedy = greedy_one_by_one(reference, PROMPTS, SamplingParams(max_new_tokens=24))
     backend = make_openai(tiny_server.url)
     checked = 0
     for prompt, g in zip(PROMPTS, greedy):
         words = [i for i, c in enumerate(g.text) if c == " " and i > 0]
-        if "\ufffd" in g.text or len(words) < 3:
-            continue
+        canonical = len(reference.encode(prompt + g.text)) == g.prompt_tokens + g.completion_tokens
+        if "\ufffd" in g.text or len(words) < 3 or not canonical:
+            continue  # the probe re-tokenizes the text: see the test's docstring
         stop = g.text[words[1] : words[2]]  # the third word, with its leading space (a token boundary)
         params = SamplingParams(max_new_tokens=24, stop=(stop, "</never>"))
         want = reference.generate([prompt], params)[0]
@@ -257,7 +266,7 @@ def test_stop_strings_are_kept_in_the_text_like_the_llama_cpp_backend(tiny_serve
         assert got.text.endswith(stop) and got.finish_reason == want.finish_reason == "stop"
         assert got.text == want.text and got.completion_tokens == want.completion_tokens
         checked += 1
-    assert checked >= 3 and backend.stats["probes"] >= checked  # the server cut the stop; a probe found it
+    assert checked >= 4 and backend.stats["probes"] >= checked  # the server cut the stop; a probe found it
     never = backend.generate([PROMPTS[0]], SamplingParams(max_new_tokens=24, stop=("</never>",)))[0]
     assert never.finish_reason == "length" and never.text == greedy[0].text.replace("\ufffd", "")
     backend.close()
@@ -278,6 +287,28 @@ def test_stop_probe_finds_which_stop_was_cut_and_none_after_end_of_sequence(monk
     # shortest of the stops it starts with is the one the server matched first.
     assert backend.stop_that_ended("Q: x", "The answer is 4", ["\nQ", "\n"], 0) == "\n"
     assert backend.stats["probes"] == 4
+    backend.close()
+
+
+def test_chat_completions_match_the_llama_cpp_backend_with_chat(tiny_server, tiny_model):
+    """chat: true: the server applies the GGUF's chat template like the llama_cpp backend does; stop
+    strings are applied here (the server is not told), so the server's token count runs on."""
+    from arte.backends.llama_cpp import LlamaCppBackend
+
+    reference = LlamaCppBackend(
+        BackendConfig(name="llama_cpp", model=str(tiny_model.gguf_path), threads=1, n_ctx=2048, chat=True)
+    )
+    backend = make_openai(tiny_server.url, chat=True)
+    for prompt in ["Hello", "What is 2 + 2?", "Tell me a story"]:  # one at a time, same order on both
+        want = reference.generate([prompt], SamplingParams(max_new_tokens=16))[0]
+        assert backend.generate([prompt], SamplingParams(max_new_tokens=16))[0] == want
+        stop = " " + want.text.split(" ")[2]
+        params = SamplingParams(max_new_tokens=16, stop=(stop,))
+        got = backend.generate([prompt], params)[0]
+        assert got.text == reference.generate([prompt], params)[0].text and got.text.endswith(stop)
+        assert got.finish_reason == "stop" and got.completion_tokens == 16
+    assert backend.stats["probes"] == 0  # a chat turn is not probed
+    reference.close()
     backend.close()
 
 
@@ -466,13 +497,17 @@ def test_real_model_stops_and_end_of_turn_match_the_llama_cpp_backend(smol_serve
     backend = make_openai(smol_server.url)
     questions = ["4 + 4", "9 - 1", "6 + 1"]  # few-shot prompts share a prefix: one at a time, in order
     prompts = [FEW_SHOT.format(q=q) for q in questions]
-    chatml = "<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n"  # ends with <|im_end|>
-    for prompt, stop in [*((p, ("</ans>", "\nQuestion:")) for p in prompts), (chatml, ("</never>",))]:
+    # The model answers "The capital of France is Paris." and ends its turn (<|im_end|>).
+    chatml = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    cases = [*((p, ("</ans>", "\nQuestion:")) for p in prompts), (chatml, ("Paris", "</never>"))]
+    for prompt, stop in cases:
         params = SamplingParams(max_new_tokens=48, stop=stop)
         want, got = reference.generate([prompt], params)[0], backend.generate([prompt], params)[0]
-        assert got == want
-        assert got.finish_reason == "stop" and (got.text.endswith(stop[0]) or stop[0] == "</never>")
-    assert not got.text.endswith("</never>")  # an end-of-turn: nothing appended
+        assert got == want and got.finish_reason == "stop" and got.text.endswith(stop[0])
+    params = SamplingParams(max_new_tokens=48, stop=("</never>",))
+    got = backend.generate([chatml], params)[0]
+    assert got == reference.generate([chatml], params)[0]
+    assert got.text == "The capital of France is Paris." and got.finish_reason == "stop"  # nothing appended
     reference.close()
     backend.close()
 
