@@ -24,7 +24,9 @@ class EvaluateConfig:
     max_new_tokens: int = opt(192, "Decode budget per answer.")
     n_boot: int = opt(2000, "Bootstrap resamples for the confidence intervals.")
     backend: BackendConfig = opt(
-        BackendConfig(name="hf", model=""), "Engine for every student (model is filled in per variant)."
+        BackendConfig(name="hf", model=""),
+        "Engine for every student; its model is filled in per variant. llama_cpp: each student is "
+        "converted to an F16 GGUF first (evaluate/VARIANT-f16.gguf; our converter, verified top-1 1.0).",
     )
 
 
@@ -51,7 +53,9 @@ def evaluate_variants(cfg, run: RunDir, tasks) -> dict:
         done_tasks = {r["task"] for r in log}
         todo = [t for t in tasks if t.name not in done_tasks]
         if todo:
-            backend = load_backend(dataclasses.replace(ev.backend, model=model))
+            backend = load_backend(
+                dataclasses.replace(ev.backend, model=_engine_model(ev.backend, model, out, variant))
+            )
             try:
                 for task in tqdm(
                     todo, desc=f"evaluate {variant}", unit="task"
@@ -61,6 +65,17 @@ def evaluate_variants(cfg, run: RunDir, tasks) -> dict:
                 backend.close()
         records[variant] = log.read()
     return write_summary(cfg, run, tasks, records)
+
+
+def _engine_model(backend: BackendConfig, model: str, out: Path, variant: str) -> str:
+    """The variant's model as the evaluation engine needs it (an F16 GGUF for llama_cpp)."""
+    if backend.name != "llama_cpp":
+        return model
+    from arte.models import resolve_hf
+    from export.gguf_convert import convert_hf_to_gguf
+
+    gguf = out / f"{variant}-f16.gguf"
+    return str(gguf if gguf.is_file() else convert_hf_to_gguf(Path(resolve_hf(model)), gguf, "f16"))
 
 
 def write_summary(cfg, run: RunDir, tasks, records: dict[str, list[dict]]) -> dict:

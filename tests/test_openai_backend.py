@@ -141,23 +141,25 @@ class Proxy:
                     proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
                 try:
                     if isinstance(fault, int):
-                        return self._answer(fault, b'{"error": "scripted fault"}', {"Retry-After": "0"})
-                    if fault == "slow":
-                        time.sleep(proxy.slow_s)
-                    self._forward(body)
+                        answer = (fault, b'{"error": "scripted fault"}', {"Retry-After": "0"})
+                    else:
+                        if fault == "slow":
+                            time.sleep(proxy.slow_s)
+                        answer = self._forward(body)
                 finally:
-                    with proxy.lock:
+                    with proxy.lock:  # before answering: the client may send its next request at once
                         proxy.in_flight -= 1
+                self._answer(*answer)
 
-            def _forward(self, body: bytes):
+            def _forward(self, body: bytes) -> tuple:
                 path = self.path.removeprefix("/v1")
                 headers = {k: v for k, v in self.headers.items() if k.lower() == "authorization"}
                 try:
                     r = proxy.client.post(proxy.upstream + path, content=body, headers={
                         **headers, "content-type": "application/json"})  # fmt: skip
                 except httpx.HTTPError:
-                    return self._answer(502, b'{"error": "upstream down"}')
-                self._answer(r.status_code, r.content)
+                    return 502, b'{"error": "upstream down"}', {}
+                return r.status_code, r.content, {}
 
             def _answer(self, status: int, payload: bytes, headers: dict | None = None):
                 with contextlib.suppress(OSError):

@@ -66,6 +66,19 @@ def test_smoke_pipeline_end_to_end_and_rerun_skips(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("done earlier, skipped") == len(STAGES) and time.time() - started < 30
 
+    # The same students evaluated on llama.cpp (converted to F16 GGUF) answer like on transformers.
+    hf_records = {v: RecordLog(run / "evaluate" / f"{v}.jsonl").read() for v in ("vanilla", "arte")}
+    for path in (run / "evaluate").glob("*.jsonl"):
+        path.unlink()
+    lcfg = smoke_config(run, **{"evaluate.backend.name": "llama_cpp"})
+    run_pipeline(lcfg, only=["evaluate"])
+    assert (run / "evaluate" / "arte-f16.gguf").is_file()
+    for variant, recs in hf_records.items():
+        got = RecordLog(run / "evaluate" / f"{variant}.jsonl").read()
+        assert len(got) == len(recs)
+        same = sum(a["completion"] == b["completion"] for a, b in zip(recs, got)) / len(recs)
+        assert same >= 0.9, f"{variant}: only {same:.0%} identical completions across engines"
+
 
 def _arte(*args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
