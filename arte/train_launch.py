@@ -112,15 +112,19 @@ def align_stage(cfg, run) -> dict | None:
     from accelerate import PartialState
 
     from arte.align import DPO_METRICS, build_dpo_trainer
+    from arte.run_dir import read_json
 
     acfg = dataclasses.replace(cfg.align, threads=_threads_per_process(cfg.align.threads))
     out, pairs = run.stage("align"), run.path / "pairs" / "dpo.jsonl"
     teacher_dir = out / "teacher"
-    model_dir = _prepare("dpo", cfg.teacher.model, pairs, teacher_dir, acfg)
-    stats = train_and_save(build_dpo_trainer(model_dir, pairs, teacher_dir, acfg), teacher_dir,
-                           "align_stats.json", DPO_METRICS, model_dir)  # fmt: skip
+    if (teacher_dir / "config.json").is_file() and (teacher_dir / "align_stats.json").is_file():
+        stats = read_json(teacher_dir / "align_stats.json")  # trained before a later step failed
+    else:
+        model_dir = _prepare("dpo", cfg.teacher.model, pairs, teacher_dir, acfg)
+        stats = train_and_save(build_dpo_trainer(model_dir, pairs, teacher_dir, acfg), teacher_dir,
+                               "align_stats.json", DPO_METRICS, model_dir)  # fmt: skip
     if PartialState().is_main_process and cfg.aligned_teacher.name == "llama_cpp":
-        from export.gguf import convert_hf_to_gguf
+        from export.gguf_convert import convert_hf_to_gguf
 
         stats["gguf"] = str(convert_hf_to_gguf(teacher_dir, out / "teacher-f16.gguf", "f16"))
     return stats
