@@ -62,9 +62,10 @@ def _print(manifest: dict, out: str) -> int:
     for v in manifest["variants"]:
         ver = v.get("verification") or {}
         top1, kl = ver.get("top1_agreement"), ver.get("mean_kl")
+        top1 = f"{top1:.3f}" if top1 is not None else "-"
+        kl = f"{kl:.4f}" if kl is not None else "-"
         print(f"{v['format']:<6} {v['quant']:<8} {v['size_bytes'] / 1e6:>8.1f} {v['bits_per_weight']:>7.2f} "
-              f"{top1 if top1 is not None else '-':>6} {kl if kl is not None else '-':>9}  "
-              f"{ver.get('reason', '') if ver.get('flagged') else ''}")  # fmt: skip
+              f"{top1:>6} {kl:>9}  {ver.get('reason', '') if ver.get('flagged') else ''}")  # fmt: skip
     print(f"\nmanifest: {Path(out).resolve() / 'manifest.json'}")
     return 0
 
