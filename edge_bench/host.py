@@ -205,8 +205,9 @@ def cpu_busy_sample(seconds: float = 0.5) -> dict:
 
 def machine_busy(threads: int, sample_seconds: float = 0.5) -> dict:
     """{"busy", "load1", "free_cores", "other_processes_cores", "per_cpu_busy", "warning"}: busy when
-    the 1-minute load average exceeds the logical cores minus the `threads` this benchmark uses, or
-    when the /proc/stat sample sees other processes use more than those free cores."""
+    the /proc/stat sample sees *other* processes use more than the cores this benchmark leaves free.
+    The 1-minute load average counts this benchmark's own recent work too (a 2-thread run alone
+    pushes it to ~2), so it decides only where no /proc/stat sample is available."""
     logical = len(affinity())
     free = max(0, logical - threads)
     try:
@@ -216,7 +217,7 @@ def machine_busy(threads: int, sample_seconds: float = 0.5) -> dict:
     sample = cpu_busy_sample(sample_seconds) if sample_seconds > 0 else {}
     others = sample.get("other_processes_cores")
     reasons = []
-    if load1 is not None and load1 > free:
+    if others is None and load1 is not None and load1 > free:
         reasons.append(
             f"1-min load average {load1:.2f} > {free} free core(s) ({logical} logical - {threads} used)"
         )

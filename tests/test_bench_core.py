@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -273,3 +274,19 @@ def test_harness_decode_speed_is_within_10_percent_of_llama_cpp_internal_timing(
     internal = b.internal["decode_tokens_per_s"]
     assert b.internal["decode_tokens"] == 32 * b.runs
     assert abs(b.decode_tokens_per_s - internal) / internal < 0.10, (b.decode_tokens_per_s, internal)
+
+
+def test_another_process_spinning_is_reported_busy():
+    import subprocess
+    import sys
+
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 5: pass"]
+    )
+    try:
+        time.sleep(0.5)
+        busy = machine_busy(threads=len(os.sched_getaffinity(0)), sample_seconds=0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy["busy"] and busy["other_processes_cores"] > 0.5 and "other processes" in busy["warning"]
