@@ -370,6 +370,15 @@ def summarize_log(log_history: list[dict], metrics: tuple[str, ...]) -> dict[str
     return out
 
 
+def save_adapter(peft_model, adapter_dir: Path) -> None:
+    """The trained LoRA adapter alone (adapter_config.json + weights), written atomically."""
+    tmp = adapter_dir.with_name(adapter_dir.name + f".saving-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    peft_model.save_pretrained(tmp)
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    tmp.rename(adapter_dir)
+
+
 def run_training(run: TrainingRun, out_dir: Path, stats_name: str, metrics: tuple[str, ...]) -> dict:
     """Train (resuming if possible), merge LoRA, save the model and `stats_name`; return the stats."""
     trainer = run.trainer
@@ -380,7 +389,8 @@ def run_training(run: TrainingRun, out_dir: Path, stats_name: str, metrics: tupl
     result = trainer.train(resume_from_checkpoint=run.resume_from)
     seconds = time.time() - started
     model = trainer.model
-    if is_peft_model(model):  # fold the LoRA adapters into the weights
+    if is_peft_model(model):  # keep the adapter (vLLM serves it unmerged), then fold it into the weights
+        save_adapter(model, out_dir.with_name(out_dir.name + "-adapter"))
         model = model.merge_and_unload()
     restored = save_trained_model(run, model, out_dir)
     steps = trainer.state.global_step

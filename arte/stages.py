@@ -5,7 +5,8 @@ others only through files in the run directory (paths below, relative to it):
     prefset/TASK.json                      D_pref indices, method (irt | random) and why
     score/cache.jsonl, score/scores.jsonl  one score per draft (cached by content hash)
     pairs/dpo.jsonl                        question- and rationale-level DPO pairs
-    align/teacher/                         the aligned teacher, merged, HF format
+    align/teacher/                         the aligned teacher, merged, HF format (+ teacher-adapter/
+                                           with LoRA, teacher-f16.gguf when it runs on llama.cpp)
     generate/arte.jsonl, generate/original.jsonl   SFT data (tailored; original-teacher baseline)
     train/arte/, train/original/           the fine-tuned students, HF format
     evaluate/VARIANT.jsonl, summary.md, summary.json
@@ -157,12 +158,7 @@ def stage_generate(cfg, run: RunDir, tasks) -> dict:
     from arte.generate import generate_tailored, sft_rows_from_drafts
 
     out, counts, arte_rows, original_rows = run.stage("generate"), {}, [], []
-    aligned = (
-        run.path / "align" / ("teacher-f16.gguf" if cfg.aligned_teacher.name == "llama_cpp" else "teacher")
-    )
-    if not aligned.exists():
-        raise UserError(f"{aligned} is missing: re-run the align stage with this --aligned_teacher.name")
-    teacher = load_backend(dataclasses.replace(cfg.aligned_teacher, model=str(aligned)))
+    teacher = load_backend(_aligned_teacher_config(cfg, run))
     scored = list(RecordLog(run.path / "score" / "scores.jsonl"))
     try:
         for task in tasks:
@@ -188,6 +184,19 @@ def stage_generate(cfg, run: RunDir, tasks) -> dict:
             )
         _write_jsonl(out / f"{name}.jsonl", rows)
     return counts
+
+
+def _aligned_teacher_config(cfg, run: RunDir) -> BackendConfig:
+    """The aligned teacher for its engine: the F16 GGUF (llama_cpp), the base model plus the unmerged
+    LoRA adapter as a LoRA request (vllm, when align used LoRA), else the merged HF directory."""
+    align, name = run.path / "align", cfg.aligned_teacher.name
+    if name == "vllm" and (align / "teacher-adapter" / "adapter_config.json").is_file():
+        model, adapter = resolve_hf(cfg.teacher.model), str(align / "teacher-adapter")
+        return dataclasses.replace(cfg.aligned_teacher, model=model, lora_adapter=adapter)
+    aligned = align / ("teacher-f16.gguf" if name == "llama_cpp" else "teacher")
+    if not aligned.exists():
+        raise UserError(f"{aligned} is missing: re-run the align stage with this --aligned_teacher.name")
+    return dataclasses.replace(cfg.aligned_teacher, model=str(aligned))
 
 
 def stage_train(cfg, run: RunDir, tasks) -> dict:

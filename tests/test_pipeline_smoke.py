@@ -15,7 +15,7 @@ import pytest
 
 from arte.config import load_config
 from arte.pipeline import RunConfig, run_pipeline
-from arte.run_dir import RecordLog
+from arte.run_dir import RecordLog, RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -52,6 +52,13 @@ def test_smoke_pipeline_end_to_end_and_rerun_skips(tmp_path, capsys):
     assert summary["data"]["drafts"] == 2 * 8 * 3  # tasks x m x strategies
     assert summary["data"]["pairs"] > 0 and summary["data"]["sft_examples"]["arte"] > 0
     assert "| vanilla |" in (run / "summary.md").read_text()
+    # LoRA DPO keeps the unmerged adapter too: a vLLM aligned teacher is the base + a LoRA request.
+    assert (run / "align" / "teacher-adapter" / "adapter_config.json").is_file()
+    from arte.stages import _aligned_teacher_config
+
+    vcfg = smoke_config(run, **{"aligned_teacher.name": "vllm"})
+    served = _aligned_teacher_config(vcfg, RunDir(run))
+    assert served.lora_adapter.endswith("teacher-adapter") and "tiny-random-llama" in served.model
     for variant in ("arte", "original"):  # trained students are plain HF models, ready for export
         assert (run / "train" / variant / "config.json").is_file()
         assert list((run / "train" / variant).glob("*.safetensors"))
