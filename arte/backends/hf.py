@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arte.backends.base import Generation, SamplingParams
-from arte.backends.decoding import common_prefix_len, find_stop, row_seed
+from arte.backends.decoding import common_prefix_len, find_stop, row_seed, split_context
 from arte.backends.threads import configure_torch_threads, pick_threads
 from arte.errors import UserError, missing_dependency
 from arte.gguf_tokenizer import repair_gguf_tokenizer
@@ -271,14 +271,9 @@ class HFBackend:
         The boundary is where the tokens of the context alone stop matching the tokens of the whole;
         a token that merges across the boundary counts as continuation. An empty context is
         conditioned on BOS (or EOS where there is no BOS)."""
-        rendered = self.render(context)
-        whole = self.encode(rendered + continuation)
-        n = common_prefix_len(self.encode(rendered), whole)
-        ctx, cont = whole[:n], whole[n:]
-        if not ctx:
-            start = self.tokenizer.bos_token_id
-            ctx = [start if start is not None else self.tokenizer.eos_token_id]
-        return ctx, cont
+        tok = self.tokenizer
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        return split_context(self.encode, self.render(context), continuation, start)
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         import torch

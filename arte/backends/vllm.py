@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from arte.backends.base import Generation, SamplingParams
-from arte.backends.decoding import common_prefix_len, find_stop, row_seed
+from arte.backends.decoding import find_stop, row_seed, split_context
 from arte.errors import UserError, missing_dependency
 
 if TYPE_CHECKING:
@@ -155,14 +155,9 @@ class VLLMBackend:
     def split_request(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """(context ids, continuation ids): the hf backend's boundary rule; an empty context is
         conditioned on BOS (or EOS where there is no BOS)."""
-        rendered = self.render(context)
-        whole = self.encode(rendered + continuation)
-        n = common_prefix_len(self.encode(rendered), whole)
-        ctx, cont = whole[:n], whole[n:]
-        if not ctx:
-            start = self.tokenizer.bos_token_id
-            ctx = [start if start is not None else self.tokenizer.eos_token_id]
-        return ctx, cont
+        tok = self.tokenizer
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        return split_context(self.encode, self.render(context), continuation, start)
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         split = [self.split_request(c, x) for c, x in requests]
