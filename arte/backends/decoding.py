@@ -24,13 +24,14 @@ def row_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) % (2**63)
 
 
-def split_context(encode, rendered_context: str, continuation: str, start_id) -> tuple[list[int], list[int]]:
+def split_context(encode, rendered_context: str, continuation: str, tokenizer) -> tuple[list[int], list[int]]:
     """(context ids, continuation ids) of `rendered_context + continuation` tokenized as one text.
 
     The boundary is where the tokens of the context alone stop matching the tokens of the whole; a
     token that merges across the boundary counts as continuation. An empty context is conditioned on
-    `start_id` (BOS, or EOS where there is no BOS)."""
+    the tokenizer's BOS (or EOS where there is no BOS)."""
     whole = encode(rendered_context + continuation)
     n = common_prefix_len(encode(rendered_context), whole)
     ctx, cont = whole[:n], whole[n:]
-    return (ctx or [start_id]), cont
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return (ctx or [start]), cont

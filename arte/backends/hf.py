@@ -271,9 +271,7 @@ class HFBackend:
         The boundary is where the tokens of the context alone stop matching the tokens of the whole;
         a token that merges across the boundary counts as continuation. An empty context is
         conditioned on BOS (or EOS where there is no BOS)."""
-        tok = self.tokenizer
-        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        return split_context(self.encode, self.render(context), continuation, start)
+        return split_context(self.encode, self.render(context), continuation, self.tokenizer)
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         import torch

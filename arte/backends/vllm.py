@@ -155,9 +155,7 @@ class VLLMBackend:
     def split_request(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """(context ids, continuation ids): the hf backend's boundary rule; an empty context is
         conditioned on BOS (or EOS where there is no BOS)."""
-        tok = self.tokenizer
-        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        return split_context(self.encode, self.render(context), continuation, start)
+        return split_context(self.encode, self.render(context), continuation, self.tokenizer)
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         split = [self.split_request(c, x) for c, x in requests]
