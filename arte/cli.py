@@ -20,12 +20,17 @@ from arte.errors import UserError, unknown_name
 
 @dataclass(frozen=True)
 class Command:
-    """One subcommand: its config class and the function that runs it ("module:function")."""
+    """One subcommand: its config class and the function that runs it ("module:function").
+
+    `prepare` ("module:function", optional) is called with the config before `run`, only when the
+    process was started as this command (`main()` without argv): it may set up the process itself,
+    e.g. re-execute it with an environment that must be in place at start-up."""
 
     name: str
     config: str
     run: str
     help: str
+    prepare: str | None = None
 
 
 STAGE_HELP = {
@@ -73,6 +78,7 @@ COMMANDS: tuple[Command, ...] = (
         "arte.commands.bench:BenchConfig",
         "arte.commands.bench:run_bench_cli",
         "Benchmark exported variants on CPU (speed percentiles, memory, accuracy) and recommend one.",
+        prepare="arte.commands.bench:prepare_process",
     ),
     Command(
         "models",
@@ -195,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `arte` console script. User errors print one line and exit 2."""
     try:
         cmd, cfg = parse(sys.argv[1:] if argv is None else argv)
+        if argv is None and cmd.prepare:
+            _import(cmd.prepare)(cfg)
         result = _import(cmd.run)(cfg)
         return int(result or 0)
     except UserError as e:

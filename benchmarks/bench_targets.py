@@ -1,28 +1,30 @@
-"""edge_bench targets on the embedded SmolLM2-135M: memory bandwidth, GGUF F16 decode efficiency, and
-the harness's own overhead.
+"""edge_bench targets on the embedded SmolLM2-135M: GGUF F16 decode efficiency and the harness's own
+overhead, measured by `edge_bench.bench.run_bench`, the code `arte bench` runs.
 
-    .venv/bin/python benchmarks/bench_targets.py [--threads 1,2] [--work DIR] [--decode 64]
+    .venv/bin/python benchmarks/bench_targets.py [--threads 1,2] [--rounds 3] [--work DIR]
 
-For each thread count (the process pinned to that many of the quietest CPUs first):
-  bandwidth   numpy read bandwidth of a 1 GiB buffer with that many threads (edge_bench.bandwidth),
-              best and median of 5;
-  efficiency  GGUF F16 decode tokens/s x weight bytes read per token / best bandwidth.
-              Target: >= 70% (issue 5), on the pooled decode tokens/s (all steps / all time);
-              "eff@p50" uses 1 / the median per-token latency instead (robust to a busy core). Weights read per token: every tensor once, the tied
-              embedding in full as the LM head, plus one embedding row;
-  overhead    the harness's decode tokens/s (wall clock around every `decode` + argmax) against
-              llama.cpp's internal timing of the same calls (llama_perf_context t_eval_ms / n_eval).
-              Target: within 10%.
-The F16 GGUF is converted from the embedded model with export.gguf_convert (once, into --work). The
-embedded Q4_1 file is measured too, for context. Prints a human table, then one JSON line. Run it on
-an idle machine: the load average is printed and a busy machine is flagged in both outputs.
+Each round benches the F16 GGUF (converted once from the embedded model with export.gguf_convert) and
+the embedded Q4_1 file, for each thread count pinned to that many of the quietest CPUs, under two
+llama.cpp set-ups:
+  tuned     what `arte bench` uses: flash attention (llama.cpp's own default) and the GGUF read into
+            huge-page memory (this script restarts itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1);
+  defaults  llama-cpp-python's defaults: no flash attention, the GGUF memory-mapped (4 KiB pages);
+and, with --setups, "hugepages" or "flash_attn" alone, to see what each contributes.
+Figures per row:
+  efficiency  decode tokens/s x weight bytes read per token / read bandwidth, the bandwidth measured
+              with the same CPUs and threads just before and after the row's block (the higher of
+              the two). Target: F16 >= 70% (issue 5).
+  overhead    1 - harness decode tokens/s / llama.cpp's internal timing of the same calls. Target:
+              within 10%.
+Prints a table per round, a summary over rounds (min / median / max), then one JSON line. Run it on
+an idle machine; a busy one is flagged.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import statistics
 import sys
 import tempfile
 import time
@@ -30,16 +32,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_bench.bandwidth import efficiency, gguf_bytes_per_token, measure_read_bandwidth  # noqa: E402
-from edge_bench.host import describe_host, machine_busy, pinned, quietest_cpus  # noqa: E402
-from edge_bench.latency import benchmark_generation, measure_load  # noqa: E402
+from edge_bench.bench import run_bench  # noqa: E402
+from edge_bench.host import describe_host  # noqa: E402
+from edge_bench.hugepages import reexec_with_hugepages  # noqa: E402
 
-PROMPT = (
-    "<|im_start|>user\nA train leaves the station at 9:40 and arrives at 11:15. The return trip takes 20 "
-    "minutes longer. How long is the return trip, in minutes? Think step by step.<|im_end|>\n"
-    "<|im_start|>assistant\n"
-)
 EFFICIENCY_TARGET, OVERHEAD_TARGET = 0.70, 0.10
+SETUPS = {
+    "tuned": {"hugepages": True, "flash_attn": True},
+    "hugepages": {"hugepages": True, "flash_attn": False},
+    "flash_attn": {"hugepages": False, "flash_attn": True},
+    "defaults": {"hugepages": False, "flash_attn": False},
+}
 
 
 def make_f16_gguf(work: Path) -> Path:
@@ -53,78 +56,88 @@ def make_f16_gguf(work: Path) -> Path:
     return path
 
 
-def bench_variant(name: str, path: Path, threads: int, bandwidth: dict, n_decode: int) -> dict:
-    runtime, load_s = measure_load("llama_cpp", path, threads)
-    try:
-        ids = runtime.llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
-        b = benchmark_generation(runtime, ids, n_decode, min_count=3, min_seconds=3.0, max_count=50, warmup=1)
-    finally:
-        runtime.close()
-    per_token = gguf_bytes_per_token(path)
-    tps, internal = b.decode_tokens_per_s, b.internal["decode_tokens_per_s"]
-    return {
-        "variant": name,
-        "threads": threads,
-        "file_bytes": path.stat().st_size,
-        "bytes_per_token": per_token["bytes_per_token"],
-        "load_s": round(load_s, 3),
-        "runs": b.runs,
-        "prompt_tokens": b.prompt_tokens,
-        "ttft_ms_p50": round(b.ttft.p50 * 1000, 2),
-        "decode_tokens_per_s": round(tps, 2),
-        "per_token_ms": b.per_token_latency.ms(),
-        "llama_cpp_decode_tokens_per_s": round(internal, 2),
-        "harness_overhead": round(1 - tps / internal, 4),
-        "efficiency_vs_best_bw": round(
-            efficiency(tps, per_token["bytes_per_token"], bandwidth["best_gb_per_s"]), 4
-        ),
-        "efficiency_vs_median_bw": round(
-            efficiency(tps, per_token["bytes_per_token"], bandwidth["median_gb_per_s"]), 4
-        ),
-        "achieved_gb_per_s": round(tps * per_token["bytes_per_token"] / 1e9, 2),
-        # 1 / median per-token latency: less sensitive to another process stealing the core now and then
-        "decode_tokens_per_s_p50": round(1 / b.per_token_latency.p50, 2),
-        "efficiency_p50_vs_best_bw": round(
-            efficiency(1 / b.per_token_latency.p50, per_token["bytes_per_token"], bandwidth["best_gb_per_s"]),
-            4,
-        ),
-        "deterministic": b.deterministic,
-    }
+def bench_round(files: list[Path], setup: str, threads: list[int], args, out: Path) -> list[dict]:
+    report = run_bench(
+        files, None, threads, [args.prompt], out, n_decode=args.decode, min_repeats=3,
+        min_seconds=args.min_seconds, memory=False, plots=False, **SETUPS[setup],
+    )  # fmt: skip
+    rows = []
+    for r in report["results"]:
+        internal = (r.get("internal") or {}).get("decode_tokens_per_s")
+        rows.append({
+            "setup": setup, "variant": r["variant"], "threads": r["threads"],
+            "decode_tokens_per_s": r["decode_tokens_per_s"], "llama_cpp_decode_tokens_per_s": internal,
+            "overhead": round(1 - r["harness_vs_internal"], 4) if r["harness_vs_internal"] else None,
+            "p50_ms": r["per_token_ms"]["p50"], "p99_ms": r["per_token_ms"]["p99"],
+            "bytes_per_token": next(v["bytes_per_token"] for v in report["variants"] if v["name"] == r["variant"]),
+            "bandwidth_before_after": r["bandwidth_before_after"], "efficiency": r["efficiency"],
+            "busy": r["busy"], "bandwidth_unstable": r["bandwidth_unstable"],
+            "runtime_settings": r["runtime_settings"],
+        })  # fmt: skip
+    return rows
 
 
-def print_table(rows: list[dict], bandwidths: dict, busy: dict) -> None:
-    print("\nread bandwidth (numpy, 1 GiB): " + ", ".join(
-        f"{t} thread(s) best {bw['best_gb_per_s']:.1f} / median {bw['median_gb_per_s']:.1f} GB/s"
-        for t, bw in bandwidths.items()))  # fmt: skip
-    head = (f"{'variant':<10} {'thr':>3} {'tok/s':>7} {'llama.cpp':>9} {'overhead':>8} {'p50 ms':>7} "
-            f"{'p99 ms':>7} {'GB/tok':>6} {'GB/s':>6} {'effic.':>6} {'eff@p50':>7}")  # fmt: skip
+def print_rows(rows: list[dict]) -> None:
+    head = (f"{'setup':<8} {'variant':<18} {'thr':>3} {'tok/s':>7} {'llama.cpp':>9} {'overhead':>8} "
+            f"{'p50 ms':>7} {'p99 ms':>7} {'GB/tok':>6} {'GB/s':>5} {'bw before/after':>15} {'effic.':>6}")  # fmt: skip
     print(head + "\n" + "-" * len(head))
     for r in rows:
-        print(f"{r['variant']:<10} {r['threads']:>3} {r['decode_tokens_per_s']:>7.1f} "
-              f"{r['llama_cpp_decode_tokens_per_s']:>9.1f} {r['harness_overhead']:>8.1%} "
-              f"{r['per_token_ms']['p50']:>7.2f} {r['per_token_ms']['p99']:>7.2f} "
-              f"{r['bytes_per_token'] / 1e9:>6.3f} {r['achieved_gb_per_s']:>6.1f} "
-              f"{r['efficiency_vs_best_bw']:>6.1%} {r['efficiency_p50_vs_best_bw']:>7.1%}")  # fmt: skip
-    for t, b in busy.items():
-        if b["warning"]:
-            print(f"WARNING ({t} thread(s)): {b['warning']}")
+        bw = "/".join(f"{x:.1f}" for x in r["bandwidth_before_after"])
+        print(f"{r['setup']:<8} {r['variant']:<18} {r['threads']:>3} {r['decode_tokens_per_s']:>7.1f} "
+              f"{r['llama_cpp_decode_tokens_per_s']:>9.1f} {r['overhead']:>8.1%} {r['p50_ms']:>7.2f} "
+              f"{r['p99_ms']:>7.2f} {r['bytes_per_token'] / 1e9:>6.3f} "
+              f"{r['decode_tokens_per_s'] * r['bytes_per_token'] / 1e9:>5.1f} {bw:>15} {r['efficiency']:>6.1%}"
+              + ("  BUSY" if r["busy"] else "") + ("  BW-UNSTABLE" if r["bandwidth_unstable"] else ""))  # fmt: skip
+
+
+def summarize(rows: list[dict]) -> dict:
+    """F16 efficiency and every row's overhead over the rounds: min / median / max, target met."""
+    out: dict = {"f16_efficiency": {}, "overhead": {}}
+    for setup in SETUPS:
+        for t in sorted({r["threads"] for r in rows}):
+            eff = [
+                r["efficiency"]
+                for r in rows
+                if (r["setup"], r["threads"], r["variant"]) == (setup, t, "gguf-f16")
+            ]
+            if eff:
+                out["f16_efficiency"][f"{setup}@{t}"] = {
+                    "min": min(eff), "median": statistics.median(eff), "max": max(eff), "n": len(eff),
+                    "met_every_round": min(eff) >= EFFICIENCY_TARGET,
+                    "rounds_bandwidth_unstable": sum(
+                        r["bandwidth_unstable"] for r in rows
+                        if (r["setup"], r["threads"], r["variant"]) == (setup, t, "gguf-f16")
+                    ),
+                }  # fmt: skip
+    over = [abs(r["overhead"]) for r in rows if r["overhead"] is not None]
+    out["overhead"] = {
+        "max_abs": max(over),
+        "median_abs": statistics.median(over),
+        "met": max(over) <= OVERHEAD_TARGET,
+    }
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", default="1,2", help="thread counts to sweep, comma-separated")
+    p.add_argument("--rounds", type=int, default=3, help="repeat everything this many times")
     p.add_argument(
-        "--work", type=Path, default=None, help="where the F16 GGUF is written (default: a temp dir)"
+        "--work", type=Path, default=None, help="where the F16 GGUF and reports go (default: temp)"
     )
     p.add_argument("--decode", type=int, default=64, help="decode steps per generation")
+    p.add_argument("--prompt", type=int, default=64, help="prompt length in tokens")
+    p.add_argument("--setups", default="tuned,defaults", help=f"comma-separated, from {', '.join(SETUPS)}")
+    p.add_argument("--min_seconds", type=float, default=3.0, help="timed seconds per configuration, at least")
     args = p.parse_args()
-    thread_counts = [int(t) for t in args.threads.split(",")]
-    load_before = os.getloadavg()
+    reexec_with_hugepages()  # the "tuned" set-up needs glibc's tunable from process start
+    threads = [int(t) for t in args.threads.split(",")]
+    if unknown := set(args.setups.split(",")) - set(SETUPS):
+        p.error(f"--setups: unknown {sorted(unknown)}; choose from {', '.join(SETUPS)}")
     host = describe_host()
     print(
         f"host: {host['cpu_model']}, {host['logical_cores']} logical cores, flags {' '.join(host['isa_flags'])}"
     )
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -133,32 +146,28 @@ def main() -> None:
         print(f"F16 GGUF: {f16} ({f16.stat().st_size / 1e6:.0f} MB, {time.perf_counter() - started:.0f} s)")
         from arte.models import embedded_gguf
 
-        variants = {"F16": f16, "Q4_1": embedded_gguf("smollm2-135m")}
-        rows, bandwidths, busy = [], {}, {}
-        for threads in thread_counts:
-            busy[threads] = machine_busy(threads)
-            with pinned(quietest_cpus(threads)) as cpus:
-                bandwidths[threads] = {
-                    **measure_read_bandwidth(1 << 30, threads, repeats=5),
-                    "cpus": sorted(cpus),
-                }
-                for name, path in variants.items():
-                    rows.append(bench_variant(name, path, threads, bandwidths[threads], args.decode))
-    print_table(rows, bandwidths, busy)
-    f16_rows = [r for r in rows if r["variant"] == "F16"]
-    targets = {
-        "f16_efficiency_min": EFFICIENCY_TARGET,
-        "f16_efficiency_met": {
-            r["threads"]: r["efficiency_vs_best_bw"] >= EFFICIENCY_TARGET for r in f16_rows
-        },
-        "harness_overhead_max": OVERHEAD_TARGET,
-        "harness_overhead_met": {
-            f"{r['variant']}@{r['threads']}": abs(r["harness_overhead"]) <= OVERHEAD_TARGET for r in rows
-        },
-    }
-    print(json.dumps({"benchmark": "edge_bench_targets", "host": host, "load_before": load_before,
-                      "load_after": os.getloadavg(), "busy": busy, "bandwidth": bandwidths, "rows": rows,
-                      "targets": targets}))  # fmt: skip
+        files = [f16, Path(embedded_gguf("smollm2-135m"))]
+        rows: list[dict] = []
+        for i in range(args.rounds):
+            round_rows = []
+            for setup in args.setups.split(","):
+                round_rows += bench_round(files, setup, threads, args, work / f"round{i}-{setup}")
+            print(f"\nround {i + 1} of {args.rounds}")
+            print_rows(round_rows)
+            rows += [{**r, "round": i} for r in round_rows]
+    summary = summarize(rows)
+    print(f"\nF16 efficiency over {args.rounds} round(s), target >= {EFFICIENCY_TARGET:.0%}:")
+    for key, s in summary["f16_efficiency"].items():
+        unstable = s["rounds_bandwidth_unstable"]
+        print(f"  {key:<12} min {s['min']:.1%}  median {s['median']:.1%}  max {s['max']:.1%}  "
+              f"{'met every round' if s['met_every_round'] else 'NOT met every round'}"
+              + (f" ({unstable} round(s) with unstable bandwidth)" if unstable else ""))  # fmt: skip
+    o = summary["overhead"]
+    print(
+        f"harness overhead: max {o['max_abs']:.1%}, median {o['median_abs']:.1%} "
+        f"(target <= {OVERHEAD_TARGET:.0%}: {'met' if o['met'] else 'NOT met'})"
+    )
+    print(json.dumps({"benchmark": "edge_bench_targets", "host": host, "rows": rows, "summary": summary}))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ gets to it: `efficiency = decode tokens/s x bytes read per token / bandwidth`.
 Bandwidth: numpy streams through a float64 buffer much larger than the last-level cache (1 GiB by
 default) with `np.add.reduce`, which is SIMD and releases the GIL, so `threads` Python threads each
 reducing their own contiguous slice read in parallel. Several repeats; best and median in GB/s
-(1 GB = 1e9 bytes). The buffer is written once before timing so its pages are resident.
+(1 GB = 1e9 bytes). The buffer is written once before timing so its pages are resident, and numpy
+asks for transparent huge pages for it: that is the machine's best case, so runtimes are measured
+with their weights in huge pages too (`edge_bench.hugepages`). `BandwidthMeter` measures next to
+every timed block, since a shared host's bandwidth drifts.
 
 Bytes read per token (decode, batch 1): every weight matrix is read once per token, except the
 input embedding, of which only the token's row is read; with tied embeddings the same matrix is read
@@ -27,21 +30,26 @@ GB = 1e9
 
 
 def _timed_parallel_reduce(parts: list[np.ndarray]) -> float:
-    """Seconds for len(parts) threads, released together, to each `np.add.reduce` their part."""
+    """Seconds from the first thread starting to the last one finishing, for len(parts) threads that
+    each `np.add.reduce` their part. Every thread reads the clock itself: the calling thread may not
+    run for a while after it releases them (with as many workers as cores it has no core of its
+    own), so its own clock would start late and make the bandwidth look up to twice as high."""
     barrier = threading.Barrier(len(parts) + 1)
+    spans: list[tuple[float, float]] = []
 
     def work(part: np.ndarray) -> None:
         barrier.wait()
+        start = time.perf_counter()
         np.add.reduce(part)
+        spans.append((start, time.perf_counter()))  # list.append is atomic under the GIL
 
     workers = [threading.Thread(target=work, args=(p,), daemon=True) for p in parts]
     for w in workers:
         w.start()
     barrier.wait()
-    t0 = time.perf_counter()
     for w in workers:
         w.join()
-    return time.perf_counter() - t0
+    return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
 def measure_read_bandwidth(
@@ -66,10 +74,45 @@ def measure_read_bandwidth(
     }
 
 
-def measure_bandwidth_sweep(thread_counts: list[int], size_bytes: int = 1 << 30, repeats: int = 5) -> dict:
-    """{threads: measure_read_bandwidth(...)} for each thread count, one buffer for all."""
-    buffer = np.ones(max(1, size_bytes // 8), dtype=np.float64)
-    return {t: measure_read_bandwidth(threads=t, repeats=repeats, buffer=buffer) for t in thread_counts}
+class BandwidthMeter:
+    """Read bandwidth measured next to each timed block, with the block's CPUs and thread count. On a
+    shared host (a VM, a laptop on battery) the bandwidth drifts by tens of percent within minutes,
+    so a figure taken at the start of a long run would make later efficiencies drift with it. One
+    buffer serves every measurement; `summary()` pools them per thread count for the report."""
+
+    def __init__(self, size_bytes: int = 1 << 30, repeats: int = 5):
+        self.buffer: np.ndarray | None = np.ones(max(1, size_bytes // 8), dtype=np.float64)
+        self.repeats = repeats
+        self.measurements: dict[int, list[dict]] = {}
+
+    def measure(self, threads: int) -> dict:
+        """`measure_read_bandwidth` with this meter's buffer; recorded for `summary()`."""
+        if self.buffer is None:
+            raise RuntimeError("BandwidthMeter is closed")
+        result = measure_read_bandwidth(threads=threads, repeats=self.repeats, buffer=self.buffer)
+        self.measurements.setdefault(threads, []).append(result)
+        return result
+
+    def summary(self) -> dict | None:
+        """{"by_threads": {"T": {best/median over every sample, repeats, measurements, samples}},
+        "best_gb_per_s", "method"}, or None before any measurement."""
+        if not self.measurements:
+            return None
+        by_threads = {}
+        for t, results in sorted(self.measurements.items()):
+            samples = [x for r in results for x in r["samples_gb_per_s"]]
+            by_threads[str(t)] = {
+                "threads": t, "size_bytes": results[0]["size_bytes"], "repeats": self.repeats,
+                "measurements": len(results), "best_gb_per_s": round(max(samples), 3),
+                "median_gb_per_s": round(float(np.median(samples)), 3),
+                "min_gb_per_s": round(min(samples), 3), "samples_gb_per_s": samples,
+            }  # fmt: skip
+        return {"by_threads": by_threads, "best_gb_per_s": max(r["best_gb_per_s"] for r in by_threads.values()),
+                "method": results[0]["method"] + "; measured before and after every variant x threads "
+                "block, on the block's CPUs; a block's efficiency uses the higher of its two bests"}  # fmt: skip
+
+    def close(self) -> None:
+        self.buffer = None
 
 
 def efficiency(decode_tokens_per_s: float, bytes_read_per_token: float, bandwidth_gb_per_s: float) -> float:

@@ -6,8 +6,11 @@ is loaded (timed), and for each prompt length:
 - one greedy generation is warmed up, then repeated until both `min_repeats` runs and `min_seconds`
   (`latency.benchmark_generation`): TTFT, prefill and decode tokens/s, per-token p50/p90/p99;
 - peak RSS is measured in a fresh process (`memory.measure_peak_rss`, mmap recorded);
-- efficiency = decode tokens/s x weight bytes per token / read bandwidth measured in this run with
-  the same number of threads (`bandwidth`).
+- efficiency = decode tokens/s x weight bytes per token / read bandwidth, measured with the same
+  CPUs and thread count just before and just after the block (`bandwidth.BandwidthMeter`).
+llama.cpp runs with flash attention (its own default) and, where `hugepages` and the process's
+environment allow (`edge_bench.hugepages`; `arte bench` arranges it), with the GGUF read into
+huge-page memory instead of mapped. Every row records the runtime settings it ran with.
 At the largest thread count the loaded runtime also answers the task's test questions (accuracy) and
 is compared token by token with its fp32 reference (top-1 agreement); references run first.
 
@@ -29,8 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from edge_bench import hugepages
 from edge_bench.accuracy import Completion, Tokenizer, evaluate_runtime, load_tokenizer, task_prompts
-from edge_bench.bandwidth import efficiency, measure_bandwidth_sweep
+from edge_bench.bandwidth import BandwidthMeter, efficiency
 from edge_bench.host import (
     affinity,
     describe_host,
@@ -80,6 +84,16 @@ class BenchSettings:
     bandwidth_mb: int = 1024
     busy_sample_s: float = 0.5
     plots: bool = True
+    hugepages: bool = True
+    flash_attn: bool = True
+
+
+def runtime_options(runtime: str, s: BenchSettings) -> dict:
+    """Keyword options for `open_runtime`: llama.cpp reads the GGUF into memory (no mmap) only where
+    that memory gets huge pages, and uses flash attention as `s` says; other runtimes take none."""
+    if runtime != "llama_cpp":
+        return {}
+    return {"use_mmap": not (s.hugepages and hugepages.hugepages_active()), "flash_attn": s.flash_attn}
 
 
 def _log(msg: str) -> None:
@@ -102,7 +116,8 @@ def _memory(v: Variant, threads: int, length: int, s: BenchSettings, warnings: l
     if not s.memory:
         return None
     try:
-        return measure_peak_rss(v.runtime, v.path, threads, length, s.n_decode)
+        return measure_peak_rss(v.runtime, v.path, threads, length, s.n_decode,
+                                options=runtime_options(v.runtime, s))  # fmt: skip
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:  # costs the memory figure only
         warnings.append(f"{v.name}: peak RSS not measured ({threads} threads, {length} tokens): {e}")
         return None
@@ -121,16 +136,15 @@ def check_busy(threads: int, s: BenchSettings, pin: tuple[set[int], set[int]] | 
 
 
 def measure_config(rt, v: Variant, threads: int, ids: list[int], load_s: float, s: BenchSettings,
-                   bandwidth_gbps: float | None, warnings: list[str],
-                   pin: tuple[set[int], set[int]] | None = None) -> dict:  # fmt: skip
-    """One result row: busy check, speed (repeated), peak RSS in a fresh process, efficiency."""
+                   warnings: list[str], pin: tuple[set[int], set[int]] | None = None) -> dict:  # fmt: skip
+    """One result row: busy check, speed (repeated), peak RSS in a fresh process. The efficiency is
+    filled in by `bench_threads` once the bandwidth after the block is known."""
     busy = check_busy(threads, s, pin)
     b = benchmark_generation(rt, ids, s.n_decode, min_count=s.min_repeats, min_seconds=s.min_seconds,
                              warmup=s.warmup)  # fmt: skip
     mem = _memory(v, threads, len(ids), s, warnings)
     decode = b.decode_tokens_per_s
     internal = (b.internal or {}).get("decode_tokens_per_s")
-    eff = efficiency(decode, v.bytes_per_token, bandwidth_gbps) if decode and bandwidth_gbps else None
     return {
         "variant": v.name, "threads": threads, "prompt_tokens": len(ids), "n_decode": s.n_decode,
         "runs": b.runs, "capped": b.capped, "load_s": round(load_s, 4), "ttft_ms": b.ttft.ms(),
@@ -139,28 +153,51 @@ def measure_config(rt, v: Variant, threads: int, ids: list[int], load_s: float, 
         "deterministic": b.deterministic,
         "peak_rss_mb": round(mem["peak_rss_bytes"] / 1e6, 1) if mem else None,
         "mmap": mem.get("mmap") if mem else None, "memory": mem,
-        "efficiency": _finite(eff, 4), "bandwidth_gb_per_s": bandwidth_gbps,
+        "efficiency": None, "bandwidth_gb_per_s": None, "bandwidth_before_after": None,
+        "bandwidth_unstable": None,
+        "runtime_settings": getattr(rt, "settings", None),
         "busy": bool(busy["busy"]),
         "busy_detail": {k: busy.get(k) for k in ("load1", "free_cores", "other_processes_cores", "warning")},
         "internal": b.internal, "harness_vs_internal": _finite(decode / internal, 4) if decode and internal else None,
     }  # fmt: skip
 
 
+BANDWIDTH_UNSTABLE = 1.2
+"""Before/after bandwidths further apart than this ratio: the host changed under the block."""
+
+
+def _set_efficiency(rows: list[dict], v: Variant, before: dict | None, after: dict | None) -> None:
+    """Each row's efficiency against the higher of the two bandwidth bests around its block; the
+    row is marked `bandwidth_unstable` when the two disagree by more than BANDWIDTH_UNSTABLE."""
+    if before is None or after is None:
+        return
+    lo, gbps = sorted([before["best_gb_per_s"], after["best_gb_per_s"]])
+    for row in rows:
+        row["bandwidth_unstable"] = gbps > BANDWIDTH_UNSTABLE * lo
+        decode = row["decode_tokens_per_s"]
+        row["bandwidth_gb_per_s"] = gbps
+        row["bandwidth_before_after"] = [before["best_gb_per_s"], after["best_gb_per_s"]]
+        row["efficiency"] = _finite(efficiency(decode, v.bytes_per_token, gbps), 4) if decode else None
+
+
 def bench_threads(v: Variant, threads: int, prompts: list[list[int]], s: BenchSettings,
-                  bandwidth_gbps: float | None, warnings: list[str],
+                  meter: BandwidthMeter | None, warnings: list[str],
                   accuracy: Callable[[Any], dict] | None = None) -> tuple[list[dict], dict | None]:  # fmt: skip
-    """Load `v` with `threads` (pinned), measure every prompt length, then run `accuracy(runtime)`."""
+    """Load `v` with `threads` (pinned), measure every prompt length between two bandwidth
+    measurements on the same CPUs, then run `accuracy(runtime)`."""
     pin = (set(affinity()), set(quietest_cpus(threads))) if s.pin else None
     with pinned(pin[1]) if pin else contextlib.nullcontext():
-        rt, load_s = measure_load(v.runtime, v.path, threads)
+        before = meter.measure(threads) if meter else None
+        rt, load_s = measure_load(v.runtime, v.path, threads, **runtime_options(v.runtime, s))
         try:
             rows = []
             for ids in prompts:
-                row = measure_config(rt, v, threads, ids, load_s, s, bandwidth_gbps, warnings, pin)
+                row = measure_config(rt, v, threads, ids, load_s, s, warnings, pin)
                 _log(f"{v.name} threads={threads} prompt={len(ids)}: decode "
                      f"{row['decode_tokens_per_s']} tok/s, TTFT {row['ttft_ms']['p50']} ms"
                      + (" (machine busy)" if row["busy"] else ""))  # fmt: skip
                 rows.append(row)
+            _set_efficiency(rows, v, before, meter.measure(threads) if meter else None)
             return rows, accuracy(rt) if accuracy else None
         finally:
             rt.close()
@@ -205,7 +242,7 @@ class _Accuracy:
 
 
 def bench_variant(v: Variant, s: BenchSettings, speed_text: str, tokenizers: dict, acc: _Accuracy | None,
-                  bandwidth: dict | None, warnings: list[str]) -> tuple[dict, list[dict]]:  # fmt: skip
+                  meter: BandwidthMeter | None, warnings: list[str]) -> tuple[dict, list[dict]]:  # fmt: skip
     """(variant entry, result rows) of one variant; an error is recorded in the entry, not raised."""
     entry, rows = _variant_entry(v), []
     acc_threads = max(s.threads)
@@ -217,8 +254,7 @@ def bench_variant(v: Variant, s: BenchSettings, speed_text: str, tokenizers: dic
         prompts = [prompt_ids(tok, speed_text, n) for n in s.prompt_lengths]
         for t in s.threads:
             run_acc = acc.runner(v, tok, entry) if acc and t == acc_threads else None
-            gbps = bandwidth["by_threads"][str(t)]["best_gb_per_s"] if bandwidth else None
-            new_rows, _ = bench_threads(v, t, prompts, s, gbps, warnings, run_acc)
+            new_rows, _ = bench_threads(v, t, prompts, s, meter, warnings, run_acc)
             rows += new_rows
         if acc:
             entry["accuracy_threads"] = acc_threads
@@ -239,18 +275,28 @@ def _load_accuracy(task: str | None, s: BenchSettings) -> _Accuracy | None:
     return _Accuracy(t, task_prompts(t, s.shots, s.n_questions), s)
 
 
-def _bandwidth(s: BenchSettings) -> dict | None:
+def _meter(s: BenchSettings) -> BandwidthMeter | None:
     if not s.bandwidth_mb:
         return None
-    _log(f"measuring memory read bandwidth ({s.bandwidth_mb} MB buffer, threads {s.threads})")
-    sweep = measure_bandwidth_sweep(sorted(set(s.threads)), size_bytes=s.bandwidth_mb << 20, repeats=5)
-    return {"by_threads": {str(t): r for t, r in sweep.items()},
-            "best_gb_per_s": max(r["best_gb_per_s"] for r in sweep.values())}  # fmt: skip
+    _log(f"memory read bandwidth: {s.bandwidth_mb} MB buffer, measured around every variant x threads")
+    return BandwidthMeter(size_bytes=s.bandwidth_mb << 20, repeats=5)
+
+
+def _hugepages_warning(variants: list[Variant], s: BenchSettings) -> list[str]:
+    if not (s.hugepages and any(v.runtime == "llama_cpp" for v in variants)):
+        return []
+    mode = hugepages.thp_mode()
+    if hugepages.hugepages_active() or mode is None:  # active, or not Linux: nothing to say
+        return []
+    how = ("the kernel has them off (THP 'never')" if mode == "never" else
+           "run under GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as `arte bench` does itself")  # fmt: skip
+    return [f"huge pages not active, so llama.cpp maps its weights in 4 KiB pages and decodes slower: {how}"]
 
 
 def _host(variants: list[Variant], s: BenchSettings) -> dict:
     host = describe_host()
     host["pinned"] = s.pin
+    host["hugepages"] = hugepages.describe()
     if any(v.runtime == "llama_cpp" for v in variants):
         host["llama_cpp_system_info"] = llama_cpp_system_info()
     return host
@@ -262,6 +308,11 @@ def _summary_warnings(results: list[dict], variants: list[dict]) -> list[str]:
     if busy:
         out.append(f"machine busy during {len(busy)} of {len(results)} configurations "
                    f"({busy[0]['busy_detail']['warning']})")  # fmt: skip
+    unstable = [r for r in results if r.get("bandwidth_unstable")]
+    if unstable:
+        out.append(f"memory bandwidth changed by more than {BANDWIDTH_UNSTABLE - 1:.0%} around "
+                   f"{len(unstable)} of {len(results)} configurations (see bandwidth_before_after): their "
+                   "efficiency is a lower bound")  # fmt: skip
     capped = [r for r in results if r["capped"]]
     if capped:
         out.append(f"{len(capped)} configuration(s) hit the repeat cap before min_seconds")
@@ -293,14 +344,18 @@ def run_bench(
         raise ValueError(f"no variants found at {list(map(str, dirs))}")
     acc = _load_accuracy(task, s)
     speed_text = "\n".join(p for p, _ in acc.items) if acc else FILLER
-    host, bandwidth = _host(variants, s), _bandwidth(s)
-    warnings: list[str] = []
+    host, meter = _host(variants, s), _meter(s)
+    warnings: list[str] = _hugepages_warning(variants, s)
     entries, results, tokenizers = [], [], {}
-    for v in variants:
-        entry, rows = bench_variant(v, s, speed_text, tokenizers, acc, bandwidth, warnings)
-        entries.append(entry)
-        results += rows
-    report = _assemble(entries, results, s, task, acc, host, bandwidth, warnings)
+    try:
+        for v in variants:
+            entry, rows = bench_variant(v, s, speed_text, tokenizers, acc, meter, warnings)
+            entries.append(entry)
+            results += rows
+    finally:
+        if meter:
+            meter.close()
+    report = _assemble(entries, results, s, task, acc, host, meter.summary() if meter else None, warnings)
     if compare:
         lines = compare_reports(report, load_report(compare), s.max_accuracy_drop)
         report["comparison"] = {"previous": str(compare), "lines": lines}

@@ -221,11 +221,13 @@ def _sum_internal(per_run: list[dict | None]) -> dict | None:
     return out
 
 
-def measure_load(runtime_name: str, path: Path, threads: int, clock: Clock = time.perf_counter):
-    """(loaded runtime, load seconds): `open_runtime` timed. The first load of a file may include
-    reading it from disk; later loads find it in the page cache."""
+def measure_load(
+    runtime_name: str, path: Path, threads: int, clock: Clock = time.perf_counter, **options: Any
+):
+    """(loaded runtime, load seconds): `open_runtime` (with the runtime's `options`) timed. The first
+    load of a file may include reading it from disk; later loads find it in the page cache."""
     from edge_bench.runtimes import open_runtime
 
     t0 = clock()
-    runtime = open_runtime(runtime_name, Path(path), threads)
+    runtime = open_runtime(runtime_name, Path(path), threads, **options)
     return runtime, clock() - t0

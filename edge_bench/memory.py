@@ -28,17 +28,17 @@ def measure_peak_rss(
     prompt_len: int = 64,
     n_decode: int = 16,
     *,
-    mmap: bool = True,
+    options: dict | None = None,
     timeout_s: float = 900,
 ) -> dict:
-    """Run `python -m edge_bench.memory_probe` in a new process: load `path` with `runtime`, prefill
-    `prompt_len` tokens, decode `n_decode`; return its JSON report (peak_rss_bytes, baseline_rss_bytes
-    after imports, after_load_rss_bytes, mmap, final RssAnon/RssFile, load_s) plus `model_rss_bytes`
-    = peak - baseline. Raises RuntimeError with the child's stderr if it fails."""
+    """Run `python -m edge_bench.memory_probe` in a new process: load `path` with `runtime` and its
+    keyword `options` (llama_cpp: use_mmap, flash_attn), prefill `prompt_len` tokens, decode
+    `n_decode`; return its JSON report (peak_rss_bytes, baseline_rss_bytes after imports,
+    after_load_rss_bytes, mmap, final RssAnon/RssFile/AnonHugePages, load_s) plus `model_rss_bytes`
+    = peak - baseline. The child inherits the environment (GLIBC_TUNABLES included), so its memory
+    is laid out as the parent's. Raises RuntimeError with the child's stderr if it fails."""
     cmd = [sys.executable, "-m", "edge_bench.memory_probe", runtime, str(path), str(threads),
-           str(prompt_len), str(n_decode)]  # fmt: skip
-    if not mmap:
-        cmd.append("--no-mmap")
+           str(prompt_len), str(n_decode), "--options", json.dumps(options or {})]  # fmt: skip
     env = dict(os.environ)
     env.update({k: str(threads) for k in THREAD_ENV})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)

@@ -1,6 +1,6 @@
 """Child process of `edge_bench.memory`: load one variant, run one greedy generation, print peak RSS.
 
-    python -m edge_bench.memory_probe RUNTIME PATH THREADS PROMPT_LEN N_DECODE [--no-mmap]
+    python -m edge_bench.memory_probe RUNTIME PATH THREADS PROMPT_LEN N_DECODE [--options JSON]
 
 Prints one JSON line on stdout. The runtime's libraries are imported before the baseline is read, so
 `peak_rss_bytes - baseline_rss_bytes` is what loading and running the model added. The prompt is
@@ -48,7 +48,8 @@ def max_rss_bytes() -> int:
     return value if sys.platform == "darwin" else value * 1024
 
 
-def probe(runtime: str, path: str, threads: int, prompt_len: int, n_decode: int, mmap: bool) -> dict:
+def probe(runtime: str, path: str, threads: int, prompt_len: int, n_decode: int, options: dict) -> dict:
+    from edge_bench.hugepages import anon_huge_pages_bytes
     from edge_bench.runtimes import RUNTIMES
 
     for name in ("numpy", *HEAVY_IMPORTS.get(runtime, ())):
@@ -56,16 +57,15 @@ def probe(runtime: str, path: str, threads: int, prompt_len: int, n_decode: int,
     baseline = proc_status().get("VmRSS")
     module, cls = RUNTIMES[runtime].split(":")
     runtime_cls = getattr(importlib.import_module(module), cls)
-    kwargs = {"use_mmap": mmap} if runtime == "llama_cpp" else {}
     t0 = time.perf_counter()
-    rt = runtime_cls(Path(path), threads=threads, **kwargs)
+    rt = runtime_cls(Path(path), threads=threads, **options)
     load_s = time.perf_counter() - t0
     after_load = proc_status().get("VmRSS")
     ids = [(7 * i) % 255 + 1 for i in range(prompt_len)]
     token = int(rt.prefill(ids).argmax())
     for _ in range(n_decode):
         token = int(rt.decode(token).argmax())
-    final = proc_status()
+    final, huge_pages = proc_status(), anon_huge_pages_bytes()
     rt.close()
     return {
         "runtime": runtime,
@@ -73,7 +73,8 @@ def probe(runtime: str, path: str, threads: int, prompt_len: int, n_decode: int,
         "threads": threads,
         "prompt_tokens": prompt_len,
         "decode_steps": n_decode,
-        "mmap": mmap if runtime == "llama_cpp" else None,
+        "mmap": options.get("use_mmap", True) if runtime == "llama_cpp" else None,
+        "options": options,
         "load_s": round(load_s, 4),
         "baseline_rss_bytes": baseline,
         "after_load_rss_bytes": after_load,
@@ -81,6 +82,7 @@ def probe(runtime: str, path: str, threads: int, prompt_len: int, n_decode: int,
         "ru_maxrss_bytes": max_rss_bytes(),
         "final_rss_anon_bytes": final.get("RssAnon"),
         "final_rss_file_bytes": final.get("RssFile"),
+        "final_anon_huge_pages_bytes": huge_pages,
     }
 
 
@@ -91,9 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("threads", type=int)
     p.add_argument("prompt_len", type=int)
     p.add_argument("n_decode", type=int)
-    p.add_argument("--no-mmap", action="store_true", help="llama_cpp: read the file into memory instead")
+    p.add_argument("--options", default="{}", help="the runtime's keyword options, as a JSON object")
     a = p.parse_args(argv)
-    result = probe(a.runtime, a.path, a.threads, a.prompt_len, a.n_decode, mmap=not a.no_mmap)
+    result = probe(a.runtime, a.path, a.threads, a.prompt_len, a.n_decode, json.loads(a.options))
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
 

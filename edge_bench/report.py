@@ -21,6 +21,9 @@ report.json, schema_version 1 (times in ms unless named *_s, speeds in tokens/s,
         variant, threads, prompt_tokens, n_decode, runs, capped, load_s, ttft_ms {n, mean, min, p50,
         p90, p99, max}, prefill_tokens_per_s, decode_tokens_per_s, per_token_ms {same keys as ttft_ms},
         deterministic, peak_rss_mb, mmap, efficiency (decode tokens/s x bytes_per_token / bandwidth),
+        bandwidth_gb_per_s (the bandwidth it was divided by) and bandwidth_before_after (the best of
+        each measurement around the block), runtime_settings (llama.cpp: use_mmap, flash_attn,
+        huge_pages_added_bytes),
         busy (bool), busy_detail, internal (the runtime's own timing, llama.cpp) and
         harness_vs_internal (harness decode tokens/s / the runtime's own figure)
     recommendation  dict    {variant (or null), max_accuracy_drop, line}
@@ -319,9 +322,7 @@ def render_markdown(report: dict, plots: Sequence[str] = ()) -> str:
         per = ", ".join(
             f"{r['best_gb_per_s']:.1f} GB/s with {t} thread(s)" for t, r in bw["by_threads"].items()
         )
-        md.append(
-            f"- memory read bandwidth (best of {next(iter(bw['by_threads'].values()))['repeats']}): {per}"
-        )
+        md.append(f"- memory read bandwidth, best of every sample: {per}")
     md += ["", "## Settings", "", f"- task: {t.get('name')} ({t.get('shots')}-shot, {t.get('n_questions')} "
            f"questions, max {t.get('max_new_tokens')} new tokens, {t.get('threads')} thread(s))"]  # fmt: skip
     md += [f"- {k}: {v}" for k, v in report["config"].items() if k not in ("dirs",)]

@@ -161,10 +161,16 @@ def _greedy(runtime, ids, steps):
 
 
 def test_pytorch_onnx_and_llama_cpp_give_the_same_greedy_tokens(tiny_model, tiny_onnx):
-    variants = {"pytorch": tiny_model.hf_dir, "onnxruntime": tiny_onnx, "llama_cpp": tiny_model.gguf_path}
+    """llama.cpp twice: with its library defaults, and as `arte bench` runs it (read into memory,
+    flash attention), which must not change what the model computes."""
+    gguf = tiny_model.gguf_path
+    variants = {"pytorch": (tiny_model.hf_dir, {}), "onnxruntime": (tiny_onnx, {}), "llama_cpp": (gguf, {}),
+                "llama_cpp_bench": (gguf, {"use_mmap": False, "flash_attn": True})}  # fmt: skip
     out = {}
-    for name, path in variants.items():
-        rt = open_runtime(name, path, threads=1)
+    for name, (path, options) in variants.items():
+        rt = open_runtime(name.removesuffix("_bench"), path, threads=1, **options)
+        if options:
+            assert rt.settings["use_mmap"] is False and rt.settings["flash_attn"] is True
         try:
             out[name] = _greedy(rt, PROMPT, 8)
             assert _greedy(rt, PROMPT, 8)[0] == out[name][0]  # prefill resets the sequence
@@ -173,7 +179,7 @@ def test_pytorch_onnx_and_llama_cpp_give_the_same_greedy_tokens(tiny_model, tiny
     ref_tokens, ref_logits = out["pytorch"]
     assert len(ref_tokens) == 9
     # llama.cpp keeps its KV cache in F16 (its default) even for an F32 file: a looser tolerance
-    for name, atol in (("onnxruntime", 1e-4), ("llama_cpp", 2e-2)):
+    for name, atol in (("onnxruntime", 1e-4), ("llama_cpp", 2e-2), ("llama_cpp_bench", 2e-2)):
         tokens, logits = out[name]
         assert tokens == ref_tokens, name
         np.testing.assert_allclose(logits, ref_logits, atol=atol, err_msg=name)
@@ -209,9 +215,11 @@ def test_peak_rss_is_measured_in_a_fresh_process(tiny_model):
     fake = measure_peak_rss("fake", "fake", threads=1, prompt_len=8, n_decode=4)
     assert fake["peak_rss_bytes"] > 5e6 and fake["mmap"] is None
     gguf = measure_peak_rss(
-        "llama_cpp", tiny_model.gguf_path, threads=1, prompt_len=8, n_decode=4, mmap=False
-    )
-    assert gguf["mmap"] is False and gguf["peak_rss_bytes"] >= gguf["after_load_rss_bytes"] > 0
+        "llama_cpp", tiny_model.gguf_path, threads=1, prompt_len=8, n_decode=4,
+        options={"use_mmap": False, "flash_attn": True},
+    )  # fmt: skip
+    assert gguf["mmap"] is False and gguf["options"] == {"use_mmap": False, "flash_attn": True}
+    assert gguf["peak_rss_bytes"] >= gguf["after_load_rss_bytes"] > 0
     assert gguf["model_rss_bytes"] > 0 and gguf["decode_steps"] == 4
     assert gguf["peak_rss_bytes"] > fake["peak_rss_bytes"]  # llama.cpp + model vs a bare interpreter
     with pytest.raises(RuntimeError, match="memory probe failed"):

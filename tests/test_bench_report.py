@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from arte.cli import main
+from edge_bench import hugepages
 from edge_bench.accuracy import ByteTokenizer, evaluate_runtime, greedy_complete, task_prompts
 from edge_bench.plots import pareto_front, write_plots
 from edge_bench.report import (
@@ -89,6 +90,13 @@ def test_report_json_follows_the_schema(fake_bench):
         assert r["runs"] >= 2 and r["decode_tokens_per_s"] > 0 and r["peak_rss_mb"] > 0
         assert r["per_token_ms"]["p50"] <= r["per_token_ms"]["p90"] <= r["per_token_ms"]["p99"]
         assert 0 < r["efficiency"] and isinstance(r["busy"], bool)
+        # efficiency against the higher of the two bandwidths measured around this variant x threads
+        assert r["bandwidth_gb_per_s"] == max(r["bandwidth_before_after"]) > 0
+        bpt = FAKES[r["variant"]]["size_bytes"]
+        assert r["efficiency"] == pytest.approx(
+            r["decode_tokens_per_s"] * bpt / (r["bandwidth_gb_per_s"] * 1e9), abs=1e-4
+        )
+    assert report["bandwidth"]["by_threads"]["1"]["measurements"] == 2 * 3  # before + after, 3 variants
     for v in report["variants"]:
         assert set(REQUIRED_VARIANT) <= set(v) and v["error"] is None and v["n_questions"] == 3
         assert v["best"]["threads"] == 1
@@ -328,4 +336,8 @@ def test_bench_tiny_gguf_and_onnx_end_to_end(tiny_model, tmp_path):
             assert v["reference"] == "pytorch-fp32" and v["top1_agreement"] >= 0.95
             assert v["accuracy"] == report["variants"][0]["accuracy"]
     gguf_row = next(r for r in report["results"] if r["variant"] == "gguf-f32")
-    assert gguf_row["mmap"] is True and gguf_row["internal"]["decode_tokens"] > 0
+    assert gguf_row["internal"]["decode_tokens"] > 0
+    # in-process (no re-exec), the GGUF is read into memory only if this process already has huge pages
+    mapped = not hugepages.hugepages_active()
+    assert gguf_row["mmap"] is mapped and gguf_row["runtime_settings"]["use_mmap"] is mapped
+    assert gguf_row["runtime_settings"]["flash_attn"] is True

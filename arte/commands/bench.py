@@ -45,6 +45,12 @@ class BenchConfig:
     pin: bool = opt(True, "Pin each thread count to that many of the quietest CPUs (affinity).")
     memory: bool = opt(True, "Measure peak RSS in a fresh process per configuration.")
     bandwidth_mb: int = opt(1024, "Buffer for the memory read bandwidth measurement, in MiB (0: skip).")
+    hugepages: bool = opt(
+        True,
+        "llama.cpp: read each GGUF into huge-page memory instead of mapping it (faster decode); the "
+        "command restarts itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 for that. false: mmap.",
+    )
+    flash_attn: bool = opt(True, "llama.cpp: flash attention (llama.cpp's own default on CPU).")
 
     def __post_init__(self) -> None:
         if not self.threads or min(self.threads) < 1:
@@ -59,6 +65,14 @@ class BenchConfig:
             raise ValueError(f"--n_questions must be >= 1, got {self.n_questions}")
         if not 0 <= self.max_accuracy_drop <= 1:
             raise ValueError(f"--max_accuracy_drop is a fraction in [0, 1], got {self.max_accuracy_drop}")
+
+
+def prepare_process(cfg: BenchConfig) -> None:
+    """Restart `arte bench` with glibc's huge-page tunable when --hugepages needs it (read at start-up)."""
+    if cfg.hugepages:
+        from edge_bench.hugepages import reexec_with_hugepages
+
+        reexec_with_hugepages()
 
 
 def run_bench_cli(cfg: BenchConfig) -> int:
@@ -77,7 +91,7 @@ def run_bench_cli(cfg: BenchConfig) -> int:
             min_seconds=cfg.min_seconds, n_questions=cfg.n_questions, shots=cfg.shots,
             max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, n_validation=cfg.n_validation,
             max_accuracy_drop=cfg.max_accuracy_drop, pin=cfg.pin, memory=cfg.memory,
-            bandwidth_mb=cfg.bandwidth_mb,
+            bandwidth_mb=cfg.bandwidth_mb, hugepages=cfg.hugepages, flash_attn=cfg.flash_attn,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as e:  # bad paths, an unreadable manifest or old report
         raise UserError(f"bench: {e}") from None

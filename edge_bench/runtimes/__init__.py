@@ -14,7 +14,8 @@ RUNTIMES: dict[str, str] = {
 }
 
 
-def open_runtime(name: str, path: Path, threads: int):
-    """Import the runtime's module and load `path` with `threads` CPU threads."""
+def open_runtime(name: str, path: Path, threads: int, **options):
+    """Import the runtime's module and load `path` with `threads` CPU threads and the runtime's own
+    keyword `options` (llama_cpp: use_mmap, flash_attn)."""
     module, cls = RUNTIMES[name].split(":")
-    return getattr(importlib.import_module(module), cls)(Path(path), threads=threads)
+    return getattr(importlib.import_module(module), cls)(Path(path), threads=threads, **options)

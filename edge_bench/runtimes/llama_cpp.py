@@ -15,18 +15,34 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_bench.hugepages import anon_huge_pages_bytes
+
 
 class LlamaCppRuntime:
     """`llama_cpp.Llama` with `threads` for both decode and batch (prompt) evaluation.
 
     use_mmap: map the file instead of reading it (llama.cpp's default). With mmap, the weights are
-    page cache shared with other processes and RSS counts only the file pages touched.
+    page cache shared with other processes and RSS counts only the file pages touched. Read into
+    memory instead, they can sit in huge pages (`edge_bench.hugepages`), which decodes faster.
+    flash_attn: llama.cpp's fused attention. llama.cpp's own default ("auto") turns it on wherever
+    the backend supports it, the CPU included; llama-cpp-python turns it off unless asked.
     n_ctx: the context (KV cache) size, allocated at load: prompt + decoded tokens must fit.
+
+    `settings` records what the load actually got, including how many bytes of anonymous memory
+    the load added in huge pages (None where /proc can't say).
     """
 
     name = "llama_cpp"
 
-    def __init__(self, path: Path, threads: int = 1, *, use_mmap: bool = True, n_ctx: int = 2048):
+    def __init__(
+        self,
+        path: Path,
+        threads: int = 1,
+        *,
+        use_mmap: bool = True,
+        flash_attn: bool = False,
+        n_ctx: int = 2048,
+    ):
         try:
             import llama_cpp
         except ImportError as e:
@@ -38,6 +54,7 @@ class LlamaCppRuntime:
             raise FileNotFoundError(f"runtime llama_cpp: no GGUF file at {path}")
         self._lib = llama_cpp
         self.threads, self.use_mmap, self.n_ctx = threads, use_mmap, n_ctx
+        huge_before = anon_huge_pages_bytes()
         self.llm = llama_cpp.Llama(
             model_path=str(path),
             n_ctx=n_ctx,
@@ -45,9 +62,18 @@ class LlamaCppRuntime:
             n_threads_batch=threads,
             logits_all=False,
             use_mmap=use_mmap,
+            flash_attn=flash_attn,
             verbose=False,
         )
         self.n_vocab = self.llm.n_vocab()
+        huge_after = anon_huge_pages_bytes()
+        self.settings = {
+            "use_mmap": use_mmap,
+            "flash_attn": flash_attn,
+            "huge_pages_added_bytes": huge_after - huge_before
+            if None not in (huge_before, huge_after)
+            else None,
+        }
 
     def _last_logits(self) -> np.ndarray:
         """The logits of the batch's last token (llama_get_logits_ith(-1) also synchronizes)."""
