@@ -41,8 +41,15 @@ def glibc_hugetlb(env: Mapping[str, str] | None = None) -> bool:
     return any(item.strip() in (f"{TUNABLE}=1", f"{TUNABLE}=2") for item in tunables.split(":"))
 
 
-def _is_glibc() -> bool:
-    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+def _is_glibc(libc: tuple[str, str] | None = None) -> bool:
+    """Linux with glibc >= 2.35, the first release with the malloc.hugetlb tunable (older ones
+    ignore it, and a GGUF read into memory would then sit in 4 KiB pages: slower than mapped)."""
+    name, version = libc or platform.libc_ver()
+    try:
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return False
+    return platform.system() == "Linux" and name == "glibc" and (major, minor) >= (2, 35)
 
 
 def hugepages_active(env: Mapping[str, str] | None = None, mode: str | None = None) -> bool:

@@ -44,6 +44,13 @@ def test_glibc_tunable_is_detected_and_added_without_losing_others():
     assert hugepages.hugepages_env({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
 
 
+def test_the_tunable_needs_glibc_2_35():
+    if sys.platform == "linux":
+        assert hugepages._is_glibc(("glibc", "2.36")) and hugepages._is_glibc(("glibc", "2.35"))
+    assert not hugepages._is_glibc(("glibc", "2.31")) and not hugepages._is_glibc(("", ""))
+    assert not hugepages._is_glibc(("musl", "1.2"))
+
+
 def test_active_needs_always_or_madvise_plus_the_tunable():
     on = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
     assert hugepages.hugepages_active({}, mode="always")
