@@ -93,22 +93,17 @@ def print_rows(rows: list[dict]) -> None:
 def summarize(rows: list[dict]) -> dict:
     """F16 efficiency and every row's overhead over the rounds: min / median / max, target met."""
     out: dict = {"f16_efficiency": {}, "overhead": {}}
-    for setup in SETUPS:
-        for t in sorted({r["threads"] for r in rows}):
-            eff = [
-                r["efficiency"]
-                for r in rows
-                if (r["setup"], r["threads"], r["variant"]) == (setup, t, "gguf-f16")
-            ]
-            if eff:
-                out["f16_efficiency"][f"{setup}@{t}"] = {
-                    "min": min(eff), "median": statistics.median(eff), "max": max(eff), "n": len(eff),
-                    "met_every_round": min(eff) >= EFFICIENCY_TARGET,
-                    "rounds_bandwidth_unstable": sum(
-                        r["bandwidth_unstable"] for r in rows
-                        if (r["setup"], r["threads"], r["variant"]) == (setup, t, "gguf-f16")
-                    ),
-                }  # fmt: skip
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["variant"] == "gguf-f16":
+            groups.setdefault(f"{r['setup']}@{r['threads']}", []).append(r)
+    for key, group in groups.items():
+        eff = [r["efficiency"] for r in group]
+        out["f16_efficiency"][key] = {
+            "min": min(eff), "median": statistics.median(eff), "max": max(eff), "n": len(eff),
+            "met_every_round": min(eff) >= EFFICIENCY_TARGET,
+            "rounds_bandwidth_unstable": sum(bool(r["bandwidth_unstable"]) for r in group),
+        }  # fmt: skip
     over = [abs(r["overhead"]) for r in rows if r["overhead"] is not None]
     out["overhead"] = {
         "max_abs": max(over),
