@@ -97,6 +97,28 @@ def load_run_tasks(cfg: RunConfig) -> list:
     return tasks
 
 
+def llama_cpp_runtime(cfg: RunConfig) -> dict | None:
+    """How llama.cpp runs in this pipeline: its own CPU report and, per role that uses the llama_cpp
+    backend, the extra-buffer-type decision (off where AMX is reported; common.llama_cpp_loader).
+    None when no role uses llama.cpp."""
+    roles = {
+        "teacher": cfg.teacher,
+        "student": cfg.student,
+        "aligned_teacher": cfg.aligned_teacher,
+        "evaluate.backend": cfg.evaluate.backend,
+    }
+    used = {role: b for role, b in roles.items() if b.name == "llama_cpp"}
+    if not used:
+        return None
+    from common.llama_cpp_loader import LlamaCppSettingError, decide_extra_bufts, llama_system_info
+
+    try:
+        decisions = {role: decide_extra_bufts(b.extra_bufts).as_record() for role, b in used.items()}
+    except LlamaCppSettingError as e:
+        raise UserError(str(e)) from None
+    return {"system_info": llama_system_info(), "extra_bufts": decisions}
+
+
 def open_manifest(run: RunDir, cfg: RunConfig, tasks: list) -> dict:
     """Create or re-open manifest.json; refuse to resume on different task data."""
     path = run.path / "manifest.json"
@@ -113,6 +135,7 @@ def open_manifest(run: RunDir, cfg: RunConfig, tasks: list) -> dict:
         changed = sorted(k for k in new_cfg if manifest["config"].get(k) != new_cfg[k])
         log.warning("config changed since this run dir was created (%s); finished stages are kept", changed)
     manifest.update(config=new_cfg, versions=library_versions(), input_hashes={"tasks": hashes})
+    manifest["llama_cpp"] = llama_cpp_runtime(cfg)
     write_json_atomic(path, manifest)
     return manifest
 

@@ -8,7 +8,8 @@ is loaded (timed), and for each prompt length:
 - peak RSS is measured in a fresh process (`memory.measure_peak_rss`, mmap recorded);
 - efficiency = decode tokens/s x weight bytes per token / read bandwidth, measured with the same
   CPUs and thread count just before and just after the block (`bandwidth.BandwidthMeter`).
-llama.cpp runs with flash attention (its own default) and, where `hugepages` and the process's
+llama.cpp runs with flash attention (its own default), extra buffer types decided by
+`common.llama_cpp_loader` (off where llama.cpp reports AMX) and, where `hugepages` and the process's
 environment allow (`edge_bench.hugepages`; `arte bench` arranges it), with the GGUF read into
 huge-page memory instead of mapped. Every row records the runtime settings it ran with.
 At the largest thread count the loaded runtime also answers the task's test questions (accuracy) and
@@ -32,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from common.llama_cpp_loader import decide_extra_bufts
 from edge_bench import hugepages
 from edge_bench.accuracy import Completion, Tokenizer, evaluate_runtime, load_tokenizer, task_prompts
 from edge_bench.bandwidth import BandwidthMeter, efficiency
@@ -86,14 +88,20 @@ class BenchSettings:
     plots: bool = True
     hugepages: bool = True
     flash_attn: bool = True
+    extra_bufts: str = "auto"
 
 
 def runtime_options(runtime: str, s: BenchSettings) -> dict:
     """Keyword options for `open_runtime`: llama.cpp reads the GGUF into memory (no mmap) only where
-    that memory gets huge pages, and uses flash attention as `s` says; other runtimes take none."""
+    that memory gets huge pages, and uses flash attention and extra buffer types as `s` says; other
+    runtimes take none."""
     if runtime != "llama_cpp":
         return {}
-    return {"use_mmap": not (s.hugepages and hugepages.hugepages_active()), "flash_attn": s.flash_attn}
+    return {
+        "use_mmap": not (s.hugepages and hugepages.hugepages_active()),
+        "flash_attn": s.flash_attn,
+        "extra_bufts": s.extra_bufts,
+    }
 
 
 def _log(msg: str) -> None:
@@ -299,6 +307,7 @@ def _host(variants: list[Variant], s: BenchSettings) -> dict:
     host["hugepages"] = hugepages.describe()
     if any(v.runtime == "llama_cpp" for v in variants):
         host["llama_cpp_system_info"] = llama_cpp_system_info()
+        host["llama_cpp_extra_bufts"] = decide_extra_bufts(s.extra_bufts).as_record()
     return host
 
 

@@ -197,6 +197,7 @@ def compare_reports(new: dict, old: dict, max_accuracy_drop: float) -> list[str]
         h = rep.get("host", {})
         lines.append(f"{label}: {rep.get('created_at', '?')}  {h.get('cpu_model', '?')}, "
                      f"{h.get('logical_cores', '?')} cores, task {rep['task'].get('name', '?')}")  # fmt: skip
+    lines += _extra_bufts_differ(new, old)
     old_by = {v["name"]: v for v in old["variants"]}
     old_short = {_short(v["name"]): v for v in old["variants"]}
     width = max([len(v["name"]) for v in new["variants"] + old["variants"]] + [7])
@@ -221,6 +222,19 @@ def compare_reports(new: dict, old: dict, max_accuracy_drop: float) -> list[str]
     lines.append("old " + recommend(old, max_accuracy_drop))
     lines.append("new " + recommend(new, max_accuracy_drop))
     return lines
+
+
+def _extra_bufts_differ(new: dict, old: dict) -> list[str]:
+    """A warning line when llama.cpp ran with extra buffer types (repacked weights) in one report
+    and without them in the other: its speeds are then not like for like."""
+    got = [(rep.get("host") or {}).get("llama_cpp_extra_bufts") for rep in (old, new)]
+    if None in got or got[0]["use_extra_bufts"] == got[1]["use_extra_bufts"]:
+        return []
+    on_off = ["on" if g["use_extra_bufts"] else "off" for g in got]
+    return [
+        f"warning: llama.cpp extra buffer types were {on_off[0]} (old) and {on_off[1]} (new): "
+        "GGUF speeds differ by that setting too, not only by the change compared"
+    ]
 
 
 # ---- rendering ---------------------------------------------------------------------------------------

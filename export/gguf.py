@@ -42,7 +42,9 @@ from export.gguf_convert import (
 
 
 def quantize_gguf(src: Path, dst: Path, qtype: str, threads: int = 1) -> Path:
-    """Quantize an F32/F16 GGUF with llama.cpp's quantizer (`llama_model_quantize`)."""
+    """Quantize an F32/F16 GGUF with llama.cpp's quantizer (`llama_model_quantize`). It reads the
+    tensors on the CPU and never places weights in backend buffers, so the extra-buffer-type (AMX)
+    setting of `common.llama_cpp_loader` does not apply to it."""
     (qtype,) = check_quant_types([qtype])
     import ctypes
 
@@ -240,6 +242,7 @@ def export_gguf(
     verify: bool = True,
     name: str | None = None,
     threads: int = 1,
+    extra_bufts: str = "auto",
 ) -> list[dict]:
     """Convert `model_dir` once (F16, or F32 when "f32" is requested), quantize every other type from
     it, write a census JSON and a Modelfile beside each file, and verify each against the PyTorch
@@ -284,6 +287,8 @@ def export_gguf(
         if reference is not None:
             from export.verify import verify_gguf
 
-            record["verification"] = verify_gguf(model_dir, path, q, reference=reference, threads=threads)
+            record["verification"] = verify_gguf(
+                model_dir, path, q, reference=reference, threads=threads, extra_bufts=extra_bufts
+            )
         records.append(record)
     return records

@@ -36,10 +36,18 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def update_manifest(out_dir: Path, source: Path, checks: dict, records: list[dict]) -> dict:
-    """Add (or replace, by format and quant) variant records in OUT/manifest.json."""
+def update_manifest(
+    out_dir: Path, source: Path, checks: dict, records: list[dict], runtime: dict | None = None
+) -> dict:
+    """Add (or replace, by format and quant) variant records in OUT/manifest.json. `runtime`: how
+    the verifying runtimes ran ({"llama_cpp": {system_info, extra_bufts}}); each GGUF record also
+    keeps its own copy, since a later export may run with another setting."""
     path = Path(out_dir) / MANIFEST
     manifest = read_json(path) if path.exists() else {"variants": []}
+    runtime = runtime or {}
+    for r in records:
+        if r["format"] == "gguf" and "llama_cpp" in runtime:
+            r["llama_cpp_runtime"] = runtime["llama_cpp"]
     keep = {(r["format"], r["quant"]) for r in records}
     manifest["variants"] = [
         v for v in manifest["variants"] if (v["format"], v["quant"]) not in keep
@@ -49,6 +57,7 @@ def update_manifest(out_dir: Path, source: Path, checks: dict, records: list[dic
                 "config": read_json(Path(source) / "config.json")},
         checks=checks,
         tool_versions=tool_versions(),
+        runtime={**manifest.get("runtime", {}), **runtime},
         updated_at=time.time(),
     )  # fmt: skip
     write_json_atomic(path, manifest)

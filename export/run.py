@@ -37,8 +37,11 @@ def export_model(
     base: str = "",
     verify: bool = True,
     threads: int = 1,
+    extra_bufts: str = "auto",
 ) -> dict:
-    """Export `model` to the GGUF quant types in `gguf` and the ONNX variants in `onnx`."""
+    """Export `model` to the GGUF quant types in `gguf` and the ONNX variants in `onnx`. GGUF files
+    are verified by llama.cpp with extra buffer types as `extra_bufts` decides
+    (`common.llama_cpp_loader`); the decision is recorded in the manifest."""
     out_dir = Path(out_dir)
     if gguf:  # validate names before any heavy work
         from export.gguf import check_quant_types
@@ -50,6 +53,15 @@ def export_model(
         unknown = [q for q in onnx if q not in QUANTS]
         if unknown:
             raise UserError(f"export onnx: unknown variant(s) {unknown}; supported: {', '.join(QUANTS)}")
+    runtime = {}
+    if gguf:
+        from common.llama_cpp_loader import LlamaCppSettingError, decide_extra_bufts, llama_system_info
+
+        try:
+            decision = decide_extra_bufts(extra_bufts)
+        except LlamaCppSettingError as e:
+            raise UserError(f"export: {e}") from None
+        runtime["llama_cpp"] = {"system_info": llama_system_info(), "extra_bufts": decision.as_record()}
     out_dir.mkdir(parents=True, exist_ok=True)
     source = prepare_source(model, base, out_dir)
     checks = pre_export_checks(source)
@@ -57,9 +69,11 @@ def export_model(
     if gguf:
         from export.gguf import export_gguf
 
-        records += export_gguf(source, out_dir / "gguf", list(gguf), verify=verify, threads=threads)
+        records += export_gguf(
+            source, out_dir / "gguf", list(gguf), verify=verify, threads=threads, extra_bufts=extra_bufts
+        )
     if onnx:
         from export.onnx import export_onnx
 
         records += export_onnx(source, out_dir / "onnx", list(onnx), threads=threads)
-    return update_manifest(out_dir, source, checks, records)
+    return update_manifest(out_dir, source, checks, records, runtime)

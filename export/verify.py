@@ -157,28 +157,42 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 # ---- llama.cpp -------------------------------------------------------------------------------------
 
 
-def _open_gguf(gguf_path: Path, n_ctx: int, threads: int, **kw):
+def _open_gguf(gguf_path: Path, n_ctx: int, threads: int, extra_bufts: str = "auto", **kw):
     try:
-        import llama_cpp
+        import llama_cpp  # noqa: F401
     except ImportError as e:
         from arte.errors import missing_dependency
 
         raise missing_dependency("llama_cpp", "llama-cpp-python==0.3.36", "GGUF verification") from e
+    from common.llama_cpp_loader import LlamaCppSettingError, open_llama
+
     try:
-        return llama_cpp.Llama(
-            str(gguf_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False, **kw
+        return open_llama(
+            gguf_path,
+            extra_bufts=extra_bufts,
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+            **kw,
         )
+    except LlamaCppSettingError as e:
+        raise ExportVerificationError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - llama.cpp reports a bad file as ValueError/RuntimeError
         raise ExportVerificationError(f"llama.cpp cannot load {gguf_path}: {type(e).__name__}: {e}") from e
 
 
 def gguf_logits(
-    gguf_path: Path, token_ids_per_prompt: Sequence[Sequence[int]], decode_steps: int, threads: int = 1
+    gguf_path: Path,
+    token_ids_per_prompt: Sequence[Sequence[int]],
+    decode_steps: int,
+    threads: int = 1,
+    extra_bufts: str = "auto",
 ) -> list[np.ndarray]:
     """llama.cpp's (decode_steps + 1, vocab) logits per prompt: the prompt part (all but the last
     `decode_steps` ids) in one batch, then one token per eval, so the KV cache carries the state."""
     n_ctx = max(len(ids) for ids in token_ids_per_prompt) + 1
-    llm = _open_gguf(gguf_path, n_ctx, threads, logits_all=True)
+    llm = _open_gguf(gguf_path, n_ctx, threads, extra_bufts, logits_all=True)
     try:
         out = []
         for ids in token_ids_per_prompt:
@@ -194,11 +208,15 @@ def gguf_logits(
 
 
 def gguf_greedy(
-    gguf_path: Path, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, threads: int = 1
+    gguf_path: Path,
+    prompt_ids: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    threads: int = 1,
+    extra_bufts: str = "auto",
 ) -> list[list[int]]:
     """llama.cpp's own free-running greedy tokens (argmax of its logits) after each prompt."""
     n_ctx = max(len(ids) for ids in prompt_ids) + max_new_tokens + 1
-    llm = _open_gguf(gguf_path, n_ctx, threads, logits_all=True)
+    llm = _open_gguf(gguf_path, n_ctx, threads, extra_bufts, logits_all=True)
     try:
         out = []
         for ids in prompt_ids:
@@ -214,12 +232,14 @@ def gguf_greedy(
         llm.close()
 
 
-def tokenizer_parity(hf_tokenizer, gguf_path: Path, text: str = MULTILINGUAL_TEXT) -> dict:
+def tokenizer_parity(
+    hf_tokenizer, gguf_path: Path, text: str = MULTILINGUAL_TEXT, extra_bufts: str = "auto"
+) -> dict:
     """llama.cpp's ids for `text` (special=False, BOS added iff the GGUF says add_bos) vs the HF
     tokenizer's (its own special-token handling). BOS is reported on its own: `bos_match`."""
     import llama_cpp
 
-    llm = _open_gguf(gguf_path, 512, 1, vocab_only=True)
+    llm = _open_gguf(gguf_path, 512, 1, extra_bufts, vocab_only=True)
     try:
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         gguf_add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
@@ -289,19 +309,19 @@ def verify_gguf(
     *,
     reference: Reference | None = None,
     threads: int = 1,
+    extra_bufts: str = "auto",
 ) -> dict:
     """Top-1/KL with the KV cache, greedy text and tokenizer parity of one GGUF vs the PyTorch model
     (`reference` computed once and shared between files). Raises ExportVerificationError for a
     failing F16/F32 file; a weak quantization comes back with "flagged": true and a reason."""
     started = time.time()
     ref = reference or reference_logits(load_reference(model_dir, threads))
-    got = gguf_logits(gguf_path, ref.token_ids, ref.decode_steps, threads)
+    got = gguf_logits(gguf_path, ref.token_ids, ref.decode_steps, threads, extra_bufts)
     result: dict = {"quant": quant, **compare_distributions(ref.logits, got)}
-    greedy = gguf_greedy(
-        gguf_path, [ids[:n] for ids, n in zip(ref.token_ids, ref.prompt_lengths)], ref.decode_steps, threads
-    )
+    prompts = [ids[:n] for ids, n in zip(ref.token_ids, ref.prompt_lengths)]
+    greedy = gguf_greedy(gguf_path, prompts, ref.decode_steps, threads, extra_bufts)
     result["greedy"] = greedy_text_match(ref.tokenizer, ref.greedy_ids(), greedy, ref.eos_ids)
-    result["tokenizer_parity"] = tokenizer_parity(ref.tokenizer, gguf_path)
+    result["tokenizer_parity"] = tokenizer_parity(ref.tokenizer, gguf_path, extra_bufts=extra_bufts)
     result["seconds"] = round(time.time() - started, 2)
     problems = _problems(result, quant)
     if quant in FLOAT_TYPES and problems:

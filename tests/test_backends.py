@@ -72,10 +72,12 @@ def backend(request):
 
 def test_gguf_logits_match_torch(tiny_model, hf):
     """llama.cpp on the written GGUF gives torch's logits: proves the writer (names, Q/K permute)."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp")
+    from common.llama_cpp_loader import open_llama
+
     f32 = 0  # GGML_TYPE_F32 KV cache: the default F16 cache alone puts ~1e-2 into these logits
-    llm = llama_cpp.Llama(
-        str(tiny_model.gguf_path),
+    llm = open_llama(
+        tiny_model.gguf_path,
         n_ctx=256,
         n_threads=1,
         logits_all=True,

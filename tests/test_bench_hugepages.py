@@ -62,11 +62,12 @@ def test_active_needs_always_or_madvise_plus_the_tunable():
 def test_llama_cpp_reads_into_memory_only_where_that_memory_gets_huge_pages(monkeypatch):
     on, off = BenchSettings(), BenchSettings(hugepages=False, flash_attn=False)
     monkeypatch.setattr(hugepages, "hugepages_active", lambda: True)
-    assert runtime_options("llama_cpp", on) == {"use_mmap": False, "flash_attn": True}
-    assert runtime_options("llama_cpp", off) == {"use_mmap": True, "flash_attn": False}
+    auto = {"extra_bufts": "auto"}
+    assert runtime_options("llama_cpp", on) == {"use_mmap": False, "flash_attn": True, **auto}
+    assert runtime_options("llama_cpp", off) == {"use_mmap": True, "flash_attn": False, **auto}
     assert runtime_options("onnxruntime", on) == {} and runtime_options("fake", on) == {}
     monkeypatch.setattr(hugepages, "hugepages_active", lambda: False)
-    assert runtime_options("llama_cpp", on) == {"use_mmap": True, "flash_attn": True}
+    assert runtime_options("llama_cpp", on) == {"use_mmap": True, "flash_attn": True, **auto}
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The `openai` backend against a real OpenAI-compatible server that these tests start on 127.0.0.1:
-llama-cpp-python's (`python -m llama_cpp.server`), as a subprocess.
+llama-cpp-python's, started through our launcher (`python -m common.llama_cpp_server`, which applies
+the extra-buffer-type decision of common/llama_cpp_loader.py), as a subprocess.
 
 Fast tests use the tiny random Llama GGUF: greedy text equal to the llama_cpp backend's, stop
 strings, the bounded pool, retries (through a small local proxy that answers 429/5xx/slowly before
@@ -72,7 +73,8 @@ def free_port() -> int:
 
 
 class LlamaServer:
-    """`python -m llama_cpp.server` serving one GGUF on 127.0.0.1:port (1 thread)."""
+    """`python -m common.llama_cpp_server` (llama_cpp.server with our llama.cpp settings) serving one
+    GGUF on 127.0.0.1:port (1 thread)."""
 
     def __init__(self, model: Path, port: int, log: Path, *args: str, api_key: str | None = None):
         self.model, self.port, self.log, self.args, self.api_key = model, port, log, args, api_key
@@ -83,7 +85,7 @@ class LlamaServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self, timeout: float = 120.0) -> LlamaServer:
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "common.llama_cpp_server", "--model", str(self.model), "--host", "127.0.0.1",
                "--port", str(self.port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "2048",
                *self.args, *(["--api_key", self.api_key] if self.api_key else [])]  # fmt: skip
         with open(self.log, "a") as log:
@@ -233,6 +235,16 @@ def greedy_one_by_one(backend, prompts, params):
 
 
 # ---- generation against the llama_cpp backend ------------------------------------------------------
+
+
+def test_server_was_started_with_the_extra_bufts_decision(tiny_server):
+    from common.llama_cpp_loader import decide_extra_bufts
+
+    want = decide_extra_bufts()
+    assert (
+        f"llama_cpp_server: use_extra_bufts={want.use_extra_bufts} ({want.source}"
+        in tiny_server.log.read_text()
+    )
 
 
 def test_greedy_generation_equals_the_llama_cpp_backend(tiny_server, reference):
@@ -424,12 +436,12 @@ def test_run_directory_holds_the_key_variable_name_never_the_key(tiny_server, tm
 
 def reference_loglikelihood(gguf: Path, context: str, continuation: str) -> float:
     """Sum of log p(continuation tokens | context) by llama.cpp directly, BOS forced on."""
-    import llama_cpp
     import numpy as np
 
     from arte.backends.decoding import common_prefix_len
+    from common.llama_cpp_loader import open_llama
 
-    llm = llama_cpp.Llama(str(gguf), n_ctx=256, n_threads=1, logits_all=True, verbose=False,
+    llm = open_llama(gguf, n_ctx=256, n_threads=1, logits_all=True, verbose=False,
                           kv_overrides={"tokenizer.ggml.add_bos_token": True})  # fmt: skip
     ctx = llm.tokenize(context.encode(), add_bos=True, special=True)
     whole = llm.tokenize((context + continuation).encode(), add_bos=True, special=True)

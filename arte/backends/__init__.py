@@ -42,6 +42,11 @@ class BackendConfig:
     threads: int = opt(0, "CPU threads; 0 = the cores not busy right now (see arte.backends.threads).")
     batch_size: int = opt(8, "Prompts per forward batch (hf).")
     n_ctx: int = opt(2048, "Context window in tokens (llama_cpp); prompts longer than this are refused.")
+    extra_bufts: Literal["auto", "on", "off"] = opt(
+        "auto",
+        "llama_cpp: llama.cpp's extra buffer types (repacked weights). auto: off where llama.cpp reports "
+        "AMX (its AMX path segfaults, llama.cpp #20824), on elsewhere; else env ARTE_LLAMA_EXTRA_BUFTS.",
+    )
     chat: bool = opt(False, "Wrap each prompt as one user turn with the model's chat template.")
     dtype: Literal["float32", "bfloat16", "float16"] = opt("float32", "Weights dtype (hf, vllm).")
     base_url: str = opt(

@@ -22,6 +22,7 @@ from arte.backends.decoding import common_prefix_len, find_stop, row_seed
 from arte.backends.threads import pick_threads
 from arte.errors import UserError, missing_dependency
 from arte.models import resolve_gguf
+from common.llama_cpp_loader import LlamaCppSettingError, open_llama
 
 if TYPE_CHECKING:
     from arte.backends import BackendConfig
@@ -56,8 +57,9 @@ class LlamaCppBackend:
 
     def _open(self, logits_all: bool):
         try:
-            return self._llama_cpp.Llama(
-                model_path=str(self.model_path),
+            return open_llama(
+                self.model_path,
+                extra_bufts=self.cfg.extra_bufts,
                 n_ctx=self.cfg.n_ctx,
                 n_batch=min(512, self.cfg.n_ctx),
                 n_threads=self.threads,
@@ -65,6 +67,8 @@ class LlamaCppBackend:
                 logits_all=logits_all,
                 verbose=False,
             )
+        except LlamaCppSettingError as e:
+            raise UserError(f"backend llama_cpp: {e}") from None
         except Exception as e:  # noqa: BLE001 - llama.cpp reports a bad file as ValueError/RuntimeError
             raise UserError(
                 f"backend llama_cpp: cannot load {self.model_path}: {type(e).__name__}: {e}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from arte.config import opt
 from arte.errors import UserError
@@ -51,6 +52,11 @@ class BenchConfig:
         "command restarts itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 for that. false: mmap.",
     )
     flash_attn: bool = opt(True, "llama.cpp: flash attention (llama.cpp's own default on CPU).")
+    extra_bufts: Literal["auto", "on", "off"] = opt(
+        "auto",
+        "llama.cpp: extra buffer types (repacked weights). auto: off where llama.cpp reports AMX (its AMX "
+        "path segfaults, llama.cpp #20824), on elsewhere, unless env ARTE_LLAMA_EXTRA_BUFTS says otherwise.",
+    )
 
     def __post_init__(self) -> None:
         if not self.threads or min(self.threads) < 1:
@@ -92,6 +98,7 @@ def run_bench_cli(cfg: BenchConfig) -> int:
             max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, n_validation=cfg.n_validation,
             max_accuracy_drop=cfg.max_accuracy_drop, pin=cfg.pin, memory=cfg.memory,
             bandwidth_mb=cfg.bandwidth_mb, hugepages=cfg.hugepages, flash_attn=cfg.flash_attn,
+            extra_bufts=cfg.extra_bufts,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as e:  # bad paths, an unreadable manifest or old report
         raise UserError(f"bench: {e}") from None

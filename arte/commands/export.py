@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from arte.config import opt
 from arte.errors import UserError
@@ -11,6 +12,10 @@ from arte.errors import UserError
 GGUF_DEFAULT = ["f16", "q8_0", "q4_k_m"]
 ONNX_DEFAULT = ["fp32", "int8", "int4"]
 _MODEL_HELP = "HF model directory to export (or a LoRA adapter directory, with --base)."
+_EXTRA_BUFTS_HELP = (
+    "llama.cpp verification: extra buffer types (repacked weights). auto: off where llama.cpp reports AMX "
+    "(its AMX path segfaults, llama.cpp #20824), on elsewhere, unless env ARTE_LLAMA_EXTRA_BUFTS is set."
+)
 
 
 @dataclass
@@ -23,6 +28,7 @@ class ExportGGUFConfig:
     base: str = opt("", "Base model of a LoRA adapter (merged in fp32 before export).")
     verify: bool = opt(True, "Verify each file against the fp32 PyTorch model (tokenizer, top-1, KL, text).")
     threads: int = opt(1, "CPU threads for conversion and verification.")
+    extra_bufts: Literal["auto", "on", "off"] = opt("auto", _EXTRA_BUFTS_HELP)
 
 
 @dataclass
@@ -49,6 +55,7 @@ class ExportAllConfig:
     out: str = opt("", "Output directory; default RUN_DIR/export or ./exports.")
     base: str = opt("", "Base model of a LoRA adapter (merged in fp32 before export).")
     threads: int = opt(1, "CPU threads for export and verification.")
+    extra_bufts: Literal["auto", "on", "off"] = opt("auto", _EXTRA_BUFTS_HELP)
 
 
 def _need_model(model: str) -> str:
@@ -74,7 +81,13 @@ def run_export_gguf(cfg: ExportGGUFConfig) -> int:
     from export.run import export_model
 
     m = export_model(
-        _need_model(cfg.model), cfg.out, gguf=cfg.quant, base=cfg.base, verify=cfg.verify, threads=cfg.threads
+        _need_model(cfg.model),
+        cfg.out,
+        gguf=cfg.quant,
+        base=cfg.base,
+        verify=cfg.verify,
+        threads=cfg.threads,
+        extra_bufts=cfg.extra_bufts,
     )
     return _print(m, cfg.out)
 
@@ -92,6 +105,12 @@ def run_export_all(cfg: ExportAllConfig) -> int:
     model = cfg.model or (str(Path(cfg.run_dir) / "train" / "arte") if cfg.run_dir else "")
     out = cfg.out or (str(Path(cfg.run_dir) / "export") if cfg.run_dir else "exports")
     m = export_model(
-        _need_model(model), out, gguf=cfg.gguf, onnx=cfg.onnx, base=cfg.base, threads=cfg.threads
+        _need_model(model),
+        out,
+        gguf=cfg.gguf,
+        onnx=cfg.onnx,
+        base=cfg.base,
+        threads=cfg.threads,
+        extra_bufts=cfg.extra_bufts,
     )
     return _print(m, out)

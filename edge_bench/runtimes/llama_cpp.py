@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.llama_cpp_loader import open_llama
 from edge_bench.hugepages import anon_huge_pages_bytes
 
 
@@ -27,6 +28,8 @@ class LlamaCppRuntime:
     flash_attn: llama.cpp's fused attention. llama.cpp's own default ("auto") turns it on wherever
     the backend supports it, the CPU included; llama-cpp-python turns it off unless asked.
     n_ctx: the context (KV cache) size, allocated at load: prompt + decoded tokens must fit.
+    extra_bufts: llama.cpp's extra buffer types (repacked weights): "auto" (off where llama.cpp
+    reports AMX, whose path segfaults), "on" or "off"; see `common.llama_cpp_loader`.
 
     `settings` records what the load actually got, including how many bytes of anonymous memory
     the load added in huge pages (None where /proc can't say).
@@ -42,6 +45,7 @@ class LlamaCppRuntime:
         use_mmap: bool = True,
         flash_attn: bool = False,
         n_ctx: int = 2048,
+        extra_bufts: str = "auto",
     ):
         try:
             import llama_cpp
@@ -55,8 +59,9 @@ class LlamaCppRuntime:
         self._lib = llama_cpp
         self.threads, self.use_mmap, self.n_ctx = threads, use_mmap, n_ctx
         huge_before = anon_huge_pages_bytes()
-        self.llm = llama_cpp.Llama(
-            model_path=str(path),
+        self.llm = open_llama(
+            path,
+            extra_bufts=extra_bufts,
             n_ctx=n_ctx,
             n_threads=threads,
             n_threads_batch=threads,
@@ -70,6 +75,8 @@ class LlamaCppRuntime:
         self.settings = {
             "use_mmap": use_mmap,
             "flash_attn": flash_attn,
+            "use_extra_bufts": bool(self.llm.model_params.use_extra_bufts),
+            "extra_bufts_source": self.llm.extra_bufts_decision.source,
             "huge_pages_added_bytes": huge_after - huge_before
             if None not in (huge_before, huge_after)
             else None,
