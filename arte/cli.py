@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from arte.config import describe_type, field_types, load_config
-from arte.errors import UserError, unknown_name
+from arte.stages import PIPELINE, STAGE_NAMES
+from common.config import describe_type, field_types, load_config
+from common.errors import UserError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -31,18 +32,9 @@ class Command:
     run: str
     help: str
     prepare: str | None = None
+    args: tuple[str, ...] = ()
+    """Passed to `run` after the config (a stage command passes its stage's name)."""
 
-
-STAGE_HELP = {
-    "elicit": "Step 1: the teacher drafts m questions and n rationales per question.",
-    "prefset": "Step 2a: select the preference set D_pref (IRT on a response matrix, top-k).",
-    "score": "Step 2b: score every draft by the student's one-shot accuracy on D_pref.",
-    "pairs": "Step 3a: build question- and rationale-level DPO pairs from the scores.",
-    "align": "Step 3b: DPO on the teacher (LoRA by default), merged and saved.",
-    "generate": "Step 4a: the aligned teacher writes the tailored training set (filtered).",
-    "train": "Step 4b: fine-tune the student on original-teacher data and on ARTE data.",
-    "evaluate": "Evaluate vanilla / original / ARTE students; write summary.md and summary.json.",
-}
 
 COMMANDS: tuple[Command, ...] = (
     Command(
@@ -51,7 +43,10 @@ COMMANDS: tuple[Command, ...] = (
         "arte.pipeline:run_pipeline_cli",
         "Run (or resume) every ARTE stage in order into one run directory.",
     ),
-    *(Command(n, "arte.pipeline:RunConfig", f"arte.pipeline:run_{n}", h) for n, h in STAGE_HELP.items()),
+    *(
+        Command(name, "arte.pipeline:RunConfig", "arte.pipeline:run_stage_cli", stage.HELP, args=(name,))
+        for name, stage in zip(STAGE_NAMES, PIPELINE)
+    ),
     *(
         Command(
             f"export {fmt}",
@@ -203,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd, cfg = parse(sys.argv[1:] if argv is None else argv)
         if argv is None and cmd.prepare:
             _import(cmd.prepare)(cfg)
-        result = _import(cmd.run)(cfg)
+        result = _import(cmd.run)(cfg, *cmd.args)
         return int(result or 0)
     except UserError as e:
         print(f"arte: error: {e}", file=sys.stderr)

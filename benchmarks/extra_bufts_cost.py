@@ -26,22 +26,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_targets import make_f16_gguf  # noqa: E402
+
 from edge_bench.bench import run_bench  # noqa: E402
 from edge_bench.host import describe_host, llama_cpp_system_info  # noqa: E402
 from edge_bench.hugepages import reexec_with_hugepages  # noqa: E402
+from edge_bench.settings import BenchSettings  # noqa: E402
 
 QUANTS = ("f16", "q8_0", "q4_k_m", "q4_0")
 
 
 def make_ggufs(work: Path) -> list[Path]:
     """The embedded SmolLM2 converted once to F16 and quantized from it, plus the embedded Q4_1."""
-    from arte.models import embedded_gguf, resolve_hf
-    from export.gguf import quantize_gguf
-    from export.gguf_convert import convert_hf_to_gguf
+    from arte.models import embedded_gguf
+    from export.gguf_quantize import quantize_gguf
 
-    f16 = work / "smollm2-135m-f16.gguf"
-    if not f16.is_file():
-        convert_hf_to_gguf(Path(resolve_hf("smollm2-135m")), f16, "f16")
+    f16 = make_f16_gguf(work)
     files = [f16]
     for q in QUANTS[1:]:
         path = work / f"smollm2-135m-{q}.gguf"
@@ -52,10 +52,18 @@ def make_ggufs(work: Path) -> list[Path]:
 
 
 def bench_once(files: list[Path], setting: str, threads: list[int], args, out: Path) -> list[dict]:
-    report = run_bench(
-        files, None, threads, [args.prompt], out, n_decode=args.decode, min_repeats=3,
-        min_seconds=args.min_seconds, memory=False, plots=False, bandwidth_mb=0, extra_bufts=setting,
-    )  # fmt: skip
+    settings = BenchSettings(
+        threads=threads,
+        prompt_lengths=[args.prompt],
+        n_decode=args.decode,
+        min_repeats=3,
+        min_seconds=args.min_seconds,
+        memory=False,
+        plots=False,
+        bandwidth_mb=0,
+        extra_bufts=setting,
+    )
+    report = run_bench(files, None, out, settings)
     decision = report["host"]["llama_cpp_extra_bufts"]
     return [
         {
@@ -93,15 +101,20 @@ def median_table(rows: list[dict]) -> list[dict]:
 
 
 def print_table(lines: list[dict]) -> None:
-    head = (f"{'variant':<24} {'thr':>3}  {'prefill on':>10} {'off':>8} {'off/on':>6}  "
-            f"{'decode on':>9} {'off':>7} {'off/on':>6}")  # fmt: skip
+    head = (
+        f"{'variant':<24} {'thr':>3}  {'prefill on':>10} {'off':>8} {'off/on':>6}  "
+        f"{'decode on':>9} {'off':>7} {'off/on':>6}"
+    )
     print(head + "\n" + "-" * len(head))
     f = lambda x, spec: "-" if x is None else format(x, spec)  # noqa: E731
     for ln in lines:
-        print(f"{ln['variant']:<24} {ln['threads']:>3}  {f(ln['prefill_tokens_per_s_on'], '.0f'):>10} "
-              f"{f(ln['prefill_tokens_per_s_off'], '.0f'):>8} {f(ln['prefill_tokens_per_s_off_over_on'], '.2f'):>6}  "
-              f"{f(ln['decode_tokens_per_s_on'], '.1f'):>9} {f(ln['decode_tokens_per_s_off'], '.1f'):>7} "
-              f"{f(ln['decode_tokens_per_s_off_over_on'], '.2f'):>6}")  # fmt: skip
+        print(
+            f"{ln['variant']:<24} {ln['threads']:>3}  {f(ln['prefill_tokens_per_s_on'], '.0f'):>10} "
+            f"{f(ln['prefill_tokens_per_s_off'], '.0f'):>8} "
+            f"{f(ln['prefill_tokens_per_s_off_over_on'], '.2f'):>6}  "
+            f"{f(ln['decode_tokens_per_s_on'], '.1f'):>9} {f(ln['decode_tokens_per_s_off'], '.1f'):>7} "
+            f"{f(ln['decode_tokens_per_s_off_over_on'], '.2f'):>6}"
+        )
 
 
 def main() -> None:
@@ -119,7 +132,8 @@ def main() -> None:
     settings = args.settings.split(",")
     host = describe_host()
     print(
-        f"host: {host['cpu_model']}, {host['logical_cores']} logical cores, flags {' '.join(host['isa_flags'])}"
+        f"host: {host['cpu_model']}, {host['logical_cores']} logical cores, "
+        f"flags {' '.join(host['isa_flags'])}"
     )
     print(f"llama.cpp: {llama_cpp_system_info()}")
     rows: list[dict] = []

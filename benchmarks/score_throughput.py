@@ -6,7 +6,7 @@ ARTE's step 2 costs m * n * k student generations (paper: 250 * 4 * 40 = 40,000 
 scores the same drafts on the same k preference questions with:
   naive     transformers `model.generate`, one prompt at a time, no prefix reuse, no stop at </ans>
             (it decodes the whole budget, as a plain HF loop would);
-  pipeline  `arte.scoring.score_drafts` on each scorer backend (llama_cpp: the GGUF with prefix reuse
+  pipeline  `arte.stages.score.score_drafts` on each scorer backend (llama_cpp: the GGUF with prefix reuse
             across the k prompts of a draft; hf: batched, shared-prefix KV reuse), stopping at </ans>.
 It prints evaluations per second, the speed-up over naive, and the share of (draft, question)
 evaluations whose correctness is identical, then one JSON line. Target on a 2-core box: >= 10x with
@@ -25,10 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arte.backends import BackendConfig, load_backend  # noqa: E402
-from arte.prompts import icl_prompt  # noqa: E402
-from arte.run_dir import RecordLog  # noqa: E402
-from arte.scoring import Draft, score_drafts  # noqa: E402
-from arte.tasks import load_task  # noqa: E402
+from arte.stages.elicit import Draft  # noqa: E402
+from arte.stages.score import score_drafts  # noqa: E402
+from common.prompts import icl_prompt  # noqa: E402
+from common.records import RecordLog  # noqa: E402
+from common.tasks import load_task  # noqa: E402
 
 
 def make_drafts(task, n: int) -> list[Draft]:
@@ -47,9 +48,9 @@ def naive_scores(
     """Per-evaluation correctness and seconds for the naive loop (HF generate, one prompt at a time)."""
     import torch
 
-    from arte.backends.hf import load_hf_model
-    from arte.backends.threads import configure_torch_threads, pick_threads
     from arte.models import resolve_hf
+    from common.hf_models import load_hf_model
+    from common.threads import configure_torch_threads, pick_threads
 
     configure_torch_threads(pick_threads(threads))
     tokenizer, model = load_hf_model(resolve_hf(model_spec))
@@ -75,8 +76,16 @@ def pipeline_scores(
     with tempfile.TemporaryDirectory() as tmp:
         cache = RecordLog(Path(tmp) / "cache.jsonl")
         started = time.perf_counter()
-        score_drafts(task, drafts, pref, backend, student_id="bench", cache=cache,
-                     max_new_tokens=max_new_tokens, progress=False)  # fmt: skip
+        score_drafts(
+            task,
+            drafts,
+            pref,
+            backend,
+            student_id="bench",
+            cache=cache,
+            max_new_tokens=max_new_tokens,
+            progress=False,
+        )
         seconds = time.perf_counter() - started
         by_qid = {r["qid"]: r["correct"] for r in cache}
     backend.close()
@@ -103,8 +112,13 @@ def main() -> None:
         cfg = BackendConfig(name=name, model=args.model, threads=args.threads, batch_size=args.k)
         got, secs = pipeline_scores(task, drafts, pref, cfg, args.max_new_tokens)
         same = sum(a == b for a, b in zip(naive, got)) / n
-        rows[name] = {"evals_per_s": n / secs, "seconds": secs, "accuracy": sum(got) / n,
-                      "speedup": naive_s / secs, "identical_correctness": same}  # fmt: skip
+        rows[name] = {
+            "evals_per_s": n / secs,
+            "seconds": secs,
+            "accuracy": sum(got) / n,
+            "speedup": naive_s / secs,
+            "identical_correctness": same,
+        }
 
     print(f"{n} evaluations ({len(drafts)} drafts x k={len(pref)}) on {args.task}, model {args.model}")
     print(
@@ -114,7 +128,8 @@ def main() -> None:
         speed = f"{r['speedup']:.1f}x" if "speedup" in r else "1.0x"
         same = f"{r['identical_correctness']:.1%}" if "identical_correctness" in r else "-"
         print(
-            f"{name:<10} {r['evals_per_s']:>9.2f} {r['seconds']:>9.1f} {r['accuracy']:>9.2f} {speed:>9} {same:>14}"
+            f"{name:<10} {r['evals_per_s']:>9.2f} {r['seconds']:>9.1f} {r['accuracy']:>9.2f} "
+            f"{speed:>9} {same:>14}"
         )
     print(
         json.dumps(

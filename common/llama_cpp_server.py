@@ -44,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "llama_cpp_server needs the server extra: pip install 'llama-cpp-python[server]==0.3.36'"
         ) from None
     print(
-        f"llama_cpp_server: use_extra_bufts={decision.use_extra_bufts} ({decision.source}: {decision.reason})",
+        f"llama_cpp_server: use_extra_bufts={decision.use_extra_bufts} "
+        f"({decision.source}: {decision.reason})",
         file=sys.stderr,
         flush=True,
     )

@@ -1,7 +1,8 @@
 """Benchmark exported variants on CPU: latency distribution, memory, size and task accuracy, and a
 recommendation of what to deploy. Reads artifacts from disk (an export directory's manifest.json,
-.gguf files, ONNX or HF directories); uses only `arte.tasks` / `arte.prompts` from arte, for the same
-prompts and answer extraction as the pipeline's evaluation.
+.gguf files, ONNX or HF directories). It imports neither the training core (`arte`) nor `export`:
+the task loaders, prompts and answer extraction it shares with the pipeline's evaluation, and the
+GGUF / safetensors / ONNX readers it shares with the export, are in `common`.
 
     runtimes/     pytorch (fp32 reference), onnxruntime, llama_cpp, fake: one small interface
     variants.py   what to benchmark, discovered from export manifests and paths
@@ -10,7 +11,10 @@ prompts and answer extraction as the pipeline's evaluation.
     host.py       CPU model, ISA flags, versions, busy-machine warning, affinity pinning
     bandwidth.py  memory read bandwidth and decode efficiency against it
     accuracy.py   task accuracy and top-1 agreement with the fp32 reference
-    bench.py      run_bench(): the sweep over variants x threads x prompt lengths
-    report.py     report.json / report.md, the table + one JSON line, recommend(), comparisons
+    settings.py   BenchSettings: every setting of a run, validated once (CLI and Python callers)
+    measure.py    one variant at one thread count: load, time, peak RSS, efficiency
+    bench.py      run_bench(): the sweep over variants x threads x prompt lengths, accuracy, the report
+    recommend.py  best speed, accuracy drop vs fp32, recommend(), comparison with a previous report
+    report.py     report.json / report.md (schema, check), the table + one JSON line
     plots.py      accuracy vs latency (Pareto front) and size vs accuracy PNGs
 """

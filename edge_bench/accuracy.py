@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from arte.prompts import STUDENT_STOP, answer_only_rationale, icl_prompt
-from arte.tasks import extract_answer
+from common.prompts import STUDENT_STOP, answer_only_rationale, icl_prompt
+from common.tasks import extract_answer
 
 
 class Tokenizer(Protocol):
@@ -110,8 +110,13 @@ def _find_stop(text: str, stops: Sequence[str]) -> int | None:
     return min(ends) if ends else None
 
 
-def greedy_complete(runtime, tokenizer: Tokenizer, prompt_ids: Sequence[int], max_new_tokens: int,
-                    stop: Sequence[str] = STUDENT_STOP) -> Completion:  # fmt: skip
+def greedy_complete(
+    runtime,
+    tokenizer: Tokenizer,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    stop: Sequence[str] = STUDENT_STOP,
+) -> Completion:
     """Greedy decoding with the pipeline's stopping rules (arte/backends/hf.py): EOS stops and is not
     in the text; the text is cut right after the first stop string that completes."""
     logits = runtime.prefill(list(prompt_ids))
@@ -165,8 +170,16 @@ def evaluate_runtime(
         comp = comp or greedy_complete(runtime, tokenizer, ids, max_new_tokens)
         completions.append(comp)
         correct = task.is_correct(comp.text, target)
-        records.append({"index": i, "target": target, "completion": comp.text, "finish": comp.finish,
-                        "correct": int(correct), "prompt_tokens": len(ids)})  # fmt: skip
+        records.append(
+            {
+                "index": i,
+                "target": target,
+                "completion": comp.text,
+                "finish": comp.finish,
+                "correct": int(correct),
+                "prompt_tokens": len(ids),
+            }
+        )
     n = len(records)
     summary = {
         "n": n,

@@ -18,13 +18,15 @@ dtype bytes, ~2 MB at 100 tokens for a 135M model against ~270 MB of F16 weights
 from __future__ import annotations
 
 import json
-import math
-import struct
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from common.gguf_header import read_gguf_header
+from common.onnx_tensors import tensor_bytes
+from common.safetensors_header import DTYPE_BYTES, safetensors_tensors
 
 GB = 1e9
 
@@ -102,14 +104,21 @@ class BandwidthMeter:
         for t, results in sorted(self.measurements.items()):
             samples = [x for r in results for x in r["samples_gb_per_s"]]
             by_threads[str(t)] = {
-                "threads": t, "size_bytes": results[0]["size_bytes"], "repeats": self.repeats,
-                "measurements": len(results), "best_gb_per_s": round(max(samples), 3),
+                "threads": t,
+                "size_bytes": results[0]["size_bytes"],
+                "repeats": self.repeats,
+                "measurements": len(results),
+                "best_gb_per_s": round(max(samples), 3),
                 "median_gb_per_s": round(float(np.median(samples)), 3),
-                "min_gb_per_s": round(min(samples), 3), "samples_gb_per_s": samples,
-            }  # fmt: skip
-        return {"by_threads": by_threads, "best_gb_per_s": max(r["best_gb_per_s"] for r in by_threads.values()),
-                "method": results[0]["method"] + "; measured before and after every variant x threads "
-                "block, on the block's CPUs; a block's efficiency uses the higher of its two bests"}  # fmt: skip
+                "min_gb_per_s": round(min(samples), 3),
+                "samples_gb_per_s": samples,
+            }
+        return {
+            "by_threads": by_threads,
+            "best_gb_per_s": max(r["best_gb_per_s"] for r in by_threads.values()),
+            "method": results[0]["method"] + "; measured before and after every variant x threads "
+            "block, on the block's CPUs; a block's efficiency uses the higher of its two bests",
+        }
 
     def close(self) -> None:
         self.buffer = None
@@ -128,77 +137,25 @@ def efficiency(decode_tokens_per_s: float, bytes_read_per_token: float, bandwidt
 def _per_token(total: int, embedding: int, embedding_rows: int, tied: bool) -> dict:
     row = embedding // embedding_rows if embedding_rows else 0
     per_token = total - embedding + row + (embedding if tied else 0)
-    return {"weight_bytes": total, "embedding_bytes": embedding, "embedding_row_bytes": row,
-            "tied_embeddings": tied, "bytes_per_token": per_token}  # fmt: skip
-
-
-_GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-
-def gguf_tensors(path: Path) -> list[tuple[str, str, list[int], int]]:
-    """(name, GGML type, shape, bytes) of every tensor in a GGUF v2/v3 file, from its header only."""
-    import gguf
-
-    with open(path, "rb") as f:
-        head = f.read(24)
-        magic, version, n_tensors, n_kv = struct.unpack("<4sIQQ", head)
-        if magic != b"GGUF" or version not in (2, 3):
-            raise ValueError(f"{path} is not a GGUF v2/v3 file (magic {magic!r}, version {version})")
-
-        def read(fmt: str):
-            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
-
-        def skip_value(vtype: int) -> None:
-            if vtype == 8:
-                f.seek(read("<Q"), 1)
-            elif vtype == 9:
-                item, n = read("<I"), read("<Q")
-                if item in _GGUF_SCALARS:
-                    f.seek(n * _GGUF_SCALARS[item], 1)
-                else:
-                    for _ in range(n):
-                        skip_value(item)
-            else:
-                f.seek(_GGUF_SCALARS[vtype], 1)
-
-        for _ in range(n_kv):
-            f.seek(read("<Q"), 1)  # key
-            skip_value(read("<I"))
-        tensors = []
-        for _ in range(n_tensors):
-            name = f.read(read("<Q")).decode()
-            shape = [read("<Q") for _ in range(read("<I"))]
-            qtype = gguf.GGMLQuantizationType(read("<I"))
-            read("<Q")  # data offset
-            block, type_size = gguf.GGML_QUANT_SIZES[qtype]
-            tensors.append((name, qtype.name, shape, math.prod(shape) // block * type_size))
-    return tensors
+    return {
+        "weight_bytes": total,
+        "embedding_bytes": embedding,
+        "embedding_row_bytes": row,
+        "tied_embeddings": tied,
+        "bytes_per_token": per_token,
+    }
 
 
 def gguf_bytes_per_token(path: Path) -> dict:
     """Weight bytes llama.cpp reads per decoded token from a GGUF (see the module docstring)."""
-    tensors = {name: (shape, nbytes) for name, _, shape, nbytes in gguf_tensors(Path(path))}
+    tensors = {t["name"]: (t["shape"], t["bytes"]) for t in read_gguf_header(Path(path), metadata=False)[1]}
     shape, embedding = tensors.get("token_embd.weight", ([0, 0], 0))
     return _per_token(
         sum(b for _, b in tensors.values()),
         embedding,
         shape[-1] if len(shape) > 1 else 0,
         tied="output.weight" not in tensors,
-    )  # fmt: skip  (GGUF shapes are [cols, rows])
-
-
-def _onnx_tensor_bytes(t) -> int:
-    from onnx import TensorProto, helper
-
-    if t.raw_data:
-        return len(t.raw_data)
-    length = [int(e.value) for e in t.external_data if e.key == "length"]
-    if length:
-        return length[0]
-    n = math.prod(t.dims) if t.dims else 1
-    if t.data_type in (TensorProto.INT4, TensorProto.UINT4):
-        return (n + 1) // 2
-    return n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    )  # GGUF shapes are [cols, rows]
 
 
 def onnx_bytes_per_token(path: Path) -> dict:
@@ -215,7 +172,7 @@ def onnx_bytes_per_token(path: Path) -> dict:
     total = embedding = rows = 0
     tied = True
     for t in model.graph.initializer:
-        nbytes = _onnx_tensor_bytes(t)
+        nbytes = tensor_bytes(t)
         total += nbytes
         uses = consumers.get(t.name, [])
         if t.dims and uses and all(op in ("Gather", "GatherBlockQuantized") and i == 0 for op, i in uses):
@@ -226,21 +183,14 @@ def onnx_bytes_per_token(path: Path) -> dict:
     return _per_token(total, embedding, rows, tied)
 
 
-_SAFETENSORS_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-                            "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}  # fmt: skip
-
-
 def torch_bytes_per_token(hf_dir: Path, dtype_bytes: int = 4) -> dict:
     """Parameter bytes the fp32 PyTorch runtime reads per token, from the safetensors headers (no
     weights loaded): every tensor at `dtype_bytes` per element (the runtime loads in float32)."""
     numel: dict[str, int] = {}
     shapes: dict[str, list[int]] = {}
-    for file in sorted(Path(hf_dir).glob("*.safetensors")):
-        with open(file, "rb") as f:
-            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-        for name, info in header.items():
-            if name != "__metadata__" and info["dtype"] in _SAFETENSORS_DTYPE_BYTES:
-                numel[name], shapes[name] = math.prod(info["shape"]), info["shape"]
+    for t in safetensors_tensors(Path(hf_dir)):
+        if t.dtype in DTYPE_BYTES:
+            numel[t.name], shapes[t.name] = t.numel, list(t.shape)
     embed = next((n for n in numel if n.endswith(("embed_tokens.weight", "wte.weight"))), None)
     tied = not any(n.endswith("lm_head.weight") for n in numel)
     total = sum(numel.values()) * dtype_bytes
@@ -262,6 +212,11 @@ def bytes_per_token(runtime: str, path: Path) -> dict:
             json.loads(Path(path).read_text()) if str(path).endswith(".json") and Path(path).is_file() else {}
         )
         n = int(spec.get("bytes_per_token", 0))
-        return {"weight_bytes": n, "embedding_bytes": 0, "embedding_row_bytes": 0, "tied_embeddings": False,
-                "bytes_per_token": n}  # fmt: skip
+        return {
+            "weight_bytes": n,
+            "embedding_bytes": 0,
+            "embedding_row_bytes": 0,
+            "tied_embeddings": False,
+            "bytes_per_token": n,
+        }
     raise ValueError(f"bytes_per_token: unknown runtime {runtime!r}")

@@ -21,10 +21,31 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 ISA_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-    "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16",  # x86
-    "neon", "asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2", "sme",  # Arm ("neon": asimd)
-)  # fmt: skip
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",  # x86
+    "neon",
+    "asimd",
+    "asimddp",
+    "asimdhp",
+    "i8mm",
+    "bf16",
+    "sve",
+    "sve2",
+    "sme",  # Arm ("neon": asimd)
+)
 """Flags worth stating in a report: each selects different matmul kernels in ggml/MLAS/oneDNN."""
 
 RUNTIME_PACKAGES = ("torch", "onnxruntime", "llama-cpp-python", "transformers", "numpy", "optimum-onnx")
@@ -228,9 +249,15 @@ def machine_busy(threads: int, sample_seconds: float = 0.5) -> dict:
         if reasons
         else None
     )
-    return {"busy": bool(reasons), "load1": load1, "free_cores": free, "threads": threads,
-            "other_processes_cores": others, "per_cpu_busy": sample.get("per_cpu_busy"),
-            "warning": warning}  # fmt: skip
+    return {
+        "busy": bool(reasons),
+        "load1": load1,
+        "free_cores": free,
+        "threads": threads,
+        "other_processes_cores": others,
+        "per_cpu_busy": sample.get("per_cpu_busy"),
+        "warning": warning,
+    }
 
 
 # ---- affinity -------------------------------------------------------------------------------------

@@ -38,8 +38,9 @@ class LatencyStats:
         if x.size == 0:
             raise ValueError("LatencyStats needs at least one sample")
         p50, p90, p99 = np.percentile(x, [50, 90, 99], method="linear")
-        return cls(int(x.size), float(x.mean()), float(x.min()), float(p50), float(p90), float(p99),
-                   float(x.max()))  # fmt: skip
+        return cls(
+            int(x.size), float(x.mean()), float(x.min()), float(p50), float(p90), float(p99), float(x.max())
+        )
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -188,8 +189,13 @@ def benchmark_generation(
     warmup: int = 1,
 ) -> GenerationBenchmark:
     """`measure_generation` under `repeat_until` (warm-up first, then both minimums), pooled."""
-    rep = repeat_until(lambda: measure_generation(runtime, prompt_ids, n_decode),
-                       min_count=min_count, min_seconds=min_seconds, max_count=max_count, warmup=warmup)  # fmt: skip
+    rep = repeat_until(
+        lambda: measure_generation(runtime, prompt_ids, n_decode),
+        min_count=min_count,
+        min_seconds=min_seconds,
+        max_count=max_count,
+        warmup=warmup,
+    )
     runs: list[GenerationTiming] = rep.results
     steps = [s for r in runs for s in r.step_seconds]
     decode_s = sum(steps)

@@ -37,8 +37,18 @@ def measure_peak_rss(
     after_load_rss_bytes, mmap, final RssAnon/RssFile/AnonHugePages, load_s) plus `model_rss_bytes`
     = peak - baseline. The child inherits the environment (GLIBC_TUNABLES included), so its memory
     is laid out as the parent's. Raises RuntimeError with the child's stderr if it fails."""
-    cmd = [sys.executable, "-m", "edge_bench.memory_probe", runtime, str(path), str(threads),
-           str(prompt_len), str(n_decode), "--options", json.dumps(options or {})]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_bench.memory_probe",
+        runtime,
+        str(path),
+        str(threads),
+        str(prompt_len),
+        str(n_decode),
+        "--options",
+        json.dumps(options or {}),
+    ]
     env = dict(os.environ)
     env.update({k: str(threads) for k in THREAD_ENV})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)

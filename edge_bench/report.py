@@ -6,7 +6,7 @@ report.json, schema_version 1 (times in ms unless named *_s, speeds in tokens/s,
     schema_version  int     1; bumped when a field changes meaning or goes away
     tool            str     "edge_bench"
     created_at      str     UTC, ISO 8601
-    config          dict    the run_bench arguments (threads, prompt_lengths, n_decode, min_repeats, ...)
+    config          dict    the BenchSettings fields (threads, prompt_lengths, n_decode, min_repeats, ...)
     task            dict    {spec, name, shots, n_questions, max_new_tokens, threads} (accuracy settings)
     host            dict    CPU model, cores, ISA flags, runtime versions (edge_bench.host)
     bandwidth       dict|null  memory read bandwidth measured in the same run (edge_bench.bandwidth)
@@ -34,32 +34,57 @@ report.json, schema_version 1 (times in ms unless named *_s, speeds in tokens/s,
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from edge_bench.recommend import accuracy_drop, fmt_or_dash, round_or_none
+
 SCHEMA_VERSION = 1
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 
 REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "schema_version": int, "tool": str, "created_at": str, "config": dict, "task": dict, "host": dict,
-    "bandwidth": (dict, type(None)), "variants": list, "results": list, "recommendation": dict,
+    "schema_version": int,
+    "tool": str,
+    "created_at": str,
+    "config": dict,
+    "task": dict,
+    "host": dict,
+    "bandwidth": (dict, type(None)),
+    "variants": list,
+    "results": list,
+    "recommendation": dict,
     "warnings": list,
-}  # fmt: skip
+}
 NUM = (int, float)
 OPT_NUM = (int, float, type(None))
 REQUIRED_VARIANT = {
-    "name": str, "format": str, "runtime": str, "quant": str, "size_bytes": int,
-    "bits_per_weight": OPT_NUM, "reference": (str, type(None)), "accuracy": OPT_NUM,
-    "top1_agreement": OPT_NUM, "best": (dict, type(None)),
-}  # fmt: skip
+    "name": str,
+    "format": str,
+    "runtime": str,
+    "quant": str,
+    "size_bytes": int,
+    "bits_per_weight": OPT_NUM,
+    "reference": (str, type(None)),
+    "accuracy": OPT_NUM,
+    "top1_agreement": OPT_NUM,
+    "best": (dict, type(None)),
+}
 REQUIRED_RESULT = {
-    "variant": str, "threads": int, "prompt_tokens": int, "load_s": NUM, "ttft_ms": dict,
-    "prefill_tokens_per_s": OPT_NUM, "decode_tokens_per_s": OPT_NUM, "per_token_ms": (dict, type(None)),
-    "peak_rss_mb": OPT_NUM, "mmap": (bool, type(None)), "efficiency": OPT_NUM, "busy": bool,
-}  # fmt: skip
+    "variant": str,
+    "threads": int,
+    "prompt_tokens": int,
+    "load_s": NUM,
+    "ttft_ms": dict,
+    "prefill_tokens_per_s": OPT_NUM,
+    "decode_tokens_per_s": OPT_NUM,
+    "per_token_ms": (dict, type(None)),
+    "peak_rss_mb": OPT_NUM,
+    "mmap": (bool, type(None)),
+    "efficiency": OPT_NUM,
+    "busy": bool,
+}
 
 
 def check_report(report: dict) -> None:
@@ -101,146 +126,27 @@ def load_report(path: str | Path) -> dict:
 # ---- summaries ------------------------------------------------------------------------------------
 
 
-def _mean(xs: Sequence[float | None]) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
-
-
-def best_speed(results: Sequence[dict]) -> dict | None:
-    """A variant's figures at its fastest thread count: per thread count, the mean over prompt lengths
-    of decode tokens/s, p50/p90/p99 ms per token and efficiency; the thread count with the highest
-    decode tokens/s wins."""
-    by_threads: dict[int, list[dict]] = {}
-    for r in results:
-        if r.get("decode_tokens_per_s") is not None:
-            by_threads.setdefault(r["threads"], []).append(r)
-    if not by_threads:
-        return None
-    rows = []
-    for threads, rs in sorted(by_threads.items()):
-        pct = [r.get("per_token_ms") or {} for r in rs]
-        rows.append({
-            "threads": threads,
-            "decode_tokens_per_s": _round(_mean([r["decode_tokens_per_s"] for r in rs]), 3),
-            **{f"{p}_ms": _round(_mean([d.get(p) for d in pct]), 4) for p in ("p50", "p90", "p99")},
-            "efficiency": _round(_mean([r.get("efficiency") for r in rs]), 4),
-        })  # fmt: skip
-    return max(rows, key=lambda row: row["decode_tokens_per_s"])
-
-
-def accuracy_drop(report: dict, variant: dict) -> float | None:
-    """Reference accuracy - the variant's (0 for a reference itself); None when either is unknown."""
-    if variant.get("accuracy") is None:
-        return None
-    if variant.get("reference") is None:
-        return 0.0 if variant["format"] == "pytorch" else None
-    ref = next((v for v in report["variants"] if v["name"] == variant["reference"]), None)
-    if ref is None or ref.get("accuracy") is None:
-        return None
-    return ref["accuracy"] - variant["accuracy"]
-
-
-def choose(report: dict, max_accuracy_drop: float) -> tuple[dict | None, str]:
-    """(the fastest variant within `max_accuracy_drop` of its fp32 reference or None, the reason)."""
-    eligible, skipped = [], []
-    for v in report["variants"]:
-        drop = accuracy_drop(report, v)
-        if v.get("best") is None or drop is None:
-            skipped.append(v["name"])
-        elif drop <= max_accuracy_drop + 1e-9:
-            eligible.append(v)
-    if not any(v.get("accuracy") is not None for v in report["variants"]):
-        return None, "task accuracy was not measured (give --task)"
-    if not eligible:
-        why = f"no variant is within {max_accuracy_drop * 100:.1f} points of its fp32 reference"
-        return None, why + (f" (no speed or accuracy for: {', '.join(skipped)})" if skipped else "")
-    best = max(eligible, key=lambda v: v["best"]["decode_tokens_per_s"])
-    return best, f"fastest of {len(eligible)} within {max_accuracy_drop * 100:.1f} points of fp32"
-
-
-def recommend(report: dict, max_accuracy_drop: float) -> str:
-    """One line: the fastest variant (decode tokens/s at its best thread count) whose task accuracy is
-    within `max_accuracy_drop` (a fraction: 0.02 = 2 points) of its fp32 reference."""
-    v, why = choose(report, max_accuracy_drop)
-    if v is None:
-        return f"recommendation: none - {why}"
-    b, drop = v["best"], accuracy_drop(report, v)
-    return (
-        f"recommendation: {v['name']} - {b['decode_tokens_per_s']:.1f} decode tok/s at {b['threads']} "
-        f"thread(s), p50 {b['p50_ms']:.2f} ms/token, accuracy {v['accuracy']:.3f} "
-        f"(drop {drop * 100:+.1f} points), {v['size_bytes'] / 1e6:.1f} MB; {why}"
-    )
-
-
-# ---- comparison with a previous report --------------------------------------------------------------
-
-
-def _short(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
-
-
-def _pct(new: float | None, old: float | None) -> str:
-    if new is None or old is None or not old:
-        return ""
-    return f" ({(new / old - 1) * 100:+.1f}%)"
-
-
-def _fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def compare_reports(new: dict, old: dict, max_accuracy_drop: float) -> list[str]:
-    """Side-by-side lines: hosts, then per variant decode tokens/s and accuracy (old -> new, deltas),
-    then both recommendations. Variants match by name, else by name without the source prefix."""
-    lines = []
-    for label, rep in (("old", old), ("new", new)):
-        h = rep.get("host", {})
-        lines.append(f"{label}: {rep.get('created_at', '?')}  {h.get('cpu_model', '?')}, "
-                     f"{h.get('logical_cores', '?')} cores, task {rep['task'].get('name', '?')}")  # fmt: skip
-    lines += _extra_bufts_differ(new, old)
-    old_by = {v["name"]: v for v in old["variants"]}
-    old_short = {_short(v["name"]): v for v in old["variants"]}
-    width = max([len(v["name"]) for v in new["variants"] + old["variants"]] + [7])
-    lines.append(f"{'variant':<{width}}  {'decode tok/s old -> new':>32}  {'accuracy old -> new':>28}")
-    matched = set()
-    for v in new["variants"]:
-        o = old_by.get(v["name"]) or old_short.get(_short(v["name"]))
-        if o is not None:
-            matched.add(o["name"])
-        d_new = (v.get("best") or {}).get("decode_tokens_per_s")
-        d_old = ((o or {}).get("best") or {}).get("decode_tokens_per_s")
-        a_new, a_old = v.get("accuracy"), (o or {}).get("accuracy")
-        delta = f" ({(a_new - a_old) * 100:+.1f} pts)" if a_new is not None and a_old is not None else ""
-        speed = f"{_fmt(d_old, '.1f')} -> {_fmt(d_new, '.1f')}{_pct(d_new, d_old)}"
-        acc = f"{_fmt(a_old, '.3f')} -> {_fmt(a_new, '.3f')}{delta}"
-        lines.append(f"{v['name']:<{width}}  {speed:>32}  {acc:>28}")
-    for o in old["variants"]:
-        if o["name"] not in matched:
-            d_old = (o.get("best") or {}).get("decode_tokens_per_s")
-            speed = f"{_fmt(d_old, '.1f')} -> -"
-            lines.append(f"{o['name']:<{width}}  {speed:>32}  {_fmt(o.get('accuracy'), '.3f') + ' -> -':>28}")
-    lines.append("old " + recommend(old, max_accuracy_drop))
-    lines.append("new " + recommend(new, max_accuracy_drop))
-    return lines
-
-
-def _extra_bufts_differ(new: dict, old: dict) -> list[str]:
-    """A warning line when llama.cpp ran with extra buffer types (repacked weights) in one report
-    and without them in the other: its speeds are then not like for like."""
-    got = [(rep.get("host") or {}).get("llama_cpp_extra_bufts") for rep in (old, new)]
-    if None in got or got[0]["use_extra_bufts"] == got[1]["use_extra_bufts"]:
-        return []
-    on_off = ["on" if g["use_extra_bufts"] else "off" for g in got]
-    return [
-        f"warning: llama.cpp extra buffer types were {on_off[0]} (old) and {on_off[1]} (new): "
-        "GGUF speeds differ by that setting too, not only by the change compared"
-    ]
-
-
 # ---- rendering ---------------------------------------------------------------------------------------
 
-COLUMNS = ("variant", "thr", "prompt", "load s", "TTFT ms", "prefill t/s", "decode t/s", "p50 ms",
-           "p90 ms", "p99 ms", "RSS MB", "MB", "bits/w", "eff %", "acc", "top-1", "")  # fmt: skip
+COLUMNS = (
+    "variant",
+    "thr",
+    "prompt",
+    "load s",
+    "TTFT ms",
+    "prefill t/s",
+    "decode t/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "RSS MB",
+    "MB",
+    "bits/w",
+    "eff %",
+    "acc",
+    "top-1",
+    "",
+)
 
 
 def table_rows(report: dict) -> list[list[str]]:
@@ -256,19 +162,42 @@ def table_rows(report: dict) -> list[list[str]]:
             if r.get("peak_rss_mb") is None
             else f"{r['peak_rss_mb']:.0f}" + (" m" if r.get("mmap") else "")
         )
-        rows.append([
-            v["name"], str(r["threads"]), str(r["prompt_tokens"]), f"{r['load_s']:.2f}",
-            _fmt(r["ttft_ms"].get("p50"), ".1f"), _fmt(r["prefill_tokens_per_s"], ".0f"),
-            _fmt(r["decode_tokens_per_s"], ".1f"), _fmt(lat.get("p50"), ".2f"), _fmt(lat.get("p90"), ".2f"),
-            _fmt(lat.get("p99"), ".2f"), rss, f"{v['size_bytes'] / 1e6:.1f}", _fmt(v.get("bits_per_weight"), ".2f"),
-            "-" if eff is None else f"{eff * 100:.0f}", _fmt(v.get("accuracy"), ".3f"),
-            _fmt(v.get("top1_agreement"), ".3f"), "BUSY" if r.get("busy") else "",
-        ])  # fmt: skip
+        rows.append(
+            [
+                v["name"],
+                str(r["threads"]),
+                str(r["prompt_tokens"]),
+                f"{r['load_s']:.2f}",
+                fmt_or_dash(r["ttft_ms"].get("p50"), ".1f"),
+                fmt_or_dash(r["prefill_tokens_per_s"], ".0f"),
+                fmt_or_dash(r["decode_tokens_per_s"], ".1f"),
+                fmt_or_dash(lat.get("p50"), ".2f"),
+                fmt_or_dash(lat.get("p90"), ".2f"),
+                fmt_or_dash(lat.get("p99"), ".2f"),
+                rss,
+                f"{v['size_bytes'] / 1e6:.1f}",
+                fmt_or_dash(v.get("bits_per_weight"), ".2f"),
+                "-" if eff is None else f"{eff * 100:.0f}",
+                fmt_or_dash(v.get("accuracy"), ".3f"),
+                fmt_or_dash(v.get("top1_agreement"), ".3f"),
+                "BUSY" if r.get("busy") else "",
+            ]
+        )
     benched = {r["variant"] for r in report["results"]}
     for v in report["variants"]:
         if v["name"] not in benched:
-            rows.append([v["name"], *["-"] * 10, f"{v['size_bytes'] / 1e6:.1f}", _fmt(v.get("bits_per_weight"), ".2f"),
-                         "-", _fmt(v.get("accuracy"), ".3f"), "-", f"ERROR: {v.get('error') or 'not run'}"])  # fmt: skip
+            rows.append(
+                [
+                    v["name"],
+                    *["-"] * 10,
+                    f"{v['size_bytes'] / 1e6:.1f}",
+                    fmt_or_dash(v.get("bits_per_weight"), ".2f"),
+                    "-",
+                    fmt_or_dash(v.get("accuracy"), ".3f"),
+                    "-",
+                    f"ERROR: {v.get('error') or 'not run'}",
+                ]
+            )
     return rows
 
 
@@ -281,8 +210,10 @@ def format_table(report: dict) -> str:
         for i, (c, w) in enumerate(zip(cells, widths))
     ).rstrip()
     out = [line(COLUMNS), line(["-" * w for w in widths])] + [line(r) for r in rows]
-    out.append("RSS 'm': weights mmapped (page cache not all counted); eff: decode bytes/s / measured read "
-               "bandwidth; BUSY: load average above the free cores during the measurement")  # fmt: skip
+    out.append(
+        "RSS 'm': weights mmapped (page cache not all counted); eff: decode bytes/s / measured read "
+        "bandwidth; BUSY: load average above the free cores during the measurement"
+    )
     return "\n".join(out)
 
 
@@ -294,11 +225,11 @@ def summary_json(report: dict, report_path: str | None = None) -> str:
         "recommended": report["recommendation"].get("variant"),
         "variants": {
             v["name"]: {
-                "decode_tokens_per_s": _round((v.get("best") or {}).get("decode_tokens_per_s"), 2),
-                "p50_ms": _round((v.get("best") or {}).get("p50_ms"), 3),
+                "decode_tokens_per_s": round_or_none((v.get("best") or {}).get("decode_tokens_per_s"), 2),
+                "p50_ms": round_or_none((v.get("best") or {}).get("p50_ms"), 3),
                 "threads": (v.get("best") or {}).get("threads"),
-                "accuracy": _round(v.get("accuracy"), 4),
-                "top1_agreement": _round(v.get("top1_agreement"), 4),
+                "accuracy": round_or_none(v.get("accuracy"), 4),
+                "top1_agreement": round_or_none(v.get("top1_agreement"), 4),
                 "size_bytes": v["size_bytes"],
             }
             for v in report["variants"]
@@ -306,10 +237,6 @@ def summary_json(report: dict, report_path: str | None = None) -> str:
         "busy": any(r.get("busy") for r in report["results"]),
     }
     return json.dumps(line, separators=(",", ":"))
-
-
-def _round(x: float | None, nd: int) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, nd)
 
 
 def print_report(report: dict, report_path: str | None = None, file: TextIO | None = None) -> None:
@@ -337,19 +264,35 @@ def render_markdown(report: dict, plots: Sequence[str] = ()) -> str:
             f"{r['best_gb_per_s']:.1f} GB/s with {t} thread(s)" for t, r in bw["by_threads"].items()
         )
         md.append(f"- memory read bandwidth, best of every sample: {per}")
-    md += ["", "## Settings", "", f"- task: {t.get('name')} ({t.get('shots')}-shot, {t.get('n_questions')} "
-           f"questions, max {t.get('max_new_tokens')} new tokens, {t.get('threads')} thread(s))"]  # fmt: skip
+    md += [
+        "",
+        "## Settings",
+        "",
+        f"- task: {t.get('name')} ({t.get('shots')}-shot, {t.get('n_questions')} "
+        f"questions, max {t.get('max_new_tokens')} new tokens, {t.get('threads')} thread(s))",
+    ]
     md += [f"- {k}: {v}" for k, v in report["config"].items() if k not in ("dirs",)]
     md += ["", "## Results", "", "| " + " | ".join(c or "note" for c in COLUMNS) + " |"]
     md.append("|" + "---|" * len(COLUMNS))
     md += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in table_rows(report)]
-    md += ["", "## Accuracy", "", "| variant | reference | accuracy | drop (points) | top-1 agreement | n |",
-           "|---|---|---|---|---|---|"]  # fmt: skip
+    md += [
+        "",
+        "## Accuracy",
+        "",
+        "| variant | reference | accuracy | drop (points) | top-1 agreement | n |",
+        "|---|---|---|---|---|---|",
+    ]
     for v in report["variants"]:
         drop = accuracy_drop(report, v)
-        md.append(f"| {v['name']} | {v.get('reference') or '-'} | {_fmt(v.get('accuracy'), '.3f')} | "
-                  f"{'-' if drop is None else f'{drop * 100:+.1f}'} | {_fmt(v.get('top1_agreement'), '.3f')} | "
-                  f"{v.get('n_questions', '-')} |")  # fmt: skip
+        cells = [
+            v["name"],
+            v.get("reference") or "-",
+            fmt_or_dash(v.get("accuracy"), ".3f"),
+            "-" if drop is None else f"{drop * 100:+.1f}",
+            fmt_or_dash(v.get("top1_agreement"), ".3f"),
+            str(v.get("n_questions", "-")),
+        ]
+        md.append("| " + " | ".join(cells) + " |")
     md += ["", "## Recommendation", "", report["recommendation"]["line"], ""]
     md += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     if report["warnings"]:

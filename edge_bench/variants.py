@@ -17,13 +17,13 @@ every weight matrix once per token, an untied input embedding one row, the KV ca
 from __future__ import annotations
 
 import json
-import math
-import struct
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from edge_bench.bandwidth import bytes_per_token, gguf_tensors
+from common.gguf_header import read_gguf_header
+from common.safetensors_header import safetensors_files, safetensors_tensors
+from edge_bench.bandwidth import bytes_per_token
 
 MANIFEST = "manifest.json"
 ACCEPTED = "an export directory with manifest.json, a .gguf file, an ONNX directory or an HF model directory"
@@ -74,14 +74,8 @@ def _bytes_per_token(runtime: str, path: Path) -> int:
 
 def _safetensors_params(model_dir: Path) -> tuple[int, int]:
     """(parameters, bytes on disk) of an HF directory's safetensors files, from their JSON headers."""
-    n_params, n_bytes = 0, 0
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(length))
-        n_params += sum(math.prod(t["shape"]) for key, t in header.items() if key != "__metadata__")
-        n_bytes += path.stat().st_size
-    return n_params, n_bytes
+    n_params = sum(t.numel for t in safetensors_tensors(Path(model_dir)))
+    return n_params, sum(path.stat().st_size for path in safetensors_files(model_dir))
 
 
 def pytorch_variant(model_dir: Path, source: str = "") -> Variant:
@@ -91,28 +85,42 @@ def pytorch_variant(model_dir: Path, source: str = "") -> Variant:
     if n_params == 0:
         raise FileNotFoundError(f"{model_dir}: no *.safetensors weights (expected an HF model directory)")
     return Variant(
-        name="pytorch-fp32", format="pytorch", runtime="pytorch", path=model_dir, quant="fp32",
-        size_bytes=disk, bits_per_weight=round(8 * disk / n_params, 3), tokenizer=model_dir,
-        bytes_per_token=_bytes_per_token("pytorch", model_dir), source=source or str(model_dir),
-    )  # fmt: skip
+        name="pytorch-fp32",
+        format="pytorch",
+        runtime="pytorch",
+        path=model_dir,
+        quant="fp32",
+        size_bytes=disk,
+        bits_per_weight=round(8 * disk / n_params, 3),
+        tokenizer=model_dir,
+        bytes_per_token=_bytes_per_token("pytorch", model_dir),
+        source=source or str(model_dir),
+    )
 
 
-def gguf_variant(path: Path, quant: str = "", record: dict | None = None, tokenizer: Path | None = None,
-                 source: str = "") -> Variant:  # fmt: skip
+def gguf_variant(
+    path: Path, quant: str = "", record: dict | None = None, tokenizer: Path | None = None, source: str = ""
+) -> Variant:
     """A GGUF file run by llama.cpp; `record` is its manifest entry when there is one."""
     path = Path(path).expanduser().resolve()
     record = record or {}
-    tensors = gguf_tensors(path)
-    n_params = sum(math.prod(shape) for _, _, shape, _ in tensors)
-    tensor_bytes = sum(nbytes for *_, nbytes in tensors)
+    tensors = read_gguf_header(path, metadata=False)[1]
+    n_params = sum(t["params"] for t in tensors)
+    tensor_bytes = sum(t["bytes"] for t in tensors)
     quant = quant or record.get("quant") or path.stem.rsplit("-", 1)[-1].lower()
     bpw = record.get("bits_per_weight") or (round(8 * tensor_bytes / n_params, 4) if n_params else None)
     return Variant(
-        name=f"gguf-{quant}", format="gguf", runtime="llama_cpp", path=path, quant=quant,
-        size_bytes=int(record.get("size_bytes") or path.stat().st_size), bits_per_weight=bpw,
-        tokenizer=tokenizer or path, bytes_per_token=_bytes_per_token("llama_cpp", path),
+        name=f"gguf-{quant}",
+        format="gguf",
+        runtime="llama_cpp",
+        path=path,
+        quant=quant,
+        size_bytes=int(record.get("size_bytes") or path.stat().st_size),
+        bits_per_weight=bpw,
+        tokenizer=tokenizer or path,
+        bytes_per_token=_bytes_per_token("llama_cpp", path),
         source=source or str(path),
-    )  # fmt: skip
+    )
 
 
 def onnx_variant(onnx_dir: Path, quant: str = "", record: dict | None = None, source: str = "") -> Variant:
@@ -125,11 +133,17 @@ def onnx_variant(onnx_dir: Path, quant: str = "", record: dict | None = None, so
     size = int(record.get("size_bytes") or sum(p.stat().st_size for p in files))
     bpw = record.get("bits_per_weight")  # needs the PyTorch parameter count: only from the manifest
     return Variant(
-        name=f"onnx-{quant or record.get('quant') or onnx_dir.name}", format="onnx", runtime="onnxruntime",
-        path=onnx_dir, quant=quant or record.get("quant") or onnx_dir.name, size_bytes=size,
-        bits_per_weight=bpw, tokenizer=onnx_dir, bytes_per_token=_bytes_per_token("onnxruntime", onnx_dir),
+        name=f"onnx-{quant or record.get('quant') or onnx_dir.name}",
+        format="onnx",
+        runtime="onnxruntime",
+        path=onnx_dir,
+        quant=quant or record.get("quant") or onnx_dir.name,
+        size_bytes=size,
+        bits_per_weight=bpw,
+        tokenizer=onnx_dir,
+        bytes_per_token=_bytes_per_token("onnxruntime", onnx_dir),
         source=source or str(onnx_dir),
-    )  # fmt: skip
+    )
 
 
 def _is_fake_spec(path: Path) -> bool:
@@ -146,12 +160,18 @@ def fake_variant(spec_path: Path) -> Variant:
     spec = _read_json(spec_path)
     size = int(spec.get("size_bytes", 1_000_000))
     return Variant(
-        name=spec.get("name", spec_path.stem), format=spec.get("format", "fake"), runtime="fake",
-        path=spec_path, quant=spec.get("quant", "fake"), size_bytes=size,
-        bits_per_weight=spec.get("bits_per_weight"), tokenizer=None,
-        bytes_per_token=int(spec.get("bytes_per_token", size)), reference=spec.get("reference"),
+        name=spec.get("name", spec_path.stem),
+        format=spec.get("format", "fake"),
+        runtime="fake",
+        path=spec_path,
+        quant=spec.get("quant", "fake"),
+        size_bytes=size,
+        bits_per_weight=spec.get("bits_per_weight"),
+        tokenizer=None,
+        bytes_per_token=int(spec.get("bytes_per_token", size)),
+        reference=spec.get("reference"),
         source=str(spec_path.parent),
-    )  # fmt: skip
+    )
 
 
 def _resolve(raw: str, export_dir: Path, fmt: str) -> Path:

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from arte.errors import UserError
+from common.errors import UserError
 
 
 def is_adapter(path: Path) -> bool:
@@ -27,8 +27,8 @@ def merge_adapter(
         )
         if not recorded or not Path(recorded).is_dir():
             raise UserError(
-                f"export: {adapter_dir} is a LoRA adapter and its base ({recorded or 'not recorded'}) is not a "
-                "local directory: pass the base model with --base"
+                f"export: {adapter_dir} is a LoRA adapter and its base ({recorded or 'not recorded'}) "
+                "is not a local directory: pass the base model with --base"
             )
         base = recorded
     base_dir = Path(base).expanduser()

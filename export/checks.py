@@ -7,10 +7,10 @@ embedding that an exporter could duplicate.
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
-from arte.errors import UserError
+from common.errors import UserError
+from common.safetensors_header import safetensors_tensors
 
 SUPPORTED = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 """model_type -> architecture of what the exporters support."""
@@ -36,20 +36,17 @@ def model_config(model_dir: Path) -> dict:
     if config.get("model_type") not in SUPPORTED:
         archs = ", ".join(config.get("architectures") or []) or config.get("model_type")
         raise UserError(
-            f"export: {model_dir}: unsupported architecture {archs!r}. Supported: {', '.join(SUPPORTED.values())}"
+            f"export: {model_dir}: unsupported architecture {archs!r}. "
+            f"Supported: {', '.join(SUPPORTED.values())}"
         )
     return config
 
 
 def embedding_rows(model_dir: Path) -> int | None:
     """Rows of the input embedding, read from the safetensors headers (no weights loaded)."""
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n))
-        for name, info in header.items():
-            if name.endswith("embed_tokens.weight"):
-                return int(info["shape"][0])
+    for t in safetensors_tensors(Path(model_dir)):
+        if t.name.endswith("embed_tokens.weight"):
+            return int(t.shape[0])
     return None
 
 

@@ -1,7 +1,20 @@
-"""Our HF -> GGUF converter for the architectures we support (Llama family, Qwen2), built on the
-`gguf` package and following llama.cpp's convert_hf_to_gguf.py: hyper-parameters, tensor names, the
-rotary Q/K permutation of Llama checkpoints, tied embeddings written once, and the tokenizer
-(vocab, merges, pre-tokenizer, special ids, chat template) carried into the file.
+"""Our HF -> GGUF converter for the architectures we support (Llama family, Qwen2): an HF model
+directory becomes one F32 or F16 GGUF file (`convert_hf_to_gguf`), which `export.gguf_quantize` then
+quantizes.
+
+It is built on the `gguf` package and writes what llama.cpp's own convert_hf_to_gguf.py
+(llama-cpp-python 0.3.36, vendor/llama.cpp/conversion/: TextModel, LlamaModel, Qwen2Model) writes
+for the architectures we support:
+- hyper-parameters as `{arch}.*` keys; Llama's Q/K rows permuted from HF's rotate-half layout to
+  GGML's interleaved pairs (Qwen2 is not permuted: llama.cpp runs it with NEOX rope); Qwen2's q/k/v
+  biases; F16 output keeps 1-D tensors and norms in F32; tied embeddings are written once, as
+  `token_embd` (llama.cpp uses it for the output when `output.weight` is absent).
+- the tokenizer from `tokenizer.json` (byte-level BPE: tokenizer.ggml.model "gpt2"): tokens padded to
+  the embedding rows with [PADi], token types, merges, special ids, chat template (gguf.SpecialVocab),
+  add_bos/add_eos as the HF tokenizer really behaves, and the pre-tokenizer name llama.cpp needs to
+  split text like HF: found by the same hash as llama.cpp's converter, else from the pre-tokenizer's
+  structure. A model directory without a usable tokenizer.json but with a recorded source GGUF
+  (`arte-materialized.json`) gets that GGUF's tokenizer.* metadata copied instead.
 """
 
 from __future__ import annotations
@@ -14,39 +27,24 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from arte.errors import UserError, unknown_name
+from common.errors import UserError
+from common.hf_models import source_gguf
 
 log = logging.getLogger(__name__)
 
 
 SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
-
-
-"""HF architecture -> GGUF architecture. Llama covers the byte-level-BPE Llama family (SmolLM/SmolLM2, Llama 3.x)."""
+"""HF architecture -> GGUF architecture. Llama covers the byte-level-BPE Llama family (SmolLM/SmolLM2,
+Llama 3.x)."""
 
 
 _MODEL_TYPES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
-QUANT_TYPES = {
-    "f32": "LLAMA_FTYPE_ALL_F32",
-    **{
-        q: f"LLAMA_FTYPE_MOSTLY_{q.upper()}"
-        for q in (
-            "f16 bf16 q8_0 q6_k q5_k_m q5_k_s q5_1 q5_0 q4_k_m q4_k_s q4_1 q4_0 "
-            "q3_k_l q3_k_m q3_k_s q2_k iq4_nl iq4_xs"
-        ).split()
-    },
-}
-
-
-"""Quant type name -> llama.cpp ftype constant (llama_cpp.LLAMA_FTYPE_*). Types that need an
-importance matrix (IQ1/IQ2/IQ3) are not offered."""
-
-
 _CHKTXT = (
     "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) "
-    "✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ "
+    "✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 "
+    "កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ "
     "------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, "
     "'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL"
 )
@@ -61,7 +59,10 @@ _CHKHSH = {
 }
 
 
-_QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 _LLAMA3_SPLIT = _QWEN2_SPLIT.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
@@ -89,17 +90,6 @@ def read_model_config(model_dir: Path) -> tuple[dict, str]:
             f"Supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
     return config, SUPPORTED_ARCHITECTURES[arch]
-
-
-def check_quant_types(quants: list[str]) -> list[str]:
-    """Lower-cased, de-duplicated quant names; UserError for a name llama.cpp's quantizer lacks here."""
-    names = list(dict.fromkeys(q.strip().lower() for q in quants if q.strip()))
-    if not names:
-        raise UserError(f"no GGUF quant type given. Valid: {', '.join(QUANT_TYPES)}")
-    for q in names:
-        if q not in QUANT_TYPES:
-            raise unknown_name("GGUF quant type", q, QUANT_TYPES, where="export gguf")
-    return names
 
 
 def convert_hf_to_gguf(model_dir: Path, out_path: Path, outtype: Literal["f32", "f16"] = "f16") -> Path:
@@ -258,11 +248,11 @@ def _write_tokenizer(writer, model_dir: Path, n_vocab: int) -> None:
     ):
         _write_bpe_tokenizer(writer, model_dir, spec, n_vocab)
         return
-    source = _source_gguf(model_dir)
+    source = source_gguf(model_dir)
     if source is None:
         raise UserError(
-            f"{model_dir}: the GGUF exporter needs a byte-level BPE tokenizer.json (GPT-2/Llama-3/Qwen2/SmolLM "
-            "style) or a recorded source GGUF; SentencePiece tokenizers are not supported"
+            f"{model_dir}: the GGUF exporter needs a byte-level BPE tokenizer.json (GPT-2/Llama-3/Qwen2/"
+            "SmolLM style) or a recorded source GGUF; SentencePiece tokenizers are not supported"
         )
     copy_tokenizer_metadata(source, writer)
 
@@ -312,7 +302,7 @@ def _write_bpe_tokenizer(writer, model_dir: Path, spec: dict, n_vocab: int) -> N
 def pre_tokenizer_name(tokenizer, spec: dict) -> str:
     """The tokenizer.ggml.pre name that makes llama.cpp split text like this HF tokenizer: llama.cpp's
     hash of the tokenization of a probe text, else the tokenizer.json pre-tokenizer's structure, else
-    'default' with a loud warning (verify.tokenizer_parity then shows the damage)."""
+    'default' with a loud warning (export.gguf_verify.tokenizer_parity then shows the damage)."""
     chkhsh = hashlib.sha256(str(tokenizer.encode(_CHKTXT)).encode()).hexdigest()
     if chkhsh in _CHKHSH:
         return _CHKHSH[chkhsh]
@@ -341,14 +331,6 @@ def pre_tokenizer_name(tokenizer, spec: dict) -> str:
         "*" * 100,
     )
     return "default"
-
-
-def _source_gguf(model_dir: Path) -> Path | None:
-    marker = model_dir / "arte-materialized.json"
-    if not marker.is_file():
-        return None
-    source = Path(json.loads(marker.read_text()).get("source_gguf", ""))
-    return source if source.is_file() else None
 
 
 def copy_tokenizer_metadata(source_gguf: Path, writer) -> int:

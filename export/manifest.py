@@ -1,6 +1,6 @@
 """`manifest.json` of an export directory: the source model (path, config, weight hash), the
 pre-export checks, tool versions, and one record per exported variant (format, quant, file size,
-bits per weight, sha256, verification). edge_bench reads this file; it never imports arte."""
+bits per weight, sha256, verification). edge_bench reads this file; it imports neither arte nor export."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hashlib
 import time
 from pathlib import Path
 
-from arte.run_dir import read_json, write_json_atomic
+from common.records import read_json, write_json_atomic
 
 MANIFEST = "manifest.json"
 
@@ -27,8 +27,18 @@ def tool_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("arte-edge", "torch", "transformers", "gguf", "llama-cpp-python", "optimum", "optimum-onnx",
-                 "onnx", "onnxruntime", "peft"):  # fmt: skip
+    for name in (
+        "arte-edge",
+        "torch",
+        "transformers",
+        "gguf",
+        "llama-cpp-python",
+        "optimum",
+        "optimum-onnx",
+        "onnx",
+        "onnxruntime",
+        "peft",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -53,12 +63,15 @@ def update_manifest(
         v for v in manifest["variants"] if (v["format"], v["quant"]) not in keep
     ] + records
     manifest.update(
-        source={"path": str(Path(source).resolve()), "weights_sha256": weights_sha256(source),
-                "config": read_json(Path(source) / "config.json")},
+        source={
+            "path": str(Path(source).resolve()),
+            "weights_sha256": weights_sha256(source),
+            "config": read_json(Path(source) / "config.json"),
+        },
         checks=checks,
         tool_versions=tool_versions(),
         runtime={**manifest.get("runtime", {}), **runtime},
         updated_at=time.time(),
-    )  # fmt: skip
+    )
     write_json_atomic(path, manifest)
     return manifest

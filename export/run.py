@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from arte.errors import UserError
+from common.errors import UserError
 from export.adapter import is_adapter, merge_adapter
 from export.checks import pre_export_checks
 from export.manifest import update_manifest
@@ -44,7 +44,7 @@ def export_model(
     (`common.llama_cpp_loader`); the decision is recorded in the manifest."""
     out_dir = Path(out_dir)
     if gguf:  # validate names before any heavy work
-        from export.gguf import check_quant_types
+        from export.gguf_quantize import check_quant_types
 
         gguf = check_quant_types(list(gguf))
     if onnx:

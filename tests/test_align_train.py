@@ -1,4 +1,5 @@
-"""Teacher DPO (arte.align, ARTE step 3) and student SFT (arte.train, step 4) on the tiny random Llama.
+"""Teacher DPO (arte.stages.align, ARTE step 3) and student SFT (arte.stages.train, step 4) on the
+tiny random Llama.
 
 What is checked against an independent computation (a plain forward pass here, not trl's numbers):
 DPO raises log p(chosen) - log p(rejected) on a trivially learnable preference; SFT lowers the NLL of
@@ -16,11 +17,11 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-from arte.align import AlignConfig, align_teacher, truncate_prompt  # noqa: E402
-from arte.config import from_dict  # noqa: E402
-from arte.errors import UserError  # noqa: E402
 from arte.finetune import choose_pad_token  # noqa: E402
-from arte.train import TrainConfig, build_sft_trainer, train_student  # noqa: E402
+from arte.stages.align import AlignConfig, align_teacher, truncate_prompt  # noqa: E402
+from arte.stages.train import TrainConfig, build_sft_trainer, train_student  # noqa: E402
+from common.config import from_dict  # noqa: E402
+from common.errors import UserError  # noqa: E402
 
 FAST = dict(batch_size=4, gradient_accumulation_steps=1, checkpoint_steps=0, threads=1, logging_steps=1)
 """Settings for seconds-long runs: 8 rows = 2 optimizer steps per epoch."""
@@ -35,20 +36,28 @@ def write_jsonl(path: Path, rows: list) -> Path:
 def pairs_path(tmp_path_factory) -> Path:
     """8 DPO pairs whose preference is trivially learnable: always ' yes' over ' no'."""
     rows = [
-        {"prompt": f"Question: is {i} smaller than {i + 3}? Answer:", "chosen": " yes", "rejected": " no",
-         "level": "rationale", "task": "toy"}
+        {
+            "prompt": f"Question: is {i} smaller than {i + 3}? Answer:",
+            "chosen": " yes",
+            "rejected": " no",
+            "level": "rationale",
+            "task": "toy",
+        }
         for i in range(8)
-    ]  # fmt: skip
+    ]
     return write_jsonl(tmp_path_factory.mktemp("pairs") / "pairs.jsonl", rows)
 
 
 @pytest.fixture(scope="module")
 def sft_path(tmp_path_factory) -> Path:
     rows = [
-        {"prompt": f"Question: What is {i} + 2? Answer: Let's think step by step.",
-         "completion": f" {i} + 2 = {i + 2}. <ans>{i + 2}</ans>", "task": "toy"}
+        {
+            "prompt": f"Question: What is {i} + 2? Answer: Let's think step by step.",
+            "completion": f" {i} + 2 = {i + 2}. <ans>{i + 2}</ans>",
+            "task": "toy",
+        }
         for i in range(8)
-    ]  # fmt: skip
+    ]
     return write_jsonl(tmp_path_factory.mktemp("sft") / "sft.jsonl", rows)
 
 

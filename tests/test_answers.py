@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from arte.tasks import Example, Task, extract_answer, normalize_answer, score_completions
+from common.tasks import Example, Task, extract_answer, normalize_answer, score_completions
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ import pytest
 
 from arte.backends import BackendConfig
 from arte.backends.base import SamplingParams
-from arte.backends.threads import available_cores, pick_threads
-from arte.errors import UserError
+from common.errors import UserError
+from common.threads import available_cores, pick_threads
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

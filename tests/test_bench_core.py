@@ -84,8 +84,13 @@ def test_repeat_until_is_capped_by_max_count():
 
 def test_repeat_until_with_real_sleeps():
     rt = FakeRuntime(decode_s=0.005)
-    rep = repeat_until(lambda: rt.decode(1) if rt._digest else rt.prefill([1]), min_count=4, min_seconds=0.05,
-                       max_count=1000, warmup=1)  # fmt: skip
+    rep = repeat_until(
+        lambda: rt.decode(1) if rt._digest else rt.prefill([1]),
+        min_count=4,
+        min_seconds=0.05,
+        max_count=1000,
+        warmup=1,
+    )
     assert len(rep.seconds) >= 4 and rep.total_seconds >= 0.05
     assert min(rep.seconds) >= 0.005 * 0.9 and len(rep.seconds) < 20
 
@@ -145,7 +150,7 @@ def test_benchmark_generation_warms_up_repeats_and_pools():
 @pytest.fixture(scope="module")
 def tiny_onnx(tiny_model, tmp_path_factory):
     pytest.importorskip("onnxruntime")
-    from export.onnx import export_onnx_fp32
+    from export.onnx_export import export_onnx_fp32
 
     return export_onnx_fp32(tiny_model.hf_dir, tmp_path_factory.mktemp("tiny-onnx") / "fp32")
 
@@ -164,14 +169,21 @@ def test_pytorch_onnx_and_llama_cpp_give_the_same_greedy_tokens(tiny_model, tiny
     """llama.cpp twice: with its library defaults, and as `arte bench` runs it (read into memory,
     flash attention), which must not change what the model computes."""
     gguf = tiny_model.gguf_path
-    variants = {"pytorch": (tiny_model.hf_dir, {}), "onnxruntime": (tiny_onnx, {}), "llama_cpp": (gguf, {}),
-                "llama_cpp_bench": (gguf, {"use_mmap": False, "flash_attn": True})}  # fmt: skip
+    variants = {
+        "pytorch": (tiny_model.hf_dir, {}),
+        "onnxruntime": (tiny_onnx, {}),
+        "llama_cpp": (gguf, {}),
+        "llama_cpp_bench": (gguf, {"use_mmap": False, "flash_attn": True}),
+    }
     out = {}
     for name, (path, options) in variants.items():
         rt = open_runtime(name.removesuffix("_bench"), path, threads=1, **options)
         if options:
             assert rt.settings["use_mmap"] is False and rt.settings["flash_attn"] is True
         try:
+            if name == "onnxruntime":
+                with pytest.raises(RuntimeError, match="decode before prefill"):
+                    rt.decode(PROMPT[0])
             out[name] = _greedy(rt, PROMPT, 8)
             assert _greedy(rt, PROMPT, 8)[0] == out[name][0]  # prefill resets the sequence
         finally:
@@ -215,9 +227,13 @@ def test_peak_rss_is_measured_in_a_fresh_process(tiny_model):
     fake = measure_peak_rss("fake", "fake", threads=1, prompt_len=8, n_decode=4)
     assert fake["peak_rss_bytes"] > 5e6 and fake["mmap"] is None
     gguf = measure_peak_rss(
-        "llama_cpp", tiny_model.gguf_path, threads=1, prompt_len=8, n_decode=4,
+        "llama_cpp",
+        tiny_model.gguf_path,
+        threads=1,
+        prompt_len=8,
+        n_decode=4,
         options={"use_mmap": False, "flash_attn": True},
-    )  # fmt: skip
+    )
     assert gguf["mmap"] is False and gguf["options"] == {"use_mmap": False, "flash_attn": True}
     assert gguf["peak_rss_bytes"] >= gguf["after_load_rss_bytes"] > 0
     assert gguf["model_rss_bytes"] > 0 and gguf["decode_steps"] == 4

@@ -15,8 +15,9 @@ import pytest
 
 from edge_bench import hugepages
 from edge_bench.bandwidth import BandwidthMeter
-from edge_bench.bench import BenchSettings, _set_efficiency, runtime_options
+from edge_bench.measure import _set_efficiency, runtime_options
 from edge_bench.memory import measure_peak_rss
+from edge_bench.settings import BenchSettings
 from edge_bench.variants import Variant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,8 +27,12 @@ needs_thp = pytest.mark.skipif(not CAN_HUGE, reason="needs Linux, glibc and THP 
 
 def test_thp_mode_reads_the_bracketed_choice(tmp_path):
     f = tmp_path / "enabled"
-    for text, mode in [("always [madvise] never\n", "madvise"), ("[always] madvise never", "always"),
-                       ("always madvise [never]", "never"), ("garbage", None)]:  # fmt: skip
+    for text, mode in [
+        ("always [madvise] never\n", "madvise"),
+        ("[always] madvise never", "always"),
+        ("always madvise [never]", "never"),
+        ("garbage", None),
+    ]:
         f.write_text(text)
         assert hugepages.thp_mode(f) == mode
     assert hugepages.thp_mode(tmp_path / "missing") is None
@@ -105,14 +110,45 @@ def test_bandwidth_meter_pools_measurements_and_efficiency_uses_the_higher_best(
 def _bench_as_a_command(tmp_path: Path, *flags: str) -> dict:
     tmp_path.mkdir(parents=True, exist_ok=True)
     spec = tmp_path / "fake.json"
-    spec.write_text(json.dumps({"runtime": "fake", "name": "f", "format": "gguf", "quant": "f16",
-                                "size_bytes": 1000, "bytes_per_token": 1000}))  # fmt: skip
+    spec.write_text(
+        json.dumps(
+            {
+                "runtime": "fake",
+                "name": "f",
+                "format": "gguf",
+                "quant": "f16",
+                "size_bytes": 1000,
+                "bytes_per_token": 1000,
+            }
+        )
+    )
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     env["PYTHONPATH"] = str(REPO)
-    cmd = [sys.executable, "-m", "arte.cli", "bench", str(spec), "--threads", "1", "--prompt_lengths", "8",
-           "--n_decode", "2", "--min_repeats", "1", "--min_seconds", "0", "--memory", "false",
-           "--bandwidth_mb", "8", "--out", str(out), *flags]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "arte.cli",
+        "bench",
+        str(spec),
+        "--threads",
+        "1",
+        "--prompt_lengths",
+        "8",
+        "--n_decode",
+        "2",
+        "--min_repeats",
+        "1",
+        "--min_seconds",
+        "0",
+        "--memory",
+        "false",
+        "--bandwidth_mb",
+        "8",
+        "--out",
+        str(out),
+        *flags,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads((out / "report.json").read_text())

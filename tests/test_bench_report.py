@@ -5,20 +5,19 @@ GGUF, a tiny ONNX and their PyTorch reference end to end."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_fakes import CONFIG_KEYS, FAKES, run_cli, write_fakes
 
-from arte.cli import main
 from edge_bench import hugepages
 from edge_bench.accuracy import ByteTokenizer, evaluate_runtime, greedy_complete, task_prompts
 from edge_bench.plots import pareto_front, write_plots
+from edge_bench.recommend import compare_reports, recommend
 from edge_bench.report import (
     COLUMNS,
     REQUIRED,
@@ -26,40 +25,13 @@ from edge_bench.report import (
     REQUIRED_VARIANT,
     SCHEMA_VERSION,
     check_report,
-    compare_reports,
     format_table,
-    recommend,
     table_rows,
 )
 from edge_bench.runtimes.fake import FakeRuntime
 from edge_bench.variants import discover_variants
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FAKES = {  # an fp32 "reference" and two "quantized" twins that disagree with it more and more
-    "fp32": dict(format="pytorch", decode_s=0.002, size_bytes=4_000_000, bits_per_weight=32.0),
-    "q8": dict(format="gguf", noise=0.1, variant_seed=1, decode_s=0.001, size_bytes=1_000_000,
-               bits_per_weight=8.5, reference="fp32"),
-    "q4": dict(format="gguf", noise=1.0, variant_seed=2, decode_s=0.0005, size_bytes=600_000,
-               bits_per_weight=4.5, reference="fp32"),
-}  # fmt: skip
-
-
-def write_fakes(directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, spec in FAKES.items():
-        path = directory / f"{name}.json"
-        path.write_text(json.dumps({"runtime": "fake", "name": name, "quant": name,
-                                    "bytes_per_token": spec["size_bytes"], **spec}))  # fmt: skip
-        paths.append(path)
-    return paths
-
-
-def run_cli(argv: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(argv)
-    return rc, out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +40,30 @@ def fake_bench(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench-fake")
     paths = write_fakes(root / "variants")
     out = root / "out"
-    argv = ["bench", *map(str, paths), "--task", "boolean_expressions", "--threads", "1",
-            "--prompt_lengths", "8,16", "--n_decode", "6", "--min_repeats", "2", "--min_seconds", "0.02",
-            "--n_questions", "3", "--max_new_tokens", "12", "--bandwidth_mb", "8", "--out", str(out)]  # fmt: skip
+    argv = [
+        "bench",
+        *map(str, paths),
+        "--task",
+        "boolean_expressions",
+        "--threads",
+        "1",
+        "--prompt_lengths",
+        "8,16",
+        "--n_decode",
+        "6",
+        "--min_repeats",
+        "2",
+        "--min_seconds",
+        "0.02",
+        "--n_questions",
+        "3",
+        "--max_new_tokens",
+        "12",
+        "--bandwidth_mb",
+        "8",
+        "--out",
+        str(out),
+    ]
     rc, stdout = run_cli(argv)
     return rc, stdout, out
 
@@ -84,6 +77,8 @@ def test_report_json_follows_the_schema(fake_bench):
     for key, tp in REQUIRED.items():
         assert isinstance(report[key], tp), key
     assert [v["name"] for v in report["variants"]] == ["fp32", "q8", "q4"]  # reference first
+    assert list(report["config"]) == CONFIG_KEYS
+    assert report["config"]["threads"] == [1] and report["config"]["prompt_lengths"] == [8, 16]
     assert len(report["results"]) == 3 * 2  # variants x threads x prompt lengths
     for r in report["results"]:
         assert set(REQUIRED_RESULT) <= set(r)
@@ -132,29 +127,61 @@ def test_plots_are_valid_png(fake_bench):
 
 
 def _variant(name, acc, decode, reference="ref", fmt="gguf", size=1_000_000):
-    best = None if decode is None else {"threads": 2, "decode_tokens_per_s": decode, "p50_ms": 1000 / decode,
-                                        "p90_ms": 1100 / decode, "p99_ms": 1300 / decode, "efficiency": 0.5}  # fmt: skip
-    return {"name": name, "format": fmt, "runtime": "llama_cpp", "quant": name, "size_bytes": size,
-            "bits_per_weight": 4.5, "reference": reference, "accuracy": acc, "top1_agreement": 0.9,
-            "best": best, "error": None}  # fmt: skip
+    best = (
+        None
+        if decode is None
+        else {
+            "threads": 2,
+            "decode_tokens_per_s": decode,
+            "p50_ms": 1000 / decode,
+            "p90_ms": 1100 / decode,
+            "p99_ms": 1300 / decode,
+            "efficiency": 0.5,
+        }
+    )
+    return {
+        "name": name,
+        "format": fmt,
+        "runtime": "llama_cpp",
+        "quant": name,
+        "size_bytes": size,
+        "bits_per_weight": 4.5,
+        "reference": reference,
+        "accuracy": acc,
+        "top1_agreement": 0.9,
+        "best": best,
+        "error": None,
+    }
 
 
 def hand_made_report(variants: list[dict]) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "tool": "edge_bench", "created_at": "2025-01-01T00:00:00+00:00",
-            "config": {}, "task": {"name": "t"}, "host": {"cpu_model": "test cpu", "logical_cores": 2},
-            "bandwidth": None, "variants": variants, "results": [], "recommendation": {}, "warnings": []}  # fmt: skip
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "edge_bench",
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "config": {},
+        "task": {"name": "t"},
+        "host": {"cpu_model": "test cpu", "logical_cores": 2},
+        "bandwidth": None,
+        "variants": variants,
+        "results": [],
+        "recommendation": {},
+        "warnings": [],
+    }
 
 
 @pytest.fixture
 def report_a() -> dict:
-    return hand_made_report([
-        _variant("ref", 0.60, 20.0, reference=None, fmt="pytorch", size=4_000_000),
-        _variant("q8", 0.59, 100.0),        # drop 1 point
-        _variant("q5", 0.585, 150.0),       # drop 1.5 points: fastest within 2
-        _variant("q4", 0.50, 300.0),        # drop 10 points: fastest of all
-        _variant("q3", None, 400.0),        # accuracy not measured: never recommended
-        _variant("broken", 0.60, None),     # no speed: never recommended
-    ])  # fmt: skip
+    return hand_made_report(
+        [
+            _variant("ref", 0.60, 20.0, reference=None, fmt="pytorch", size=4_000_000),
+            _variant("q8", 0.59, 100.0),  # drop 1 point
+            _variant("q5", 0.585, 150.0),  # drop 1.5 points: fastest within 2
+            _variant("q4", 0.50, 300.0),  # drop 10 points: fastest of all
+            _variant("q3", None, 400.0),  # accuracy not measured: never recommended
+            _variant("broken", 0.60, None),  # no speed: never recommended
+        ]
+    )
 
 
 def test_recommendation_is_the_fastest_within_the_accuracy_drop(report_a):
@@ -168,12 +195,14 @@ def test_recommendation_is_the_fastest_within_the_accuracy_drop(report_a):
 
 
 def test_recommendation_uses_each_variants_own_reference():
-    report = hand_made_report([
-        _variant("a/ref", 0.60, 20.0, reference=None, fmt="pytorch"),
-        _variant("b/ref", 0.40, 20.0, reference=None, fmt="pytorch"),
-        _variant("a/q4", 0.50, 300.0, reference="a/ref"),  # 10 points below its own reference
-        _variant("b/q4", 0.395, 250.0, reference="b/ref"),  # 0.5 points below its own
-    ])  # fmt: skip
+    report = hand_made_report(
+        [
+            _variant("a/ref", 0.60, 20.0, reference=None, fmt="pytorch"),
+            _variant("b/ref", 0.40, 20.0, reference=None, fmt="pytorch"),
+            _variant("a/q4", 0.50, 300.0, reference="a/ref"),  # 10 points below its own reference
+            _variant("b/q4", 0.395, 250.0, reference="b/ref"),  # 0.5 points below its own
+        ]
+    )
     assert recommend(report, 0.02).startswith("recommendation: b/q4")
     lossless = hand_made_report([_variant("q4", 0.1, 300.0, reference=None)])  # no reference known
     assert recommend(lossless, 0.02).startswith("recommendation: none")
@@ -230,8 +259,8 @@ def test_plots_of_a_hand_made_report(report_a, tmp_path):
 
 
 def test_prompts_are_the_pipelines_evaluation_prompts():
-    from arte.evaluate import shot_prompts
-    from arte.tasks import load_task
+    from arte.stages.evaluate_stats import shot_prompts
+    from common.tasks import load_task
 
     task = load_task("object_counting", n_test=5)
     for shots in (0, 3):
@@ -273,7 +302,7 @@ def test_greedy_stops_like_the_pipeline():
 
 
 def test_top1_agreement_against_the_reference():
-    from arte.tasks import load_task
+    from common.tasks import load_task
 
     task = load_task("boolean_expressions", n_test=3)
     items, tok = task_prompts(task, 1, 3), ByteTokenizer()
@@ -300,7 +329,7 @@ def test_variant_names_get_their_source_as_prefix(tmp_path):
 def test_bench_tiny_gguf_and_onnx_end_to_end(tiny_model, tmp_path):
     pytest.importorskip("llama_cpp")
     pytest.importorskip("optimum.onnxruntime")
-    from export.onnx import export_onnx_fp32
+    from export.onnx_export import export_onnx_fp32
 
     export_dir = tmp_path / "export"
     onnx_dir = export_onnx_fp32(tiny_model.hf_dir, export_dir / "onnx" / "fp32")
@@ -308,17 +337,48 @@ def test_bench_tiny_gguf_and_onnx_end_to_end(tiny_model, tmp_path):
     manifest = {
         "source": {"path": str(Path(tiny_model.hf_dir).resolve())},
         "variants": [
-            {"format": "gguf", "quant": "f32", "path": str(gguf), "size_bytes": gguf.stat().st_size,
-             "bits_per_weight": 32.0},
-            {"format": "onnx", "quant": "fp32", "path": "onnx/fp32", "files": ["model.onnx"],
-             "size_bytes": (onnx_dir / "model.onnx").stat().st_size},
+            {
+                "format": "gguf",
+                "quant": "f32",
+                "path": str(gguf),
+                "size_bytes": gguf.stat().st_size,
+                "bits_per_weight": 32.0,
+            },
+            {
+                "format": "onnx",
+                "quant": "fp32",
+                "path": "onnx/fp32",
+                "files": ["model.onnx"],
+                "size_bytes": (onnx_dir / "model.onnx").stat().st_size,
+            },
         ],
-    }  # fmt: skip
+    }
     (export_dir / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "bench"
-    argv = ["bench", str(export_dir), "--task", "boolean_expressions", "--threads", "1",
-            "--prompt_lengths", "16", "--n_decode", "4", "--min_repeats", "2", "--min_seconds", "0",
-            "--n_questions", "2", "--max_new_tokens", "8", "--bandwidth_mb", "16", "--out", str(out)]  # fmt: skip
+    argv = [
+        "bench",
+        str(export_dir),
+        "--task",
+        "boolean_expressions",
+        "--threads",
+        "1",
+        "--prompt_lengths",
+        "16",
+        "--n_decode",
+        "4",
+        "--min_repeats",
+        "2",
+        "--min_seconds",
+        "0",
+        "--n_questions",
+        "2",
+        "--max_new_tokens",
+        "8",
+        "--bandwidth_mb",
+        "16",
+        "--out",
+        str(out),
+    ]
     rc, stdout = run_cli(argv)
     assert rc == 0, stdout
     for name in ("report.json", "report.md", "accuracy_vs_latency.png", "size_vs_accuracy.png"):

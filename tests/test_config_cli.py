@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from arte.cli import COMMANDS, _import, build_parser, main, parse
-from arte.config import load_config, opt
-from arte.errors import UserError
+from common.config import load_config, opt
+from common.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,9 +118,13 @@ def test_parse_builds_typed_config():
 
 
 def test_import_is_light():
-    code = "import sys, arte, arte.cli, arte.config, arte.tasks, arte.backends, arte.models, export, edge_bench; " \
-           "heavy = [m for m in ('torch', 'transformers', 'llama_cpp', 'datasets', 'onnxruntime') if m in sys.modules]; " \
-           "print(','.join(heavy))"  # fmt: skip
+    code = (
+        "import sys, arte, arte.cli, common.config, common.tasks, arte.backends, arte.models, "
+        "export, edge_bench; "
+        "heavy = [m for m in ('torch', 'transformers', 'llama_cpp', 'datasets', 'onnxruntime') "
+        "if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()

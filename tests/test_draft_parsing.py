@@ -1,6 +1,6 @@
 """Teacher drafts are parsed tolerantly; junk is counted, never executed."""
 
-from arte.draft_parsing import parse_question_blocks, question_key
+from arte.stages.draft_parsing import parse_question_blocks, question_key
 
 
 def test_well_formed_blocks():
@@ -30,7 +30,10 @@ def test_nothing_parsable():
 
 
 def test_model_text_is_data_only():
-    evil = "<Question_1><input>__import__('os').system('touch /tmp/pwned')</input><target>0</target></Question_1>"
+    evil = (
+        "<Question_1><input>__import__('os').system('touch /tmp/pwned')</input>"
+        "<target>0</target></Question_1>"
+    )
     parsed = parse_question_blocks(evil)
     assert parsed.questions[0][0].startswith("__import__")  # kept as text, never run
 

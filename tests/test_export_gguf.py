@@ -1,4 +1,5 @@
-"""GGUF export (export/gguf.py) and its verification (export/verify.py), checked against references:
+"""GGUF export (export/gguf.py and the gguf_* modules, common/gguf_header.py) and its verification
+(export/gguf_verify.py, export/reference.py), checked against references:
 the fp32 torch model (llama.cpp logits with the KV cache, top-1 / KL), the HF tokenizer's ids, the
 SmolLM2 GGUF that llama.cpp's own converter wrote (tokenizer metadata), gguf.GGUFReader's view of
 every written file (census), and KL values computed by hand.
@@ -19,23 +20,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arte.errors import UserError
+from common.errors import UserError
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 pytest.importorskip("llama_cpp")
 
-from export.gguf import default_system_prompt, export_gguf, quantize_gguf, read_gguf_header  # noqa: E402
-from export.gguf_convert import QUANT_TYPES, SUPPORTED_ARCHITECTURES, pre_tokenizer_name  # noqa: E402
-from export.verify import (  # noqa: E402
-    ExportVerificationError,
-    compare_distributions,
-    gguf_logits,
-    reference_logits,
-    tokenizer_parity,
-    verify_gguf,
-)
+from common.gguf_header import read_gguf_header  # noqa: E402
+from export.gguf import default_system_prompt, export_gguf  # noqa: E402
+from export.gguf_convert import SUPPORTED_ARCHITECTURES, pre_tokenizer_name  # noqa: E402
+from export.gguf_quantize import QUANT_TYPES, quantize_gguf  # noqa: E402
+from export.gguf_verify import gguf_logits, tokenizer_parity, verify_gguf  # noqa: E402
+from export.reference import ExportVerificationError, compare_distributions, reference_logits  # noqa: E402
 
 QUANTS = ["f16", "q8_0", "q4_k_m", "f32"]
 BPE_CORPUS = [
@@ -49,7 +46,8 @@ BPE_CORPUS = [
 ]
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "'<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
 
@@ -295,7 +293,8 @@ QWEN25_STYLE_TEMPLATE = (  # the shape of Qwen2.5's template: the default system
     "{{- messages[0]['content'] }}{%- else %}{{- 'You are Qwen, created by Alibaba Cloud.' }}{%- endif %}"
     "{{- \"<|im_end|>\\n\" }}{%- else %}{%- if messages[0]['role'] == 'system' %}"
     "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}{%- else %}"
-    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud.<|im_end|>\\n' }}{%- endif %}{%- endif %}"
+    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud.<|im_end|>\\n' }}"
+    "{%- endif %}{%- endif %}"
 )
 
 
@@ -312,6 +311,19 @@ def test_fast_header_reader_agrees_with_gguf_reader(exports):
     ]
     assert meta["tokenizer.ggml.tokens"] == _field(reader, "tokenizer.ggml.tokens")
     assert meta["general.file_type"] == _field(reader, "general.file_type")
+    assert [t["offset"] for t in tensors] == [int(t.data_offset - reader.data_offset) for t in reader.tensors]
+    assert read_gguf_header(Path(exports["llama"]["q4_k_m"]["path"]), metadata=False) == ({}, tensors)
+
+
+def test_header_reader_refuses_a_file_that_is_not_gguf(exports, tmp_path):
+    not_gguf = tmp_path / "model.safetensors.gguf"
+    not_gguf.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(UserError, match=r"model.safetensors.gguf is not a GGUF v2/v3 file"):
+        read_gguf_header(not_gguf)
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(Path(exports["llama"]["q4_k_m"]["path"]).read_bytes()[:4096])
+    with pytest.raises(UserError, match=r"cut.gguf: truncated or corrupt GGUF header"):
+        read_gguf_header(cut)
 
 
 # ---- verification catches what it should ----------------------------------------------------------

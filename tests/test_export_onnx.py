@@ -1,4 +1,5 @@
-"""ONNX export (export/onnx.py): fp32 / int8 / int4 of a tiny random Llama and a tiny random Qwen2,
+"""ONNX export (export/onnx.py and the onnx_* modules, common/onnx_decode.py): fp32 / int8 / int4 of a
+tiny random Llama and a tiny random Qwen2,
 loaded back with ORTModelForCausalLM and a plain InferenceSession, checked against PyTorch (logits
 with the KV cache, greedy generation), tied embedding stored once, bad input. The slow test exports
 the embedded SmolLM2-135M."""
@@ -15,10 +16,19 @@ import pytest
 
 pytest.importorskip("optimum.onnxruntime")
 
-from arte.errors import UserError  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from common.onnx_decode import EXTERNAL_DATA_FILE, ONNX_FILE, session_options  # noqa: E402
+from common.onnx_tensors import tensor_bytes  # noqa: E402
 from export import onnx as ox  # noqa: E402
-from export import onnx_runtime as rt  # noqa: E402
-from export.verify import ExportVerificationError  # noqa: E402
+from export import onnx_verify as ov  # noqa: E402
+from export.onnx_export import (  # noqa: E402
+    _share_duplicate_weights,
+    embedding_copies,
+    load_model,
+    save_model,
+)
+from export.onnx_quantize import quantize_onnx_int4  # noqa: E402
+from export.reference import ExportVerificationError, load_reference  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +41,19 @@ def tiny_qwen2_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
 
     tok = smollm2_tokenizer
     config = Qwen2Config(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        tie_word_embeddings=True, initializer_range=0.2,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )  # fmt: skip
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        initializer_range=0.2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config).eval()
     # save_hf: tokenizer.save_pretrained, then delete the GGUF-derived tokenizer.model
@@ -101,7 +119,7 @@ def test_onnx_kv_cache_logits_equal_a_full_pytorch_forward(exported):
 
     model_dir, records = exported
     ids = [1, 504, 3458, 314, 4649, 30, 216, 42, 7, 900, 12, 3]
-    got = rt.onnx_logits(Path(records["fp32"]["path"]), [ids], decode_steps=8)[0]
+    got = ov.onnx_logits(Path(records["fp32"]["path"]), [ids], decode_steps=8)[0]
     with torch.no_grad():
         full = _torch_model(model_dir)(torch.tensor([ids]), use_cache=False).logits[0].numpy()
     expected = full[len(ids) - 9 :]  # positions predicting after the prompt and after each fed token
@@ -117,7 +135,7 @@ def test_ort_model_generate_matches_pytorch_generate(exported):
     model_dir, records = exported
     ids = torch.tensor([[1, 504, 3458, 314, 4649]])
     ort_model = ORTModelForCausalLM.from_pretrained(
-        records["fp32"]["path"], session_options=rt._session_options(1)
+        records["fp32"]["path"], session_options=session_options(1)
     )
     kw = dict(max_new_tokens=6, do_sample=False, min_new_tokens=6, attention_mask=torch.ones_like(ids))
     with torch.no_grad():
@@ -130,8 +148,8 @@ def test_tied_embedding_stored_once_in_every_variant(exported):
     assert config["tie_word_embeddings"]
     vocab, hidden = config["vocab_size"], config["hidden_size"]
     for quant, rec in records.items():
-        model = ox._load(Path(rec["path"]), external=False)
-        shapes = [(list(t.dims), ox.tensor_bytes(t)) for t in model.graph.initializer if vocab in t.dims]
+        model = load_model(Path(rec["path"]), external=False)
+        shapes = [(list(t.dims), tensor_bytes(t)) for t in model.graph.initializer if vocab in t.dims]
         big = [(dims, n) for dims, n in shapes if n >= vocab * hidden // 2]  # any layout, >= 4 bits/value
         assert len(big) == 1, f"{quant}: the embedding is stored {len(big)} times: {big}"
         limit = {"fp32": 4, "int8": 1, "int4": 0.5}[quant] * vocab * hidden
@@ -147,7 +165,7 @@ def test_share_duplicate_weights_dedups_a_transposed_copy(exported):
 
     _, records = exported
     fp32_dir = Path(records["fp32"]["path"])
-    model = ox._load(fp32_dir)
+    model = load_model(fp32_dir)
     embed = next(t for t in model.graph.initializer if t.name == "model.embed_tokens.weight")
     transpose = next(n for n in model.graph.node if n.op_type == "Transpose" and n.input[0] == embed.name)
     copy = numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(embed).T), "lm_head_copy")
@@ -155,26 +173,26 @@ def test_share_duplicate_weights_dedups_a_transposed_copy(exported):
     model.graph.node.remove(transpose)
     for node in model.graph.node:
         node.input[:] = ["lm_head_copy" if x == transpose.output[0] else x for x in node.input]
-    assert len(ox.embedding_copies(model, *numpy_helper.to_array(embed).shape)) == 2
-    assert ox._share_duplicate_weights(model) == ["lm_head_copy"]
-    assert len(ox.embedding_copies(model, *numpy_helper.to_array(embed).shape)) == 1
+    assert len(embedding_copies(model, *numpy_helper.to_array(embed).shape)) == 2
+    assert _share_duplicate_weights(model) == ["lm_head_copy"]
+    assert len(embedding_copies(model, *numpy_helper.to_array(embed).shape)) == 1
     onnx.checker.check_model(model)
     out = fp32_dir.parent / "dedup-check"
     shutil.copytree(fp32_dir, out, dirs_exist_ok=True)
-    ox._save(model, out)
+    save_model(model, out)
     ids = [[1, 504, 3458, 314, 4649, 30]]
-    np.testing.assert_allclose(rt.onnx_logits(out, ids, 2)[0], rt.onnx_logits(fp32_dir, ids, 2)[0], atol=1e-6)
+    np.testing.assert_allclose(ov.onnx_logits(out, ids, 2)[0], ov.onnx_logits(fp32_dir, ids, 2)[0], atol=1e-6)
 
 
 def test_int4_with_external_data_loads_in_both_runtimes(exported, tmp_path):
     _, records = exported
     fp32_dir, int4_dir = Path(records["fp32"]["path"]), Path(records["int4"]["path"])
-    out = ox.quantize_onnx_int4(fp32_dir, tmp_path / "int4-ext", external_data=True)
-    assert (out / rt.EXTERNAL_DATA_FILE).stat().st_size > (out / rt.ONNX_FILE).stat().st_size
-    assert rt.load_checks(out)["ort_model_for_causal_lm"]
+    out = quantize_onnx_int4(fp32_dir, tmp_path / "int4-ext", external_data=True)
+    assert (out / EXTERNAL_DATA_FILE).stat().st_size > (out / ONNX_FILE).stat().st_size
+    assert ov.load_checks(out)["ort_model_for_causal_lm"]
     ids = [[1, 504, 3458, 314, 4649, 30]]
-    np.testing.assert_array_equal(rt.onnx_logits(out, ids, 2)[0], rt.onnx_logits(int4_dir, ids, 2)[0])
-    assert ox.file_record(out, 1)["files"] == [rt.ONNX_FILE, rt.EXTERNAL_DATA_FILE]
+    np.testing.assert_array_equal(ov.onnx_logits(out, ids, 2)[0], ov.onnx_logits(int4_dir, ids, 2)[0])
+    assert ox.file_record(out, 1)["files"] == [ONNX_FILE, EXTERNAL_DATA_FILE]
 
 
 def test_broken_fp32_export_fails_loudly_and_a_quant_is_only_flagged(exported, tmp_path):
@@ -185,17 +203,17 @@ def test_broken_fp32_export_fails_loudly_and_a_quant_is_only_flagged(exported, t
     model_dir, records = exported
     broken = tmp_path / "broken"
     shutil.copytree(records["fp32"]["path"], broken)
-    model = ox._load(broken)
+    model = load_model(broken)
     for i, t in enumerate(model.graph.initializer):
         if "embed_tokens" in t.name:
             noisy = numpy_helper.to_array(t) + np.random.default_rng(0).normal(0, 0.5, t.dims).astype(
                 np.float32
             )
             model.graph.initializer[i].CopyFrom(numpy_helper.from_array(noisy, t.name))
-    ox._save(model, broken)
+    save_model(model, broken)
     with pytest.raises(ExportVerificationError, match="fp32 ONNX export does not behave like the PyTorch"):
-        rt.verify_onnx(model_dir, broken, "fp32")
-    result = rt.verify_onnx(model_dir, broken, "int8")
+        ov.verify_onnx(model_dir, broken, "fp32")
+    result = ov.verify_onnx(model_dir, broken, "int8")
     assert result["flagged"] and "top-1 agreement" in result["reason"]
 
 
@@ -206,9 +224,7 @@ def test_tokenizer_drift_is_caught(exported, tmp_path):
     cfg = json.loads((drifted / "tokenizer_config.json").read_text())
     cfg["add_bos_token"] = not cfg.get("add_bos_token", False)
     (drifted / "tokenizer_config.json").write_text(json.dumps(cfg))
-    from export.verify import load_reference
-
-    parity = rt.tokenizer_parity(load_reference(model_dir).tokenizer, drifted)
+    parity = ov.tokenizer_parity(load_reference(model_dir).tokenizer, drifted)
     assert not parity["match"] and not parity["bos_match"] and parity["body_match"]
 
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from arte.cli import main
-from arte.errors import UserError
+from common.errors import UserError
 from export.checks import pre_export_checks
 
 
@@ -16,6 +16,25 @@ def test_checks_pass_on_a_sound_model_and_record_tied_embeddings(tiny_model):
     checks = pre_export_checks(tiny_model.hf_dir)
     assert checks["tied_embeddings"] is True and checks["architecture"] == "LlamaForCausalLM"
     assert checks["embedding_rows"] == checks["vocab_size"] >= checks["tokenizer_tokens"]
+
+
+def test_safetensors_header_reader_agrees_with_safetensors(tiny_model, tmp_path):
+    from safetensors import safe_open
+
+    from common.safetensors_header import DTYPE_BYTES, safetensors_tensors
+
+    tensors = safetensors_tensors(tiny_model.hf_dir)
+    (file,) = {t.file for t in tensors}
+    with safe_open(str(file), "np") as f:
+        assert sorted(t.name for t in tensors) == sorted(f.keys())
+        for t in tensors:
+            array = f.get_tensor(t.name)
+            assert t.shape == array.shape and t.numel == array.size
+            assert t.nbytes == array.nbytes == t.numel * DTYPE_BYTES[t.dtype]
+    assert safetensors_tensors(file) == tensors and safetensors_tensors(tmp_path) == []
+    (tmp_path / "bad.safetensors").write_bytes(b"GGUF\x03\x00\x00\x00")
+    with pytest.raises(UserError, match="bad.safetensors is not a safetensors file"):
+        safetensors_tensors(tmp_path)
 
 
 def test_eos_disagreement_is_refused(tiny_model, tmp_path):
@@ -57,8 +76,19 @@ def test_lora_adapter_is_merged_then_exported_and_manifested(tiny_model, tmp_pat
     adapter = tmp_path / "adapter"
     peft.save_pretrained(adapter)
     out = tmp_path / "out"
-    args = ["export", "all", str(adapter), "--base", str(tiny_model.hf_dir), "--gguf", "f32", "--onnx", "",
-            "--out", str(out)]  # fmt: skip
+    args = [
+        "export",
+        "all",
+        str(adapter),
+        "--base",
+        str(tiny_model.hf_dir),
+        "--gguf",
+        "f32",
+        "--onnx",
+        "",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0, capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
     (variant,) = manifest["variants"]

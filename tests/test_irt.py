@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from arte.irt import (
+from arte.stages.irt import (
     check_response_matrix,
     fit_2pl,
     marginal_log_likelihood,

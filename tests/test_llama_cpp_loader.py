@@ -75,8 +75,8 @@ def test_bad_settings_name_their_source():
 
 
 def test_config_field_reads_yaml_on_off(tmp_path):
-    from arte.config import load_config
     from arte.pipeline import RunConfig
+    from common.config import load_config
 
     path = tmp_path / "c.yaml"
     path.write_text("student: {name: llama_cpp, extra_bufts: off}\nteacher: {extra_bufts: on}\n")
@@ -86,7 +86,7 @@ def test_config_field_reads_yaml_on_off(tmp_path):
         "on",
         "off",
     )
-    from arte.errors import UserError
+    from common.errors import UserError
 
     with pytest.raises(UserError, match="student.extra_bufts"):
         load_config(RunConfig, None, {"student.extra_bufts": "perhaps"})
@@ -141,7 +141,7 @@ def test_backend_setting_beats_the_report(tiny_model, opened, monkeypatch):
 
 def test_backend_bad_env_is_a_user_error(tiny_model, opened, monkeypatch):
     from arte.backends import BackendConfig, load_backend
-    from arte.errors import UserError
+    from common.errors import UserError
 
     monkeypatch.setenv(ENV_VAR, "yes please")
     with pytest.raises(UserError, match=ENV_VAR):
@@ -172,9 +172,28 @@ def test_arte_bench_records_the_decision_in_host_and_rows(tiny_model, opened, mo
 
     fake_report(monkeypatch, SAPPHIRE_RAPIDS)
     out = tmp_path / "bench"
-    argv = ["bench", str(tiny_model.gguf_path), "--threads", "1", "--prompt_lengths", "8", "--n_decode", "2",
-            "--min_repeats", "1", "--min_seconds", "0", "--memory", "false", "--bandwidth_mb", "0",
-            "--hugepages", "false", "--out", str(out)]  # fmt: skip
+    argv = [
+        "bench",
+        str(tiny_model.gguf_path),
+        "--threads",
+        "1",
+        "--prompt_lengths",
+        "8",
+        "--n_decode",
+        "2",
+        "--min_repeats",
+        "1",
+        "--min_seconds",
+        "0",
+        "--memory",
+        "false",
+        "--bandwidth_mb",
+        "0",
+        "--hugepages",
+        "false",
+        "--out",
+        str(out),
+    ]
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
@@ -187,7 +206,7 @@ def test_arte_bench_records_the_decision_in_host_and_rows(tiny_model, opened, mo
 
 
 def test_compare_warns_when_the_setting_differs():
-    from edge_bench.report import _extra_bufts_differ
+    from edge_bench.recommend import _extra_bufts_differ
 
     def rep(on):
         return {"host": {"llama_cpp_extra_bufts": {"use_extra_bufts": on}}}

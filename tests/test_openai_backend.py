@@ -39,7 +39,8 @@ import pytest
 
 from arte.backends import BackendConfig
 from arte.backends.base import SamplingParams
-from arte.errors import UserError
+from arte.stages import STAGE_NAMES
+from common.errors import UserError
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("llama_cpp")
@@ -85,9 +86,25 @@ class LlamaServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self, timeout: float = 120.0) -> LlamaServer:
-        cmd = [sys.executable, "-m", "common.llama_cpp_server", "--model", str(self.model), "--host", "127.0.0.1",
-               "--port", str(self.port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "2048",
-               *self.args, *(["--api_key", self.api_key] if self.api_key else [])]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "common.llama_cpp_server",
+            "--model",
+            str(self.model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_threads",
+            "1",
+            "--n_threads_batch",
+            "1",
+            "--n_ctx",
+            "2048",
+            *self.args,
+            *(["--api_key", self.api_key] if self.api_key else []),
+        ]
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -136,8 +153,13 @@ class Proxy:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 with proxy.lock:
-                    proxy.records.append({"path": self.path, "body": json.loads(body or b"{}"),
-                                          "authorization": self.headers.get("authorization")})  # fmt: skip
+                    proxy.records.append(
+                        {
+                            "path": self.path,
+                            "body": json.loads(body or b"{}"),
+                            "authorization": self.headers.get("authorization"),
+                        }
+                    )
                     fault = proxy.faults.pop(0) if proxy.faults else None
                     proxy.in_flight += 1
                     proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
@@ -157,8 +179,11 @@ class Proxy:
                 path = self.path.removeprefix("/v1")
                 headers = {k: v for k, v in self.headers.items() if k.lower() == "authorization"}
                 try:
-                    r = proxy.client.post(proxy.upstream + path, content=body, headers={
-                        **headers, "content-type": "application/json"})  # fmt: skip
+                    r = proxy.client.post(
+                        proxy.upstream + path,
+                        content=body,
+                        headers={**headers, "content-type": "application/json"},
+                    )
                 except httpx.HTTPError:
                     return 502, b'{"error": "upstream down"}', {}
                 return r.status_code, r.content, {}
@@ -216,8 +241,9 @@ def api_key(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_server(tiny_model, tmp_path_factory):
     """The tiny random Llama behind a server that wants API_KEY."""
-    server = LlamaServer(tiny_model.gguf_path, free_port(), tmp_path_factory.mktemp("srv") / "tiny.log",
-                         api_key=API_KEY).start()  # fmt: skip
+    server = LlamaServer(
+        tiny_model.gguf_path, free_port(), tmp_path_factory.mktemp("srv") / "tiny.log", api_key=API_KEY
+    ).start()
     yield server
     server.stop()
 
@@ -255,7 +281,10 @@ def test_greedy_generation_equals_the_llama_cpp_backend(tiny_server, reference):
     for w, g in zip(want, got, strict=True):
         assert g.text == w.text.replace("\ufffd", "")  # see module docstring (UTF-8 error handling)
         assert (g.finish_reason, g.prompt_tokens, g.completion_tokens) == (
-            w.finish_reason, w.prompt_tokens, w.completion_tokens)  # fmt: skip
+            w.finish_reason,
+            w.prompt_tokens,
+            w.completion_tokens,
+        )
     assert backend.stats["probes"] == 0 and backend.stats["retries"] == 0
     backend.close()
 
@@ -410,12 +439,20 @@ def test_api_key_is_sent_but_never_logged_nor_in_errors(tiny_server, monkeypatch
 def test_run_directory_holds_the_key_variable_name_never_the_key(tiny_server, tmp_path):
     """The elicit stage through the server (the tiny random teacher writes no parsable question, so
     the stage ends with that error after its calls): manifest.json names the variable only."""
-    from arte.config import load_config
     from arte.pipeline import RunConfig, run_pipeline
+    from common.config import load_config
 
-    cfg = load_config(RunConfig, SMOKE, {"run_dir": str(tmp_path / "run"), "tasks": "boolean_expressions",
-                                         "elicit.m": "5", "elicit.max_calls_factor": "2",
-                                         "elicit.question_max_new_tokens": "16"})  # fmt: skip
+    cfg = load_config(
+        RunConfig,
+        SMOKE,
+        {
+            "run_dir": str(tmp_path / "run"),
+            "tasks": "boolean_expressions",
+            "elicit.m": "5",
+            "elicit.max_calls_factor": "2",
+            "elicit.question_max_new_tokens": "16",
+        },
+    )
     cfg = dataclasses.replace(cfg, teacher=openai_config(tiny_server.url))
     with pytest.raises(UserError, match="no parsable question"):
         run_pipeline(cfg, only=["elicit"])
@@ -441,8 +478,14 @@ def reference_loglikelihood(gguf: Path, context: str, continuation: str) -> floa
     from arte.backends.decoding import common_prefix_len
     from common.llama_cpp_loader import open_llama
 
-    llm = open_llama(gguf, n_ctx=256, n_threads=1, logits_all=True, verbose=False,
-                          kv_overrides={"tokenizer.ggml.add_bos_token": True})  # fmt: skip
+    llm = open_llama(
+        gguf,
+        n_ctx=256,
+        n_threads=1,
+        logits_all=True,
+        verbose=False,
+        kv_overrides={"tokenizer.ggml.add_bos_token": True},
+    )
     ctx = llm.tokenize(context.encode(), add_bos=True, special=True)
     whole = llm.tokenize((context + continuation).encode(), add_bos=True, special=True)
     n = common_prefix_len(ctx, whole)
@@ -461,12 +504,20 @@ def test_loglikelihood_from_echoed_logprobs(tiny_model, tiny_server, tmp_path):
     with pytest.raises(NotImplementedError, match="BOS"):
         backend.loglikelihood([("Question: 1 + 1 =", " 2")])
     backend.close()
-    bos = LlamaServer(tiny_model.gguf_path, free_port(), tmp_path / "bos.log",
-                      "--kv_overrides", "tokenizer.ggml.add_bos_token=bool:true").start()  # fmt: skip
+    bos = LlamaServer(
+        tiny_model.gguf_path,
+        free_port(),
+        tmp_path / "bos.log",
+        "--kv_overrides",
+        "tokenizer.ggml.add_bos_token=bool:true",
+    ).start()
     try:
         backend = make_openai(bos.url)
-        requests = [("Question: 1 + 1 =", " 2"), ("The capital of France is", " Paris, of course."),
-                    ("Hello", " world")]  # fmt: skip
+        requests = [
+            ("Question: 1 + 1 =", " 2"),
+            ("The capital of France is", " Paris, of course."),
+            ("Hello", " world"),
+        ]
         got = backend.loglikelihood(requests)
         want = [reference_loglikelihood(tiny_model.gguf_path, c, x) for c, x in requests]
         assert got == pytest.approx(want, abs=2e-2)  # batch vs token-by-token evaluation: ~1e-3
@@ -531,8 +582,15 @@ def _write_config(path: Path, run_dir: Path, url: str, **sections) -> Path:
 
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg.update(run_dir=str(run_dir), tasks=["boolean_expressions"])
-    cfg["teacher"] = {"name": "openai", "model": "smollm2-135m", "base_url": url, "api_key_env": API_KEY_ENV,
-                      "extra_body": PLAIN, "batch_size": 4, "max_concurrency": 2}  # fmt: skip
+    cfg["teacher"] = {
+        "name": "openai",
+        "model": "smollm2-135m",
+        "base_url": url,
+        "api_key_env": API_KEY_ENV,
+        "extra_body": PLAIN,
+        "batch_size": 4,
+        "max_concurrency": 2,
+    }
     for key, value in sections.items():
         cfg[key] = {**cfg[key], **value} if isinstance(cfg.get(key), dict) else value
     path.write_text(yaml.safe_dump(cfg))
@@ -540,8 +598,14 @@ def _write_config(path: Path, run_dir: Path, url: str, **sections) -> Path:
 
 
 def _arte(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "arte.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env=os.environ.copy())  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "arte.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ.copy(),
+    )
 
 
 @pytest.mark.slow
@@ -550,19 +614,33 @@ def test_server_killed_mid_stage_then_restarted_resumes_without_loss_or_duplicat
     after the first rationale batch is recorded; the stage fails with a clear error; restart both on
     the same ports and re-run the same command: every call is recorded once, and no finished prompt
     is asked for again."""
-    from arte.elicit import strategy_prompt, teacher_example
-    from arte.tasks import load_tasks
+    from arte.stages.elicit import strategy_prompt, teacher_example
+    from common.tasks import load_tasks
 
     records: list = []
     proxy = Proxy(smol_server.url, records=records)
     run = tmp_path / "run"
-    config = _write_config(tmp_path / "run.yaml", run, proxy.url,
-                           teacher={"max_retries": 1, "retry_backoff_s": 0.1},
-                           elicit={"m": 4, "strategies": ["expert", "rules", "plain"], "temperature": 0.8,
-                                   "question_max_new_tokens": 160, "rationale_max_new_tokens": 48})  # fmt: skip
+    config = _write_config(
+        tmp_path / "run.yaml",
+        run,
+        proxy.url,
+        teacher={"max_retries": 1, "retry_backoff_s": 0.1},
+        elicit={
+            "m": 4,
+            "strategies": ["expert", "rules", "plain"],
+            "temperature": 0.8,
+            "question_max_new_tokens": 160,
+            "rationale_max_new_tokens": 48,
+        },
+    )
     rationales = run / "elicit" / "boolean_expressions.rationales.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "arte.cli", "elicit", "--config", str(config)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "arte.cli", "elicit", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if rationales.exists() and len(rationales.read_text().splitlines()) >= 4:
@@ -600,8 +678,9 @@ def test_server_killed_mid_stage_then_restarted_resumes_without_loss_or_duplicat
     # The server was not asked again for a finished rationale (nor for any brainstorm call).
     task = load_tasks(["boolean_expressions"], n_validation=12, n_test=8, seed=0)[0]
     questions = {d["qid"]: d["question"] for d in drafts}
-    finished = {strategy_prompt(task, r["strategy"], questions[r["qid"]], teacher_example(task, True))
-                for r in before}  # fmt: skip
+    finished = {
+        strategy_prompt(task, r["strategy"], questions[r["qid"]], teacher_example(task, True)) for r in before
+    }
     asked_again = [r["body"]["prompt"] for r in records[n_before:] if r["body"].get("stop")]
     assert asked_again and not finished & set(asked_again)
     assert not [r for r in records[n_before:] if r["body"]["max_tokens"] == 160]
@@ -616,24 +695,32 @@ def test_smoke_run_with_openai_teacher_and_llama_cpp_student(smol_server, tmp_pa
     llama_cpp; DPO/SFT on the materialised SmolLM2; the aligned teacher on llama_cpp (its GGUF)."""
     run = tmp_path / "run"
     config = _write_config(
-        tmp_path / "run.yaml", run, smol_server.url,
+        tmp_path / "run.yaml",
+        run,
+        smol_server.url,
         student={"name": "llama_cpp", "model": "smollm2-135m", "threads": 1},
-        elicit={"m": 4, "strategies": ["expert", "rules"], "temperature": 0.8,
-                "question_max_new_tokens": 160, "rationale_max_new_tokens": 48},
+        elicit={
+            "m": 4,
+            "strategies": ["expert", "rules"],
+            "temperature": 0.8,
+            "question_max_new_tokens": 160,
+            "rationale_max_new_tokens": 48,
+        },
         prefset={"k": 6, "shots": [0, 1], "extra_respondents": [], "max_new_tokens": 24},
         score_max_new_tokens=24,
         align={"max_length": 384, "max_prompt_length": 256},
         aligned_teacher={"name": "llama_cpp", "model": "", "threads": 1},
-        generate={"n_per_task": 4, "temperature": 0.8, "question_max_new_tokens": 160,
-                  "rationale_max_new_tokens": 48},
+        generate={
+            "questions": {"m": 4, "temperature": 0.8, "question_max_new_tokens": 160},
+            "rationale_max_new_tokens": 48,
+        },
         train={"max_length": 256, "learning_rate": 1.0e-5},
         evaluate={"shots": [0], "n_test": 4, "max_new_tokens": 24, "n_boot": 50},
-    )  # fmt: skip
+    )
     done = _arte("run", "--config", str(config))
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((run / "manifest.json").read_text())
-    assert list(manifest["stages"]) == ["elicit", "prefset", "score", "pairs", "align", "generate", "train",
-                                        "evaluate"]  # fmt: skip
+    assert list(manifest["stages"]) == list(STAGE_NAMES)
     assert manifest["config"]["teacher"]["name"] == "openai"
     assert manifest["config"]["student"]["name"] == "llama_cpp"
     summary = json.loads((run / "summary.json").read_text())

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from arte.backends.base import Generation, SamplingParams
-from arte.draft_parsing import parse_question_blocks
-from arte.evaluate import (
+from arte.stages.draft_parsing import parse_question_blocks
+from arte.stages.evaluate_stats import (
     MACRO,
     accuracy_table,
     bootstrap_ci,
@@ -17,7 +17,7 @@ from arte.evaluate import (
     format_table_markdown,
     paired_bootstrap,
 )
-from arte.pairs import (
+from arte.stages.pairs import (
     PairsConfig,
     build_dpo_pairs,
     build_question_pairs,
@@ -25,9 +25,9 @@ from arte.pairs import (
     naive_prompt,
     render_question_block,
 )
-from arte.prompts import STUDENT_STOP
-from arte.scoring import Draft
-from arte.tasks.base import Example, Task
+from arte.stages.score import ScoredDraft
+from common.prompts import STUDENT_STOP
+from common.tasks.base import Example, Task
 
 DESC = "Evaluate the boolean expression."
 
@@ -91,45 +91,39 @@ def test_question_pairs_never_pair_equal_scores():
     assert build_question_pairs("toy", "P", questions, flat, PairsConfig(quantile=0.5)) == []
 
 
-def _drafts(task: str = "toy") -> tuple[list[Draft], list[float]]:
+def _drafts(task: str = "toy") -> list[ScoredDraft]:
     table = {  # qid -> scores of strategies s0..s3
         "q1": [0.2, 0.9, 0.5, 0.1],  # best s1, worst s3
         "q2": [0.4, 0.4, 0.4, 0.4],  # tie: skipped
         "q3": [0.0, 0.0, 0.0, 0.7],  # best s3, worst tied among s0..s2
     }
-    drafts, scores = [], []
-    for qid, row in table.items():
-        for j, s in enumerate(row):
-            drafts.append(Draft(task, qid, f"Q {qid}?", "True", f"s{j}", f"R {qid} s{j} <ans>True</ans>"))
-            scores.append(s)
-    return drafts, scores
+    return [
+        ScoredDraft(task, qid, f"Q {qid}?", "True", f"s{j}", f"R {qid} s{j} <ans>True</ans>", score=s)
+        for qid, row in table.items()
+        for j, s in enumerate(row)
+    ]
 
 
 def test_rationale_pairs_best_vs_worst_under_naive_prompt():
     task = make_task()
-    drafts, scores = _drafts()
-    rows = build_rationale_pairs(task, drafts, scores, PairsConfig())
+    drafts = _drafts()
+    rows = build_rationale_pairs(task, drafts, PairsConfig())
     assert [r["chosen_id"] for r in rows] == ["q1/s1", "q3/s3"]
     assert rows[0]["rejected_id"] == "q1/s3" and rows[1]["rejected_id"] in {"q3/s0", "q3/s1", "q3/s2"}
     assert rows[0]["prompt"] == f"Task Description: {DESC} Question: Q q1? Answer: Let's think step by step."
     assert rows[0]["chosen"] == "R q1 s1 <ans>True</ans>" and rows[0]["rejected"] == "R q1 s3 <ans>True</ans>"
     assert (rows[0]["chosen_score"], rows[0]["rejected_score"]) == (0.9, 0.1)
     assert all(r["level"] == "rationale" and r["task"] == "toy" for r in rows)
-    by_key = {(d.qid, d.strategy): s for d, s in zip(drafts, scores)}
-    assert build_rationale_pairs(task, drafts, by_key, PairsConfig()) == rows
-    assert [
-        r["chosen_id"] for r in build_rationale_pairs(task, drafts, scores, PairsConfig(min_score_gap=0.7))
-    ] == ["q1/s1"]
+    assert [r["chosen_id"] for r in build_rationale_pairs(task, drafts, PairsConfig(min_score_gap=0.7))] == [
+        "q1/s1"
+    ]
 
 
 def test_build_dpo_pairs_mixes_levels_and_counts():
-    drafts, scores = _drafts("toy")
-    drafts_b, scores_b = _drafts("other")
+    drafts, drafts_b = _drafts("toy"), _drafts("other")
     tasks = {"toy": make_task("toy"), "other": make_task("other")}
     prompts = {"toy": "QP toy", "other": "QP other"}
-    rows, stats = build_dpo_pairs(
-        tasks, prompts, drafts + drafts_b, scores + scores_b, PairsConfig(quantile=0.34)
-    )
+    rows, stats = build_dpo_pairs(tasks, prompts, drafts + drafts_b, PairsConfig(quantile=0.34))
     keys = {"prompt", "chosen", "rejected", "level", "task", "chosen_score", "rejected_score"}
     assert all(keys <= set(r) for r in rows)
     # question scores: q1 0.425, q2 0.4, q3 0.175 -> one top (q1), one bottom (q3): one question pair.
@@ -149,7 +143,7 @@ def test_build_dpo_pairs_mixes_levels_and_counts():
         "rationale_ties_skipped": 1,
     }
     with pytest.raises(ValueError, match="other"):
-        build_dpo_pairs({"toy": tasks["toy"]}, prompts, drafts + drafts_b, scores + scores_b, PairsConfig())
+        build_dpo_pairs({"toy": tasks["toy"]}, prompts, drafts + drafts_b, PairsConfig())
 
 
 def test_pairs_config_validation_names_the_flag():
@@ -245,13 +239,15 @@ def test_evaluate_student_prompts_and_records():
     assert (
         zero[0] == f"Task Description: {DESC} {hint}\nQuestion: test 0 is Answer: Let's think step by step."
     )
-    assert three[2] == "\n".join([
-        f"Task Description: {DESC} {hint}",
-        "Question: seed 0 is Answer: Let's think step by step. <ans>True</ans>",
-        "Question: seed 1 is Answer: Let's think step by step. <ans>False</ans>",
-        "Question: seed 2 is Answer: Let's think step by step. <ans>True</ans>",
-        "Question: test 2 is Answer: Let's think step by step.",
-    ])  # fmt: skip
+    assert three[2] == "\n".join(
+        [
+            f"Task Description: {DESC} {hint}",
+            "Question: seed 0 is Answer: Let's think step by step. <ans>True</ans>",
+            "Question: seed 1 is Answer: Let's think step by step. <ans>False</ans>",
+            "Question: seed 2 is Answer: Let's think step by step. <ans>True</ans>",
+            "Question: test 2 is Answer: Let's think step by step.",
+        ]
+    )
     assert len(zero) == len(three) == 3
 
     assert [(r["shots"], r["index"]) for r in records] == [(s, i) for s in (0, 3) for i in range(3)]
@@ -266,8 +262,11 @@ def test_evaluate_student_prompts_and_records():
 
 
 def _records(correct_by_task: dict[str, list[int]], shots: int = 3) -> list[dict]:
-    return [{"task": t, "shots": shots, "index": i, "correct": c, "missing_tag": 0}
-            for t, cs in correct_by_task.items() for i, c in enumerate(cs)]  # fmt: skip
+    return [
+        {"task": t, "shots": shots, "index": i, "correct": c, "missing_tag": 0}
+        for t, cs in correct_by_task.items()
+        for i, c in enumerate(cs)
+    ]
 
 
 def test_accuracy_table_and_markdown():

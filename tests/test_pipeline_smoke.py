@@ -13,13 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from arte.config import load_config
 from arte.pipeline import RunConfig, run_pipeline
-from arte.run_dir import RecordLog, RunDir
+from arte.run_dir import RunDir
+from arte.stages import STAGE_NAMES
+from common.config import load_config
+from common.records import RecordLog
+
+STAGES = list(STAGE_NAMES)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
-STAGES = ["elicit", "prefset", "score", "pairs", "align", "generate", "train", "evaluate"]
 
 
 def smoke_config(run_dir: Path, **overrides) -> RunConfig:
@@ -54,10 +57,10 @@ def test_smoke_pipeline_end_to_end_and_rerun_skips(tmp_path, capsys):
     assert "| vanilla |" in (run / "summary.md").read_text()
     # LoRA DPO keeps the unmerged adapter too: a vLLM aligned teacher is the base + a LoRA request.
     assert (run / "align" / "teacher-adapter" / "adapter_config.json").is_file()
-    from arte.stages import _aligned_teacher_config
+    from arte.stages.generate import aligned_teacher_config
 
     vcfg = smoke_config(run, **{"aligned_teacher.name": "vllm"})
-    served = _aligned_teacher_config(vcfg, RunDir(run))
+    served = aligned_teacher_config(vcfg, RunDir(run))
     assert served.lora_adapter.endswith("teacher-adapter") and "tiny-random-llama" in served.model
     for variant in ("arte", "original"):  # trained students are plain HF models, ready for export
         assert (run / "train" / variant / "config.json").is_file()
@@ -99,7 +102,7 @@ def _arte(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 
 def _stages_up_to_score(run_dir: Path) -> None:
-    for stage in ("elicit", "prefset", "score"):
+    for stage in STAGES[: STAGES.index("pairs")]:
         proc = _arte(stage, "--config", str(SMOKE), "--run_dir", str(run_dir))
         assert proc.wait(timeout=120) == 0, proc.stderr.read()
 
@@ -107,7 +110,7 @@ def _stages_up_to_score(run_dir: Path) -> None:
 def test_score_stage_killed_half_way_resumes_without_loss_or_duplicates(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     _stages_up_to_score(reference)
-    for stage in ("elicit", "prefset"):
+    for stage in STAGES[: STAGES.index("score")]:
         assert _arte(stage, "--config", str(SMOKE), "--run_dir", str(killed)).wait(timeout=120) == 0
 
     cache = killed / "score" / "cache.jsonl"
@@ -136,7 +139,7 @@ def test_stage_refuses_to_run_before_its_inputs(tmp_path, capsys):
     from arte.cli import main
 
     assert main(["pairs", "--config", str(SMOKE), "--run_dir", str(tmp_path / "r")]) == 2
-    assert "needs elicit, prefset, score first" in capsys.readouterr().err
+    assert f"needs {', '.join(STAGES[: STAGES.index('pairs')])} first" in capsys.readouterr().err
 
 
 def test_task_too_small_for_k_is_refused(tmp_path, capsys):
@@ -159,7 +162,7 @@ def test_align_writes_a_gguf_of_the_aligned_teacher_for_llama_cpp_generation(tmp
     from arte.backends import BackendConfig, SamplingParams, load_backend
 
     run = tmp_path / "run"
-    for stage in ("elicit", "prefset", "score", "pairs", "align"):
+    for stage in STAGES[: STAGES.index("generate")]:
         proc = _arte(
             stage, "--config", str(SMOKE), "--run_dir", str(run), "--aligned_teacher.name", "llama_cpp"
         )

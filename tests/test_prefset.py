@@ -3,9 +3,9 @@
 import pytest
 
 from arte.backends import BackendConfig
-from arte.errors import UserError
-from arte.prefset import PrefsetConfig, check_task_sizes, respondent_settings, select_pref_set
-from arte.tasks import load_task
+from arte.stages.prefset import PrefsetConfig, check_task_sizes, respondent_settings, select_pref_set
+from common.errors import UserError
+from common.tasks import load_task
 
 
 def test_settings_rotate_seeds_except_zero_shot():

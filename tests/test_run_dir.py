@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from arte.errors import UserError
-from arte.run_dir import RecordLog, RunDir, read_json, write_json_atomic
+from arte.run_dir import RunDir
+from common.errors import UserError
+from common.records import RecordLog, read_json, write_json_atomic
 
 
 def test_append_and_resume_cuts_partial_tail(tmp_path):

@@ -1,9 +1,10 @@
 """Student preference scoring: order, duplicates, cache reuse."""
 
 from arte.backends import BackendConfig, load_backend
-from arte.run_dir import RecordLog
-from arte.scoring import Draft, question_scores, score_drafts
-from arte.tasks import load_task
+from arte.stages.elicit import Draft
+from arte.stages.score import ScoredDraft, question_scores, score_drafts
+from common.records import RecordLog
+from common.tasks import load_task
 
 
 def _drafts(task):
@@ -29,6 +30,6 @@ def test_scores_align_with_drafts_and_duplicates_are_scored_once(tmp_path):
         task, drafts, pref, backend, student_id="s", cache=RecordLog(cache.path), progress=False
     )
     assert again == scores and backend.calls == calls  # all from the cache
-    per_q = question_scores(drafts, scores)
+    per_q = question_scores([ScoredDraft(**vars(d), score=s) for d, s in zip(drafts, scores)])
     assert set(per_q) == {"q0", "q1", "q2", "q3"}
     assert per_q["q0"] == sum(scores[0:3]) / 3

@@ -7,13 +7,13 @@ import builtins
 
 import pytest
 
-from arte.errors import UserError
-from arte.tasks import list_builtin_tasks, load_task
-from arte.tasks.builtin import BUILTIN_TASKS, make_builtin_task
-from arte.tasks.builtin import boolean_expressions as boolexpr
-from arte.tasks.builtin import multistep_arithmetic as arith
-from arte.tasks.builtin import object_counting as counting
-from arte.tasks.builtin import word_sorting as sorting
+from common.errors import UserError
+from common.tasks import list_builtin_tasks, load_task
+from common.tasks.builtin import BUILTIN_TASKS, make_builtin_task
+from common.tasks.builtin import boolean_expressions as boolexpr
+from common.tasks.builtin import multistep_arithmetic as arith
+from common.tasks.builtin import object_counting as counting
+from common.tasks.builtin import word_sorting as sorting
 
 NAMES = ["boolean_expressions", "multistep_arithmetic", "object_counting", "word_sorting"]
 KINDS = {
@@ -209,7 +209,7 @@ def test_unknown_builtin_name():
 def test_solve_agrees_with_generator_targets(name):
     import random
 
-    from arte.tasks.builtin import draw_builtin_questions, solve_builtin
+    from common.tasks.builtin import draw_builtin_questions, solve_builtin
 
     task = make_builtin_task(name, n_validation=50, n_test=50, seed=3)
     for ex in task.validation + draw_builtin_questions(name, random.Random(1), 50):

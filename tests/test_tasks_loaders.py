@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from arte.errors import UserError
-from arte.tasks import load_task, load_tasks
+from common.errors import UserError
+from common.tasks import load_task, load_tasks
 
 
 def write_jsonl(path, records):
@@ -315,7 +315,7 @@ def test_hf_saved_dataset_wrong_columns(tmp_path):
 
 def test_import_is_light():
     code = (
-        "import sys, arte.tasks; bad = {'datasets', 'torch', 'transformers'} & set(sys.modules); print(bad)"
+        "import sys, common.tasks; bad = {'datasets', 'torch', 'transformers'} & set(sys.modules); print(bad)"
     )
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)

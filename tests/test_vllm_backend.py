@@ -21,7 +21,7 @@ import pytest
 
 from arte.backends import BackendConfig, load_backend
 from arte.backends.base import Generation, SamplingParams
-from arte.errors import UserError
+from common.errors import UserError
 
 
 @dataclass
@@ -91,8 +91,14 @@ class FakeLLM:
         return FakeTokenizer()
 
     def generate(self, prompts, sampling_params, *, use_tqdm=True, lora_request=None):
-        self.calls.append({"prompts": prompts, "params": sampling_params, "lora_request": lora_request,
-                           "use_tqdm": use_tqdm})  # fmt: skip
+        self.calls.append(
+            {
+                "prompts": prompts,
+                "params": sampling_params,
+                "lora_request": lora_request,
+                "use_tqdm": use_tqdm,
+            }
+        )
         params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -i)  # "finishes" last to first ...
         done = {i: self._one(prompts[i], params[i]) for i in order}
@@ -168,7 +174,7 @@ def test_request_mapping_greedy_and_sampled(fake_vllm, tmp_path):
             stop=["</ans>"],
             seed=row_seed(3, i),
             include_stop_str_in_output=True,
-        )  # fmt: skip
+        )
         for i in range(2)
     ]
     backend.generate(["a"], SamplingParams(max_new_tokens=5, temperature=0.8, top_p=0.9))

@@ -28,7 +28,7 @@ def load_gguf_tokenizer(gguf_path: Path):
     bos/eos/add_bos settings repaired to match the GGUF (see `repair_gguf_tokenizer`)."""
     from transformers import AutoTokenizer
 
-    from arte.gguf_tokenizer import repair_gguf_tokenizer
+    from common.gguf_tokenizer import repair_gguf_tokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     repair_gguf_tokenizer(tokenizer, gguf_path)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from arte.backends.base import Backend, Generation, SamplingParams
-from arte.config import opt
-from arte.errors import unknown_name
+from common.config import opt
+from common.errors import unknown_name
 
 BACKENDS: dict[str, str] = {
     "hf": "arte.backends.hf:HFBackend",
@@ -33,13 +33,14 @@ class BackendConfig:
         "llama_cpp",
         "Inference engine: hf (transformers), llama_cpp (GGUF), openai (any OpenAI-compatible server: "
         "vLLM, llama.cpp, Ollama, a hosted API; set base_url), vllm (in-process vLLM on GPUs), or fake (a "
-        "deterministic simulator of teacher and student on the built-in tasks, for tests and configs/smoke.yaml).",
+        "deterministic simulator of teacher and student on the built-in tasks, for tests and "
+        "configs/smoke.yaml).",
     )
     model: str = opt(
         "smollm2-135m",
         "Model: an embedded name (see `arte models`), a local HF directory or .gguf file, or a hub id.",
     )
-    threads: int = opt(0, "CPU threads; 0 = the cores not busy right now (see arte.backends.threads).")
+    threads: int = opt(0, "CPU threads; 0 = the cores not busy right now (see common.threads).")
     batch_size: int = opt(8, "Prompts per forward batch (hf).")
     n_ctx: int = opt(2048, "Context window in tokens (llama_cpp); prompts longer than this are refused.")
     extra_bufts: Literal["auto", "on", "off"] = opt(
@@ -93,7 +94,8 @@ class BackendConfig:
             raise ValueError(f"--max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.timeout_s <= 0 or self.retry_backoff_s < 0:
             raise ValueError(
-                f"--timeout_s must be > 0 and --retry_backoff_s >= 0, got {self.timeout_s}, {self.retry_backoff_s}"
+                f"--timeout_s must be > 0 and --retry_backoff_s >= 0, "
+                f"got {self.timeout_s}, {self.retry_backoff_s}"
             )
         if self.max_retries < 0:
             raise ValueError(f"--max_retries must be >= 0, got {self.max_retries}")

@@ -2,8 +2,8 @@
 
 It stands in for the *generation engine* only, so the pipeline's logic (parsing, de-duplication,
 scoring, pairing, filtering, resume) can be tested fast and offline; DPO, SFT and evaluation still
-run real (tiny) models. It recognises the pipeline's own prompt formats (`arte.prompts`,
-`arte.elicit`) and answers from the built-in tasks' exact solvers:
+run real (tiny) models. It recognises the pipeline's own prompt formats (`common.prompts`,
+`arte.stages.elicit`) and answers from the built-in tasks' exact solvers:
 
 - brainstorm prompt: 5 new questions of the named built-in task; some targets are wrong and some
   blocks malformed, so the filters and the unparsable counter have work;
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from arte.backends.base import Generation, SamplingParams
 from arte.backends.decoding import find_stop
-from arte.prompts import ANSWER_HINT, STEP_BY_STEP
+from common.prompts import ANSWER_HINT, STEP_BY_STEP
 
 _TASK_NAME = re.compile(r"^(\w+) is a task whose description is:")
 _LAST_QUESTION = re.compile(r"Question: (.*) Answer: " + re.escape(STEP_BY_STEP) + r"\s*$", re.S)
@@ -73,7 +73,7 @@ class FakeBackend:
         return Generation(text, finish, len(prompt.split()), len(text.split()))
 
     def _brainstorm(self, task: str, prompt: str, seed: int) -> str:
-        from arte.tasks.builtin import BUILTIN_TASKS, draw_builtin_questions
+        from common.tasks.builtin import BUILTIN_TASKS, draw_builtin_questions
 
         if task not in BUILTIN_TASKS:
             return "I cannot write questions for this task."
@@ -88,7 +88,7 @@ class FakeBackend:
         return blocks[0].removeprefix("<Question_4><input>") + "\n" + "\n".join(blocks[1:])
 
     def _answer(self, prompt: str) -> str:
-        from arte.tasks.builtin import BUILTIN_TASKS, solve_builtin
+        from common.tasks.builtin import BUILTIN_TASKS, solve_builtin
 
         m = _LAST_QUESTION.search(prompt)
         if not m:

@@ -19,65 +19,19 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arte.backends.base import Generation, SamplingParams
 from arte.backends.decoding import common_prefix_len, find_stop, row_seed, split_context
-from arte.backends.threads import configure_torch_threads, pick_threads
-from arte.errors import UserError, missing_dependency
-from arte.gguf_tokenizer import repair_gguf_tokenizer
 from arte.models import resolve_hf
+from common.errors import UserError
+from common.hf_models import load_hf_model
+from common.threads import configure_torch_threads, pick_threads
 
 if TYPE_CHECKING:
     import torch
 
     from arte.backends import BackendConfig
-
-
-def _source_gguf(path: Path) -> Path | None:
-    """The GGUF a local model came from: the file itself, or the source recorded by
-    `models.materialize_hf` in its marker file."""
-    import json
-
-    if path.is_file():
-        return path
-    marker = path / "arte-materialized.json"
-    if marker.is_file():
-        source = Path(json.loads(marker.read_text()).get("source_gguf", ""))
-        return source if source.is_file() else None
-    return None
-
-
-def load_hf_model(spec: str, dtype: str = "float32"):
-    """(tokenizer, model) for a resolved spec: an HF directory, a .gguf file (de-quantized by
-    transformers) or a hub id. Local paths are loaded with local_files_only. Errors -> UserError."""
-    try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as e:
-        spec = {"torch": "torch==2.13.0"}.get(e.name or "", "transformers==4.57.6")
-        raise missing_dependency(e.name or "transformers", spec, "backend hf") from e
-    path = Path(spec).expanduser()
-    kwargs: dict = {}
-    source = spec
-    if path.exists():
-        kwargs["local_files_only"] = True
-        source = str(path)
-        if path.is_file():  # a .gguf file: transformers reads it from its directory
-            source, kwargs["gguf_file"] = str(path.parent), path.name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **kwargs)
-    except Exception as e:  # noqa: BLE001 - any load failure is the user's model, reported as such
-        reason = f"{type(e).__name__}: {e}"
-        raise UserError(f"backend hf: cannot load model {spec!r}: {reason[:600]}") from e
-    source_gguf = _source_gguf(path) if path.exists() else None
-    # A saved copy only needs the (2 s) repair while it still shows the converter's eos == bos bug.
-    if source_gguf is not None and (path.is_file() or tokenizer.eos_token == tokenizer.bos_token):
-        repair_gguf_tokenizer(tokenizer, source_gguf)
-    model.eval()
-    return tokenizer, model
 
 
 class HFBackend:

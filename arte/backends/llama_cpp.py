@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 from arte.backends.base import Generation, SamplingParams
 from arte.backends.decoding import common_prefix_len, find_stop, row_seed
-from arte.backends.threads import pick_threads
-from arte.errors import UserError, missing_dependency
 from arte.models import resolve_gguf
+from common.errors import UserError, missing_dependency
 from common.llama_cpp_loader import LlamaCppSettingError, open_llama
+from common.threads import pick_threads
 
 if TYPE_CHECKING:
     from arte.backends import BackendConfig

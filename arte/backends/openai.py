@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from arte.backends.base import Generation, SamplingParams
 from arte.backends.decoding import find_stop, row_seed
-from arte.errors import UserError, missing_dependency
+from common.errors import UserError, missing_dependency
 
 if TYPE_CHECKING:
     from arte.backends import BackendConfig
@@ -138,8 +138,14 @@ class OpenAIBackend:
         for attempt in range(self.cfg.max_retries + 1):
             if attempt:
                 wait = backoff_seconds(attempt, self.cfg.retry_backoff_s, retry_after)
-                log.warning("openai: POST %s: %s; retry %d/%d in %.1f s", url, last, attempt,
-                            self.cfg.max_retries, wait)  # fmt: skip
+                log.warning(
+                    "openai: POST %s: %s; retry %d/%d in %.1f s",
+                    url,
+                    last,
+                    attempt,
+                    self.cfg.max_retries,
+                    wait,
+                )
                 with self._lock:
                     self.stats["retries"] += 1
                 time.sleep(wait)

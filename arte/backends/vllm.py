@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from arte.backends.base import Generation, SamplingParams
 from arte.backends.decoding import find_stop, row_seed, split_context
-from arte.errors import UserError, missing_dependency
+from common.errors import UserError, missing_dependency
 
 if TYPE_CHECKING:
     from arte.backends import BackendConfig

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arte.backends import BackendConfig, SamplingParams, load_backend
-from arte.config import opt, to_dict
-from arte.prompts import STUDENT_STOP, answer_only_rationale, icl_prompt
-from arte.tasks.base import Task
+from common.config import opt, to_dict
+from common.prompts import STUDENT_STOP, answer_only_rationale, icl_prompt
+from common.tasks.base import Task
 
 BUILTIN_TASKS = ["boolean_expressions", "multistep_arithmetic", "object_counting", "word_sorting"]
 
@@ -68,8 +68,8 @@ def _run_backend(cfg: BackendConfig, prompts: list[str], max_new_tokens: int) ->
 
 def compare_backends(cfg: CompareBackendsConfig) -> dict:
     """Run both backends; return the summary (also written, with per-prompt records, to cfg.out)."""
-    from arte.tasks import load_tasks
-    from arte.tasks.answers import extract_answer
+    from common.tasks import load_tasks
+    from common.tasks.answers import extract_answer
 
     tasks = load_tasks(cfg.tasks, n_test=cfg.n_questions, seed=cfg.seed)
     items = [(t, p, tgt) for t in tasks for p, tgt in build_prompts(t, cfg.n_questions, cfg.shots)]
@@ -83,10 +83,17 @@ def compare_backends(cfg: CompareBackendsConfig) -> dict:
         norm_a = task.normalize(ans_a) if ans_a is not None else None
         norm_b = task.normalize(ans_b) if ans_b is not None else None
         rec = {
-            "task": task.name, "target": target, "a_text": ta, "b_text": tb, "a_answer": ans_a,
-            "b_answer": ans_b, "a_correct": task.is_correct(ta, target), "b_correct": task.is_correct(tb, target),
-            "agree": norm_a == norm_b, "identical_text": ta == tb,
-        }  # fmt: skip
+            "task": task.name,
+            "target": target,
+            "a_text": ta,
+            "b_text": tb,
+            "a_answer": ans_a,
+            "b_answer": ans_b,
+            "a_correct": task.is_correct(ta, target),
+            "b_correct": task.is_correct(tb, target),
+            "agree": norm_a == norm_b,
+            "identical_text": ta == tb,
+        }
         records.append(rec)
         per_task.setdefault(task.name, []).append(rec)
 
@@ -104,11 +111,12 @@ def compare_backends(cfg: CompareBackendsConfig) -> dict:
 
     summary = {
         "config": to_dict(cfg),
-        "a": cfg.a.name, "b": cfg.b.name,
+        "a": cfg.a.name,
+        "b": cfg.b.name,
         "overall": stats(records),
         "per_task": {name: stats(recs) for name, recs in per_task.items()},
         "speed": {"a": speed_a, "b": speed_b},
-    }  # fmt: skip
+    }
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
@@ -125,7 +133,8 @@ def _write_atomic(path: Path, text: str) -> None:
 def print_summary(summary: dict) -> None:
     a, b = summary["a"], summary["b"]
     print(
-        f"\n{'task':<22} {'n':>4} {a + ' acc':>12} {b + ' acc':>14} {'agree':>7} {'same text':>9} {'no <ans>':>10}"
+        f"\n{'task':<22} {'n':>4} {a + ' acc':>12} {b + ' acc':>14} "
+        f"{'agree':>7} {'same text':>9} {'no <ans>':>10}"
     )
     rows = list(summary["per_task"].items()) + [("ALL", summary["overall"])]
     for name, s in rows:
@@ -136,7 +145,8 @@ def print_summary(summary: dict) -> None:
         )
     sa, sb = summary["speed"]["a"], summary["speed"]["b"]
     print(
-        f"decode: {a} {sa['tokens_per_s']} tok/s ({sa['seconds']} s), {b} {sb['tokens_per_s']} tok/s ({sb['seconds']} s)"
+        f"decode: {a} {sa['tokens_per_s']} tok/s ({sa['seconds']} s), "
+        f"{b} {sb['tokens_per_s']} tok/s ({sb['seconds']} s)"
     )
     line = {"answer_agreement": summary["overall"]["answer_agreement"], a: sa, b: sb}
     print(json.dumps(line))

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from arte.config import opt
-from arte.errors import UserError
+from common.config import opt
+from common.errors import UserError
 
 GGUF_DEFAULT = ["f16", "q8_0", "q4_k_m"]
 ONNX_DEFAULT = ["fp32", "int8", "int4"]
@@ -71,8 +71,10 @@ def _print(manifest: dict, out: str) -> int:
         top1, kl = ver.get("top1_agreement"), ver.get("mean_kl")
         top1 = f"{top1:.3f}" if top1 is not None else "-"
         kl = f"{kl:.4f}" if kl is not None else "-"
-        print(f"{v['format']:<6} {v['quant']:<8} {v['size_bytes'] / 1e6:>8.1f} {v['bits_per_weight']:>7.2f} "
-              f"{top1:>6} {kl:>9}  {ver.get('reason', '') if ver.get('flagged') else ''}")  # fmt: skip
+        print(
+            f"{v['format']:<6} {v['quant']:<8} {v['size_bytes'] / 1e6:>8.1f} {v['bits_per_weight']:>7.2f} "
+            f"{top1:>6} {kl:>9}  {ver.get('reason', '') if ver.get('flagged') else ''}"
+        )
     print(f"\nmanifest: {Path(out).resolve() / 'manifest.json'}")
     return 0
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arte.config import opt
-from arte.errors import unknown_name
 from arte.models import EMBEDDED, cache_dir, list_models, materialize_hf
+from common.config import opt
+from common.errors import unknown_name
 
 
 @dataclass

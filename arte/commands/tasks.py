@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arte.config import opt
+from common.config import opt
 
 
 @dataclass
@@ -20,7 +20,7 @@ class TasksConfig:
 
 
 def run_tasks(cfg: TasksConfig) -> int:
-    from arte.tasks import list_builtin_tasks, load_tasks
+    from common.tasks import list_builtin_tasks, load_tasks
 
     if not cfg.tasks:
         print("built-in tasks (procedural, exact answers, any size offline):")

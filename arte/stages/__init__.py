@@ -1,0 +1,62 @@
+"""The pipeline's stages, one module each, in the order they run:
+
+    elicit -> prefset -> score -> pairs -> align -> generate -> train -> evaluate
+
+Every stage module holds its config dataclass (where it has one), `HELP` (its `arte STAGE --help`
+line), its logic, and `run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict`, which
+reads what earlier stages wrote and returns the counts recorded in `STAGE/done.json`. A module
+with `TRAINS = True` also runs under `arte.train_launch` (every process of a launcher). Helpers that
+serve one stage sit beside it: `draft_parsing` (elicit), `irt` (prefset), `evaluate_stats`
+(evaluate).
+
+Files, relative to the run directory:
+
+    elicit/TASK.questions.jsonl, elicit/TASK.rationales.jsonl, elicit/drafts.jsonl
+    prefset/TASK.json                      D_pref indices, method (irt | random) and why
+    score/cache.jsonl, score/scores.jsonl  one scored draft per draft (cached by content hash)
+    pairs/dpo.jsonl                        question- and rationale-level DPO pairs
+    align/teacher/                         the aligned teacher, merged, HF format (+ teacher-adapter/
+                                           with LoRA, teacher-f16.gguf when it runs on llama.cpp)
+    generate/arte.jsonl, generate/original.jsonl   SFT data (tailored; original-teacher baseline)
+    train/arte/, train/original/           the fine-tuned students, HF format
+    evaluate/VARIANT.jsonl, summary.md, summary.json
+
+Importing this package imports the stage modules, which stay light: torch, transformers, trl and
+the engines load inside `run` and the functions that need them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from arte.stages import align, elicit, evaluate, generate, pairs, prefset, score, train
+
+if TYPE_CHECKING:
+    from arte.pipeline import RunConfig
+    from arte.run_dir import RunDir
+    from common.tasks import Task
+
+    StageRun = Callable[[RunConfig, RunDir, list[Task]], dict | None]
+
+PIPELINE: tuple[ModuleType, ...] = (elicit, prefset, score, pairs, align, generate, train, evaluate)
+"""The stages in the order they run: the one list of them. The CLI's stage commands, their help,
+the pipeline loop, `arte.train_launch` and the tests all derive from it."""
+
+
+def stage_name(stage: ModuleType) -> str:
+    """A stage's name: its module's ("arte.stages.elicit" -> "elicit")."""
+    return stage.__name__.rsplit(".", 1)[1]
+
+
+STAGE_NAMES: tuple[str, ...] = tuple(stage_name(s) for s in PIPELINE)
+TRAINING_STAGES: tuple[str, ...] = tuple(stage_name(s) for s in PIPELINE if getattr(s, "TRAINS", False))
+
+
+def get_stage(name: str) -> ModuleType:
+    """The stage module called `name` (ValueError naming the stages if there is none)."""
+    for stage in PIPELINE:
+        if stage_name(stage) == name:
+            return stage
+    raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")

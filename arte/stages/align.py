@@ -1,0 +1,187 @@
+"""Preference alignment of the teacher, ARTE step 3 (arXiv 2406.19227, see docs/method.md).
+
+The teacher is trained with DPO (trl's DPOTrainer) on the chosen/rejected pairs written by
+`arte.stages.pairs`: question-level pairs (question prompt -> a top-25% vs a bottom-25% draft question) and
+rationale-level pairs (naive prompt -> the question's best vs worst rationale), mixed in one file.
+
+Paper: lr 1e-7, batch 16, 1 epoch, 10% warm-up then cosine; beta and LoRA-vs-full not given. Our
+default: LoRA (peft, r=8 on the attention and MLP projections), beta 0.1, lr 5e-5, merged into the
+weights at the end; `method: full` is full-parameter DPO.
+
+Reference policy: with LoRA, trl computes the reference log-probs with the adapters disabled (the
+input weights), so no second copy is held; with full DPO a frozen second copy is loaded.
+
+trl 1.16 details handled here: it joins prompt + chosen / rejected as they are (the separator belongs
+to the completion); it appends the EOS token to both; it has no `max_prompt_length`, only
+`max_length`, which keeps the start of prompt + completion, so `truncate_prompt` keeps the last
+`max_prompt_length` tokens of each prompt before trl sees it. Special tokens, LoRA merge,
+checkpoints and the atomic, checked save are shared with student training: see `arte.stages.train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from arte import processes
+from arte.finetune import (
+    LORA_TARGETS,
+    Scheduler,
+    TrainingRun,
+    load_for_training,
+    lora_config,
+    read_jsonl_rows,
+    run_training,
+    start_run,
+    trainer_args,
+    validate_common,
+)
+from common.config import opt
+from common.records import read_json
+
+if TYPE_CHECKING:
+    from arte.pipeline import RunConfig
+    from arte.run_dir import RunDir
+    from common.tasks import Task
+
+HELP = "Step 3b: DPO on the teacher (LoRA by default), merged and saved."
+TRAINS = True
+"""Runs under `arte.train_launch` (accelerate launch / torchrun) too."""
+
+DPO_METRICS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
+"""What trl's DPOTrainer logs per step besides the loss (first/last/mean go into the stats)."""
+
+
+@dataclass
+class AlignConfig:
+    """DPO on the teacher (ARTE step 3). Paper: lr 1e-7, batch 16, 1 epoch, 10% warm-up, cosine."""
+
+    method: Literal["lora", "full"] = opt(
+        "lora",
+        "lora: train low-rank adapters (peft) and merge them into the weights at the end; the reference "
+        "policy is the same network with adapters off, so no second copy is held. full: update every "
+        "weight against a frozen copy (the paper's setting, with its lr 1e-7). The paper does not say "
+        "which it used.",
+    )
+    beta: float = opt(
+        0.1, "DPO beta: how far the teacher may move from the reference (larger = less). Paper: not given."
+    )
+    learning_rate: float = opt(
+        5e-5,
+        "Peak learning rate. 5e-5 suits LoRA, whose adapters start at zero and need a 10-100x larger "
+        "rate than full fine-tuning; the paper's 1e-7 was for full DPO of a 70B teacher (use ~1e-6 "
+        "with method full on a small one).",
+    )
+    epochs: float = opt(1.0, "Passes over the pairs (paper: 1).")
+    batch_size: int = opt(4, "Pairs per forward pass (each pair is two sequences).")
+    gradient_accumulation_steps: int = opt(
+        4, "Forward passes per optimizer step; effective batch = batch_size x this (paper: 16)."
+    )
+    warmup_ratio: float = opt(0.1, "Fraction of the steps with linear warm-up (paper: 10%).")
+    lr_scheduler: Scheduler = opt("cosine", "Learning-rate decay after warm-up (paper: cosine).")
+    lora_r: int = opt(8, "LoRA rank (method lora).")
+    lora_alpha: int = opt(16, "LoRA scaling numerator; the update is scaled by lora_alpha / lora_r.")
+    lora_dropout: float = opt(0.05, "Dropout on the LoRA branch.")
+    lora_target_modules: list[str] = opt(LORA_TARGETS, "Modules that get LoRA adapters (Llama/Qwen2 names).")
+    max_length: int = opt(
+        768, "Tokens of prompt + completion; longer completions are cut at the end (counted in the stats)."
+    )
+    max_prompt_length: int = opt(
+        512,
+        "Tokens kept of each prompt, from its end (the question prompt with 3 seed questions is the "
+        "long one); must be < max_length so every completion keeps some tokens.",
+    )
+    seed: int = opt(0, "Seed for the LoRA initialisation and the data order.")
+    logging_steps: int = opt(1, "Log loss and reward metrics every this many optimizer steps.")
+    checkpoint_steps: int = opt(
+        50, "Save a resumable checkpoint every this many steps into out_dir/checkpoints (0 = never)."
+    )
+    threads: int = opt(0, "torch CPU threads; 0 = the cores that are free right now.")
+
+    def __post_init__(self) -> None:
+        validate_common(self)
+        if self.beta <= 0:
+            raise ValueError(f"--beta must be > 0, got {self.beta}")
+        if not 0 < self.max_prompt_length < self.max_length:
+            raise ValueError(
+                f"--max_prompt_length ({self.max_prompt_length}) must be > 0 "
+                f"and < --max_length ({self.max_length})"
+            )
+
+
+def truncate_prompt(tokenizer, prompt: str, max_tokens: int) -> tuple[str, bool]:
+    """The end of `prompt` that is `max_tokens` tokens long (cut at a token boundary of the original
+    tokenization), and whether anything was cut."""
+    encoded = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    n = len(encoded["input_ids"])
+    if n <= max_tokens:
+        return prompt, False
+    start = encoded["offset_mapping"][n - max_tokens][0]
+    return prompt[start:], True
+
+
+def build_dpo_trainer(model_dir: str, pairs_path: Path, out_dir: Path, cfg: AlignConfig) -> TrainingRun:
+    """A DPOTrainer on the pairs, with LoRA or against a frozen copy (method full)."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    rows = read_jsonl_rows(pairs_path, ("prompt", "chosen", "rejected"))
+    run = start_run("dpo", model_dir, pairs_path, out_dir, cfg)
+    truncated = 0
+    for row in rows:
+        row["prompt"], cut = truncate_prompt(run.train_tokenizer, row["prompt"], cfg.max_prompt_length)
+        truncated += cut
+    run.trainer = DPOTrainer(
+        model=run.model,
+        ref_model=None if cfg.method == "lora" else load_for_training(model_dir, cfg.threads)[1],
+        args=DPOConfig(**trainer_args(cfg, run.checkpoint_dir), beta=cfg.beta),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=run.train_tokenizer,
+        peft_config=lora_config(cfg) if cfg.method == "lora" else None,
+    )
+    longest = [
+        len(ex["prompt_ids"]) + max(len(ex["chosen_ids"]), len(ex["rejected_ids"]))
+        for ex in run.trainer.train_dataset
+    ]
+    run.notes.update(
+        pairs=len(rows),
+        prompts_truncated=truncated,
+        pairs_cut_by_max_length=sum(n > cfg.max_length for n in longest),
+        trainable_parameters=sum(p.numel() for p in run.trainer.model.parameters() if p.requires_grad),
+    )
+    return run
+
+
+def align_teacher(model_dir: str, pairs_path: Path, out_dir: Path, cfg: AlignConfig) -> dict:
+    """ARTE step 3: DPO on the teacher with the pairs in `pairs_path` (JSONL {"prompt", "chosen",
+    "rejected", ...}); save the aligned teacher (merged, HF safetensors + fast tokenizer) to
+    `out_dir`, with `out_dir/align_stats.json`. Returns the stats (steps, losses, rewards, seconds)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = build_dpo_trainer(model_dir, Path(pairs_path), out_dir, cfg)
+    return run_training(run, out_dir, "align_stats.json", metrics=DPO_METRICS)
+
+
+def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict | None:
+    """DPO on the teacher with pairs/dpo.jsonl into align/teacher (merged; plus teacher-adapter/ with
+    LoRA, and teacher-f16.gguf when the aligned teacher runs on llama.cpp). A complete aligned teacher
+    from an earlier attempt is reused. Under a launcher every process trains; only the main one
+    saves and returns the stats (the others: None)."""
+    procs = processes.current()
+    out = run_dir.stage("align")
+    teacher_dir, pairs = out / "teacher", run_dir.path / "pairs" / "dpo.jsonl"
+    if (teacher_dir / "config.json").is_file() and (teacher_dir / "align_stats.json").is_file():
+        stats = read_json(teacher_dir / "align_stats.json")  # trained before a later step failed
+    else:
+        acfg = dataclasses.replace(cfg.align, threads=procs.threads(cfg.align.threads))
+        model_dir = procs.prepare_model("dpo", cfg.teacher.model, pairs, teacher_dir, acfg)
+        teacher_dir.mkdir(parents=True, exist_ok=True)
+        trainer = build_dpo_trainer(model_dir, pairs, teacher_dir, acfg)
+        stats = procs.train_and_save(trainer, teacher_dir, "align_stats.json", DPO_METRICS, model_dir)
+    if procs.is_main and cfg.aligned_teacher.name == "llama_cpp":  # generation runs on llama.cpp
+        from export.gguf_convert import convert_hf_to_gguf
+
+        stats["gguf"] = str(convert_hf_to_gguf(teacher_dir, out / "teacher-f16.gguf", "f16"))
+    return stats

@@ -1,0 +1,232 @@
+"""ARTE step 1, knowledge elicitation: the teacher drafts questions, then rationales.
+
+Questions: the brainstorm prompt shows the task's 3 seeds as `<Question_x>` blocks and asks for 5
+more; it is sampled at temperature 1.0, call after call, until m unique questions exist. Unparsable
+blocks are counted and dropped; duplicates, seeds and questions of the validation/test splits are
+dropped (a draft equal to a test question would leak it into training).
+
+Rationales: n per question, one per reasoning-strategy prompt, greedy. Every strategy ends by asking
+for the final answer as `<ans>...</ans>`.
+
+Both loops append one record per teacher call to a JSONL log, so a killed run resumes where it
+stopped and never asks the teacher for a finished prompt again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from arte.backends.base import Backend, SamplingParams
+from arte.stages.draft_parsing import parse_question_blocks, question_key
+from common.config import opt
+from common.errors import UserError
+from common.prompts import STEP_BY_STEP, render_question_block, worked_example
+from common.records import RecordLog, write_jsonl_atomic
+from common.tasks.base import Task
+
+if TYPE_CHECKING:
+    from arte.pipeline import RunConfig
+    from arte.run_dir import RunDir
+
+HELP = "Step 1: the teacher drafts m questions and n rationales per question."
+
+QUESTIONS_PER_CALL = 5
+"""The brainstorm prompt asks for 5 questions per call (paper)."""
+PRIMER = "<Question_4><input>"
+"""The brainstorm prompt ends by opening the 4th block; the teacher continues with a question."""
+
+DEFAULT_STRATEGIES: dict[str, str] = {
+    "expert": "You are an expert in {task}. {description} Solve the question the way an expert would, "
+    "following the task's procedure one step at a time.",
+    "rules": "{description} First recall the rules needed for this task, then compute the answer step by "
+    "step.",
+    "plain": "{description}",
+    "eliminate": "{description} Consider the candidate answers, eliminate the wrong ones, and pick the best.",
+}
+"""Generic reasoning strategies (n = 4, as in the paper); override per task in the run config."""
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A teacher draft: question `qid` of `task`, with one rationale written under `strategy`."""
+
+    task: str
+    qid: str
+    question: str
+    target: str
+    strategy: str
+    rationale: str
+
+
+@dataclass
+class QuestionConfig:
+    """How the teacher drafts questions with the brainstorm prompt: the original teacher in step 1,
+    the aligned teacher in step 4 (`generate.questions`)."""
+
+    m: int = opt(250, "Questions per task (paper: m = 250 drafts in step 1, ~250 per BBH task in step 4).")
+    temperature: float = opt(1.0, "Sampling temperature of the brainstorm prompt (paper: 1.0).")
+    question_max_new_tokens: int = opt(400, "Decode budget of one brainstorm call (5 questions).")
+    max_calls_factor: float = opt(3.0, "Give up after m / 5 * this many brainstorm calls (a weak teacher).")
+
+    def __post_init__(self) -> None:
+        if self.m < 1:
+            raise ValueError(f"--m must be >= 1, got {self.m}")
+
+
+@dataclass
+class ElicitConfig(QuestionConfig):
+    """Knowledge elicitation (ARTE step 1): m questions, then n rationales each (one per strategy)."""
+
+    rationale_max_new_tokens: int = opt(160, "Decode budget of one rationale.")
+    strategies: list[str] = opt(list(DEFAULT_STRATEGIES), "Reasoning strategies used for rationales (n).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [s for s in self.strategies if s not in DEFAULT_STRATEGIES]
+        if unknown or not self.strategies:
+            raise ValueError(f"--strategies: unknown {unknown}; valid: {', '.join(DEFAULT_STRATEGIES)}")
+
+
+def question_prompt(task: Task) -> str:
+    """The brainstorm prompt. It ends by opening block 4 (`PRIMER`), which keeps small teachers on
+    format; the completion is parsed as `PRIMER + completion`."""
+    seeds = "\n".join(render_question_block(ex.input, ex.target, i) for i, ex in enumerate(task.seeds[:3], 1))
+    return (
+        f"{task.name} is a task whose description is: {task.description} Here are 3 example questions. "
+        f"Brainstorm {QUESTIONS_PER_CALL} more questions about {task.name}. Output each as "
+        f"<Question_x><input>...</input><target>...</target></Question_x>.\n{seeds}\n{PRIMER}"
+    )
+
+
+def teacher_example(task: Task, enabled: bool) -> str:
+    """The worked example (the task's first seed) for the teacher's rationale prompts, or ""."""
+    return worked_example(task.seeds[0].input, task.seeds[0].target) if enabled else ""
+
+
+def strategy_prompt(task: Task, strategy: str, question: str, example: str = "") -> str:
+    """A rationale prompt: the strategy's instructions, an optional worked example, the question."""
+    head = DEFAULT_STRATEGIES[strategy].format(task=task.name, description=task.description)
+    return (
+        f"{head} Give your final answer as <ans>...</ans>.\n"
+        f"{example}Question: {question} Answer: {STEP_BY_STEP}"
+    )
+
+
+def elicit_questions(
+    task: Task, teacher: Backend, cfg: QuestionConfig, log: RecordLog, seed: int = 0
+) -> dict:
+    """Sample brainstorm calls until `cfg.m` unique questions exist; returns {questions, stats}."""
+    from tqdm import tqdm
+
+    banned = {question_key(ex.input) for ex in task.seeds + task.validation + task.test}
+    questions: dict[str, dict] = {}
+    stats = {"calls": 0, "parsed": 0, "unparsable": 0, "duplicates": 0, "split_overlap": 0}
+
+    def absorb(rec: dict) -> None:
+        stats["calls"] += 1
+        stats["unparsable"] += rec["unparsable"]
+        for q, t in rec["questions"]:
+            stats["parsed"] += 1
+            key = question_key(q)
+            if key in banned:
+                stats["split_overlap"] += 1
+            elif key in questions or len(questions) >= cfg.m:
+                stats["duplicates"] += 1
+            else:
+                questions[key] = {"qid": f"{task.name}-q{len(questions):04d}", "input": q, "target": t}
+
+    for rec in log:
+        absorb(rec)
+    max_calls = max(1, round(cfg.m / QUESTIONS_PER_CALL * cfg.max_calls_factor))
+    prompt = question_prompt(task)
+    bar = tqdm(total=cfg.m, initial=len(questions), desc=f"elicit {task.name}", unit="q")
+    while len(questions) < cfg.m and stats["calls"] < max_calls:
+        params = SamplingParams(
+            max_new_tokens=cfg.question_max_new_tokens,
+            temperature=cfg.temperature,
+            seed=seed + stats["calls"],
+        )
+        text = teacher.generate([prompt], params)[0].text
+        parsed = parse_question_blocks(PRIMER + text)
+        rec = {
+            "call": stats["calls"],
+            "text": text,
+            "questions": parsed.questions,
+            "unparsable": parsed.unparsable,
+        }
+        log.append(rec)
+        before = len(questions)
+        absorb(rec)
+        bar.update(len(questions) - before)
+    bar.close()
+    stats["kept"] = len(questions)
+    stats["gave_up"] = len(questions) < cfg.m
+    return {"questions": list(questions.values()), "stats": stats}
+
+
+def elicit_rationales(
+    task: Task,
+    questions: Sequence[dict],
+    teacher: Backend,
+    cfg: ElicitConfig,
+    log: RecordLog,
+    batch: int = 8,
+    example: str = "",
+) -> list[Draft]:
+    """One greedy rationale per (question, strategy); returns the drafts in a stable order."""
+    from tqdm import tqdm
+
+    done = {(r["qid"], r["strategy"]): r["rationale"] for r in log}
+    jobs = [(q, s) for q in questions for s in cfg.strategies]
+    todo = [(q, s) for q, s in jobs if (q["qid"], s) not in done]
+    params = SamplingParams(max_new_tokens=cfg.rationale_max_new_tokens, temperature=0.0, stop=("</ans>",))
+    for start in tqdm(
+        range(0, len(todo), batch), desc=f"rationales {task.name}", unit="batch", disable=not todo
+    ):
+        chunk = todo[start : start + batch]
+        gens = teacher.generate([strategy_prompt(task, s, q["input"], example) for q, s in chunk], params)
+        records = [
+            {"qid": q["qid"], "strategy": s, "rationale": g.text.strip(), "finish": g.finish_reason}
+            for (q, s), g in zip(chunk, gens)
+        ]
+        log.extend(records)
+        done.update({(r["qid"], r["strategy"]): r["rationale"] for r in records})
+    return [Draft(task.name, q["qid"], q["input"], q["target"], s, done[(q["qid"], s)]) for q, s in jobs]
+
+
+def read_drafts(run_dir: RunDir) -> list[Draft]:
+    """elicit/drafts.jsonl of a run, as written by this stage."""
+    return [Draft(**r) for r in RecordLog(run_dir.path / "elicit" / "drafts.jsonl")]
+
+
+def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
+    """Per task: m questions (elicit/TASK.questions.jsonl), then n rationales each
+    (elicit/TASK.rationales.jsonl); all drafts in elicit/drafts.jsonl."""
+    from arte.backends import load_backend
+
+    out, counts, drafts = run_dir.stage("elicit"), {}, []
+    teacher = load_backend(cfg.teacher)
+    try:
+        for task in tasks:
+            got = elicit_questions(
+                task, teacher, cfg.elicit, RecordLog(out / f"{task.name}.questions.jsonl"), cfg.seed
+            )
+            if not got["questions"]:
+                raise UserError(
+                    f"the teacher wrote no parsable question for task {task.name!r} in "
+                    f"{got['stats']['calls']} calls (see {out / task.name}.questions.jsonl); use a stronger "
+                    "teacher or --teacher.chat true"
+                )
+            log = RecordLog(out / f"{task.name}.rationales.jsonl")
+            example = teacher_example(task, cfg.teacher_worked_example)
+            drafts += elicit_rationales(
+                task, got["questions"], teacher, cfg.elicit, log, cfg.teacher.batch_size, example
+            )
+            counts[task.name] = got["stats"] | {"drafts": len(got["questions"]) * len(cfg.elicit.strategies)}
+    finally:
+        teacher.close()
+    write_jsonl_atomic(out / "drafts.jsonl", [dataclasses.asdict(d) for d in drafts])
+    return counts

@@ -1,0 +1,122 @@
+"""The pipeline's last stage: evaluate the vanilla, original-teacher and ARTE students on the same
+test questions, zero- and few-shot, then write `summary.md` and `summary.json` (accuracy table with
+bootstrap intervals, paired differences, data counts, stage timings). The statistics are in
+`arte.stages.evaluate_stats`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from arte.backends import BackendConfig, load_backend
+from arte.run_dir import RunDir
+from common.config import opt
+from common.records import RecordLog, read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from arte.pipeline import RunConfig
+    from common.tasks import Task
+
+HELP = "Evaluate vanilla / original / ARTE students; write summary.md and summary.json."
+
+VARIANTS = ("vanilla", "original", "arte")
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluation of the students (paper's protocol: target-task accuracy, zero-shot and 3-shot)."""
+
+    shots: list[int] = opt([0, 3], "Shot settings (demonstrations are the task's seeds).")
+    n_test: int = opt(200, "Test questions per task.")
+    max_new_tokens: int = opt(192, "Decode budget per answer.")
+    n_boot: int = opt(2000, "Bootstrap resamples for the confidence intervals.")
+    backend: BackendConfig = opt(
+        BackendConfig(name="hf", model=""),
+        "Engine for every student; its model is filled in per variant. llama_cpp: each student is "
+        "converted to an F16 GGUF first (evaluate/VARIANT-f16.gguf; our converter, verified top-1 1.0).",
+    )
+
+
+def variant_models(cfg: RunConfig, run_dir: RunDir) -> dict[str, str]:
+    from arte.models import resolve_hf
+
+    return {
+        "vanilla": resolve_hf(cfg.student.model),
+        "original": str(run_dir.path / "train" / "original"),
+        "arte": str(run_dir.path / "train" / "arte"),
+    }
+
+
+def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
+    """Evaluate each variant (resumable per variant and task), then write the summary files."""
+    from tqdm import tqdm
+
+    from arte.stages.evaluate_stats import evaluate_student
+
+    out, ev = run_dir.stage("evaluate"), cfg.evaluate
+    records: dict[str, list[dict]] = {}
+    for variant, model in variant_models(cfg, run_dir).items():
+        log = RecordLog(out / f"{variant}.jsonl")
+        done_tasks = {r["task"] for r in log}
+        todo = [t for t in tasks if t.name not in done_tasks]
+        if todo:
+            backend = load_backend(
+                dataclasses.replace(ev.backend, model=_engine_model(ev.backend, model, out, variant))
+            )
+            try:
+                for task in tqdm(
+                    todo, desc=f"evaluate {variant}", unit="task"
+                ):  # a kill loses one task at most
+                    log.extend(evaluate_student(backend, [task], ev.shots, ev.n_test, ev.max_new_tokens))
+            finally:
+                backend.close()
+        records[variant] = log.read()
+    return write_summary(cfg, run_dir, tasks, records)
+
+
+def _engine_model(backend: BackendConfig, model: str, out: Path, variant: str) -> str:
+    """The variant's model as the evaluation engine needs it (an F16 GGUF for llama_cpp)."""
+    if backend.name != "llama_cpp":
+        return model
+    from arte.models import resolve_hf
+    from export.gguf_convert import convert_hf_to_gguf
+
+    gguf = out / f"{variant}-f16.gguf"
+    return str(gguf if gguf.is_file() else convert_hf_to_gguf(Path(resolve_hf(model)), gguf, "f16"))
+
+
+def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: dict[str, list[dict]]) -> dict:
+    from arte.stages.evaluate_stats import accuracy_table, format_table_markdown
+
+    table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
+    manifest = read_json(run_dir.path / "manifest.json")
+    stages = {name: info for name, info in manifest.get("stages", {}).items()}
+    data = {
+        "drafts": _count_lines(run_dir.path / "elicit" / "drafts.jsonl"),
+        "pairs": _count_lines(run_dir.path / "pairs" / "dpo.jsonl"),
+        "sft_examples": {
+            v: _count_lines(run_dir.path / "generate" / f"{v}.jsonl") for v in ("original", "arte")
+        },
+        "prefset": {t.name: read_json(run_dir.path / "prefset" / f"{t.name}.json")["method"] for t in tasks},
+    }
+    summary = {"accuracy": table, "data": data, "stages": stages}
+    write_json_atomic(run_dir.path / "summary.json", summary)
+    lines = [f"# ARTE run: {run_dir.path}", "", format_table_markdown(table), "", "## Data", ""]
+    lines += [
+        f"- drafts: {data['drafts']}; DPO pairs: {data['pairs']}",
+        f"- SFT examples after filters: original {data['sft_examples']['original']}, "
+        f"ARTE {data['sft_examples']['arte']}",
+        f"- D_pref selection per task: {data['prefset']}",
+        "",
+        "## Stage timings (s)",
+        "",
+    ]
+    lines += [f"- {name}: {info.get('seconds')}" for name, info in stages.items()]
+    (run_dir.path / "summary.md").write_text("\n".join(lines) + "\n")
+    return {"variants": list(records), "evaluated": {v: len(r) for v, r in records.items()}}
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for _ in RecordLog(path)) if path.exists() else 0

@@ -1,0 +1,168 @@
+"""Student preferences (ARTE step 2): how much each teacher draft helps the student.
+
+A draft is (question q, rationale r). It is used as the single in-context demonstration before each
+of the k preference questions D_pref; the fraction the student then answers correctly is the
+rationale's score, and a question's score is the mean over its rationales.
+
+Cost is m * n * k student generations, the pipeline's hot loop. What makes it fast: the k prompts of
+one draft share the demonstration as a prefix, so they go to the backend as one batch (hf reuses the
+prefix KV cache; llama_cpp reuses it across consecutive prompts), and decoding stops at `</ans>`.
+Every score is cached by a content hash of (student, prompt format, draft, D_pref), so a re-run or a
+resumed run never recomputes one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from arte.backends.base import Backend, SamplingParams
+from arte.stages.elicit import Draft
+from common.prompts import STUDENT_STOP, icl_prompt
+from common.records import RecordLog, read_json, write_jsonl_atomic
+from common.tasks.base import Example, Task
+
+if TYPE_CHECKING:
+    from arte.backends import BackendConfig
+    from arte.pipeline import RunConfig
+    from arte.run_dir import RunDir
+
+HELP = "Step 2b: score every draft by the student's one-shot accuracy on D_pref."
+
+PROMPT_VERSION = "icl-v1"
+"""Bump when `icl_prompt` or answer extraction changes, so cached scores are not reused."""
+
+
+@dataclass(frozen=True)
+class ScoredDraft(Draft):
+    """A draft with its score: the student's accuracy on D_pref with the draft as its one-shot
+    demonstration. One line of score/scores.jsonl, read by pairs and generate as it is."""
+
+    score: float
+
+
+def draft_key(student_id: str, draft: Draft, pref_set: Sequence[Example], max_new_tokens: int) -> str:
+    """Content hash of everything that determines a draft's score."""
+    payload = json.dumps(
+        [
+            PROMPT_VERSION,
+            student_id,
+            max_new_tokens,
+            draft.task,
+            draft.question,
+            draft.rationale,
+            [(ex.input, ex.target) for ex in pref_set],
+        ],
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def score_drafts(
+    task: Task,
+    drafts: Sequence[Draft],
+    pref_set: Sequence[Example],
+    student: Backend,
+    *,
+    student_id: str,
+    cache: RecordLog,
+    max_new_tokens: int = 128,
+    progress: bool = True,
+) -> list[float]:
+    """Score every draft (accuracy on `pref_set` with the draft as the one-shot demonstration).
+
+    Returns one score per draft, in order (identical drafts are scored once and share it). Scores
+    already in `cache` are reused; new ones are appended to it as each draft finishes, so a killed
+    run resumes where it stopped.
+    """
+    from tqdm import tqdm
+
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=STUDENT_STOP)
+    cached = {rec["key"]: rec["score"] for rec in cache}
+    keys = [draft_key(student_id, d, pref_set, max_new_tokens) for d in drafts]
+    todo = list({k: d for k, d in zip(keys, drafts) if k not in cached}.items())  # identical drafts: once
+    for key, draft in tqdm(todo, desc=f"score {task.name}", unit="draft", disable=not progress or not todo):
+        demo = [(draft.question, draft.rationale)]
+        prompts = [icl_prompt(task.description, demo, ex.input) for ex in pref_set]
+        gens = student.generate(prompts, params)
+        correct = [int(task.is_correct(g.text, ex.target)) for g, ex in zip(gens, pref_set)]
+        score = sum(correct) / len(correct)
+        cache.append(
+            {
+                "key": key,
+                "task": task.name,
+                "qid": draft.qid,
+                "strategy": draft.strategy,
+                "correct": correct,
+                "score": score,
+            }
+        )
+        cached[key] = score
+    return [cached[k] for k in keys]
+
+
+def question_scores(scored: Sequence[ScoredDraft]) -> dict[str, float]:
+    """Question score = mean score of its rationales (ARTE step 2)."""
+    per_q: dict[str, list[float]] = defaultdict(list)
+    for d in scored:
+        per_q[d.qid].append(d.score)
+    return {qid: sum(v) / len(v) for qid, v in per_q.items()}
+
+
+def read_scored_drafts(run_dir: RunDir) -> list[ScoredDraft]:
+    """score/scores.jsonl of a run, as written by this stage."""
+    return [ScoredDraft(**r) for r in RecordLog(run_dir.path / "score" / "scores.jsonl")]
+
+
+def student_id(student: BackendConfig) -> str:
+    """What identifies the student's answers for the score cache: engine and model file contents."""
+    from arte.models import EMBEDDED, resolve_gguf
+
+    model = str(resolve_gguf(student.model)) if student.name == "llama_cpp" else student.model
+    path = Path(model)
+    stamp = f"{path.stat().st_size}:{int(path.stat().st_mtime)}" if path.is_file() else ""
+    name = student.model if student.model in EMBEDDED else model
+    return f"{student.name}:{name}:{stamp}:chat={student.chat}"
+
+
+def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
+    """Score every draft of elicit/drafts.jsonl on its task's D_pref (prefset/TASK.json); write
+    score/scores.jsonl (one ScoredDraft per draft) and keep score/cache.jsonl for resumes."""
+    from arte.backends import load_backend
+    from arte.stages.elicit import read_drafts
+
+    out, drafts, scored, counts = run_dir.stage("score"), read_drafts(run_dir), [], {}
+    cache = RecordLog(out / "cache.jsonl")
+    student = load_backend(cfg.student)
+    try:
+        for task in tasks:
+            indices = read_json(run_dir.path / "prefset" / f"{task.name}.json")["indices"]
+            pref = [task.validation[i] for i in indices]
+            mine = [d for d in drafts if d.task == task.name]
+            values = score_drafts(
+                task,
+                mine,
+                pref,
+                student,
+                student_id=student_id(cfg.student),
+                cache=cache,
+                max_new_tokens=cfg.score_max_new_tokens,
+            )
+            scored += [
+                ScoredDraft(**dataclasses.asdict(d), score=v) for d, v in zip(mine, values, strict=True)
+            ]
+            counts[task.name] = {
+                "drafts": len(mine),
+                "mean_score": round(sum(values) / max(len(values), 1), 3),
+                "distinct_scores": len(set(values)),
+            }
+    finally:
+        student.close()
+    write_jsonl_atomic(out / "scores.jsonl", [dataclasses.asdict(d) for d in scored])
+    return counts

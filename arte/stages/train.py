@@ -1,0 +1,140 @@
+"""Student fine-tuning, ARTE step 4b (arXiv 2406.19227, see docs/method.md).
+
+`train_student` fine-tunes the student on the aligned teacher's data with trl's SFTTrainer. Paper:
+full fine-tuning, 1 epoch, Adam, lr 2e-5, 3% warm-up, loss on the completion only.
+
+Data: JSONL rows {"prompt", "completion"} (other keys are ignored). trl joins prompt + completion as
+they are, so the separator belongs to the completion (`arte.stages.generate` writes " " + rationale) and the
+prompt must be exactly the text the student is evaluated with (`common.prompts.icl_prompt`): nothing
+here reformats it. trl 1.16 tokenizes the prompt and prompt + completion, labels every prompt token
+-100 (`completion_only_loss`, set explicitly here) and appends the EOS token to the completion.
+
+The plumbing shared with `arte.stages.align` lives in `arte.finetune`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from arte import processes
+from arte.finetune import (
+    LORA_TARGETS,
+    Scheduler,
+    TrainingRun,
+    lora_config,
+    read_jsonl_rows,
+    run_training,
+    start_run,
+    trainer_args,
+    validate_common,
+)
+from common.config import opt
+from common.records import read_json
+
+if TYPE_CHECKING:
+    from arte.pipeline import RunConfig
+    from arte.run_dir import RunDir
+    from common.tasks import Task
+
+HELP = "Step 4b: fine-tune the student on original-teacher data and on ARTE data."
+TRAINS = True
+"""Runs under `arte.train_launch` (accelerate launch / torchrun) too."""
+SFT_METRICS = ("mean_token_accuracy",)
+
+
+@dataclass
+class TrainConfig:
+    """Student SFT (ARTE step 4). Paper: full fine-tuning, 1 epoch, Adam, lr 2e-5, 3% warm-up."""
+
+    method: Literal["full", "lora"] = opt(
+        "full",
+        "full: update every weight, as the paper does; a 135M student fits easily on CPU (fp32 weights, "
+        "grads and Adam state ~2.2 GB). lora: train low-rank adapters, merged into the weights at the "
+        "end (raise --learning_rate to ~1e-4..2e-4).",
+    )
+    learning_rate: float = opt(2e-5, "Peak learning rate (paper: 2e-5, full fine-tuning; LoRA wants ~1e-4).")
+    epochs: float = opt(1.0, "Passes over the training data (paper: 1).")
+    batch_size: int = opt(4, "Examples per forward pass.")
+    gradient_accumulation_steps: int = opt(
+        4, "Forward passes per optimizer step; effective batch = batch_size x this."
+    )
+    warmup_ratio: float = opt(0.03, "Fraction of the steps with linear warm-up (paper: 3%).")
+    lr_scheduler: Scheduler = opt("cosine", "Learning-rate decay after warm-up (not given by the paper).")
+    lora_r: int = opt(8, "LoRA rank (method lora).")
+    lora_alpha: int = opt(16, "LoRA scaling numerator; the update is scaled by lora_alpha / lora_r.")
+    lora_dropout: float = opt(0.05, "Dropout on the LoRA branch.")
+    lora_target_modules: list[str] = opt(LORA_TARGETS, "Modules that get LoRA adapters (Llama/Qwen2 names).")
+    max_length: int = opt(
+        512,
+        "Tokens per example (prompt + completion); longer ones lose the end of the completion, and a "
+        "prompt that fills it alone drops the example (counted in the stats).",
+    )
+    seed: int = opt(0, "Seed for initialisation (LoRA) and data order.")
+    logging_steps: int = opt(1, "Log loss and metrics every this many optimizer steps.")
+    checkpoint_steps: int = opt(
+        100, "Save a resumable checkpoint every this many steps into out_dir/checkpoints (0 = never)."
+    )
+    threads: int = opt(0, "torch CPU threads; 0 = the cores that are free right now.")
+
+    def __post_init__(self) -> None:
+        validate_common(self)
+
+
+def build_sft_trainer(model_dir: str, data_path: Path, out_dir: Path, cfg: TrainConfig) -> TrainingRun:
+    """An SFTTrainer on prompt/completion rows with the loss on the completion only."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    rows = read_jsonl_rows(data_path, ("prompt", "completion"))
+    run = start_run("sft", model_dir, data_path, out_dir, cfg)
+    run.trainer = SFTTrainer(
+        model=run.model,
+        args=SFTConfig(**trainer_args(cfg, run.checkpoint_dir), completion_only_loss=True),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=run.train_tokenizer,
+        peft_config=lora_config(cfg) if cfg.method == "lora" else None,
+    )
+    dataset, eos_id = run.trainer.train_dataset, run.notes["eos_token_id"]
+    run.notes.update(
+        rows=len(rows),
+        rows_dropped_prompt_too_long=len(rows) - len(dataset),
+        completions_cut_by_max_length=sum(ex["input_ids"][-1] != eos_id for ex in dataset),
+        trainable_parameters=sum(p.numel() for p in run.trainer.model.parameters() if p.requires_grad),
+    )
+    return run
+
+
+def train_student(model_dir: str, data_path: Path, out_dir: Path, cfg: TrainConfig) -> dict:
+    """ARTE step 4: fine-tune the student on `data_path` (JSONL {"prompt", "completion"}) and save it
+    (merged, HF safetensors + fast tokenizer) to `out_dir`, with `out_dir/train_stats.json`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = build_sft_trainer(model_dir, Path(data_path), out_dir, cfg)
+    return run_training(run, out_dir, "train_stats.json", metrics=SFT_METRICS)
+
+
+VARIANTS = ("original", "arte")
+"""The students trained: on the original teacher's data and on ARTE's tailored data."""
+
+
+def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict | None:
+    """SFT of the student on generate/original.jsonl and generate/arte.jsonl into train/original and
+    train/arte; a student already saved is kept. Under a launcher every process trains; only the
+    main one saves and returns the stats (the others: None)."""
+    procs = processes.current()
+    out, counts = run_dir.stage("train"), {}
+    for variant in VARIANTS:
+        target, data = out / variant, run_dir.path / "generate" / f"{variant}.jsonl"
+        if (target / "config.json").is_file():
+            stats_file = target / "train_stats.json"
+            counts[variant] = read_json(stats_file) if stats_file.exists() else {}
+            continue
+        tcfg = dataclasses.replace(cfg.train, threads=procs.threads(cfg.train.threads))
+        model_dir = procs.prepare_model("sft", cfg.student.model, data, target, tcfg)
+        target.mkdir(parents=True, exist_ok=True)
+        trainer = build_sft_trainer(model_dir, data, target, tcfg)
+        counts[variant] = procs.train_and_save(trainer, target, "train_stats.json", SFT_METRICS, model_dir)
+    return counts if procs.is_main else None

@@ -1,0 +1,89 @@
+"""What a task is: a description, labelled examples split into seeds / validation / test, an answer
+normaliser and, optionally, an exact verifier that recomputes the answer from the question text."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from common.errors import UserError
+
+AnswerKind = Literal["text", "choice", "number", "bool"]
+"""How answers are normalised before comparison (see `common.tasks.answers.normalize_answer`)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled example. `input` is the full question text shown to a model (multiple-choice
+    options already rendered BBH-style, "Options:\\n(A) ..."); `target` the gold answer
+    (the letter, for multiple choice)."""
+
+    input: str
+    target: str
+    options: tuple[str, ...] = ()
+
+
+Verifier = Callable[[str, str], "bool | None"]
+"""verify(question_text, answer) -> True/False, or None when the question cannot be parsed."""
+
+
+@dataclass
+class Task:
+    """A target task with reproducible splits.
+
+    seeds: the 3 demonstrations given to the teacher (and the 3-shot evaluation prompts).
+    validation: labelled questions the preference set D_pref is selected from (~100).
+    test: held-out questions for evaluation.
+    """
+
+    name: str
+    description: str
+    seeds: list[Example]
+    validation: list[Example]
+    test: list[Example]
+    answer_kind: AnswerKind = "text"
+    verifier: Verifier | None = field(default=None, repr=False)
+    source: str = "builtin"
+
+    def normalize(self, answer: str) -> str:
+        from common.tasks.answers import normalize_answer
+
+        return normalize_answer(answer, self.answer_kind)
+
+    def is_correct(self, completion: str, target: str) -> bool:
+        """True when the `<ans>` of `completion` matches `target` after normalisation."""
+        from common.tasks.answers import extract_answer
+
+        got = extract_answer(completion)
+        return got is not None and self.normalize(got) == self.normalize(target)
+
+
+def split_examples(
+    examples: Sequence[Example],
+    *,
+    name: str,
+    n_seeds: int = 3,
+    n_validation: int = 100,
+    n_test: int | None = None,
+    seed: int = 0,
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """Shuffle with a fixed seed and cut seeds / validation / test (test = the rest if None).
+
+    Validation shrinks to what is left after seeds and at least a third for test, so small
+    datasets still split; callers that need k validation questions check the size themselves.
+    """
+    if len(examples) < n_seeds + 2:
+        raise UserError(
+            f"task {name!r} has {len(examples)} examples; need at least {n_seeds + 2} "
+            f"({n_seeds} seeds + validation + test). Add more labelled examples."
+        )
+    order = list(examples)
+    random.Random(seed).shuffle(order)
+    seeds, rest = order[:n_seeds], order[n_seeds:]
+    n_val = min(n_validation, len(rest) - max(1, len(rest) // 3))
+    validation, test = rest[:n_val], rest[n_val:]
+    if n_test is not None:
+        test = test[:n_test]
+    return seeds, validation, test

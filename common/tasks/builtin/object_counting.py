@@ -1,0 +1,143 @@
+"""object_counting (BBH): "I have a flute, two pianos, a carrot, and a violin. How many musical
+instruments do I have?" -> "4".
+
+The generator draws items from a category lexicon (BBH's categories) with counts written as words;
+the verifier splits the item list, reads each quantity (a/an/one/digits/number words) and looks each
+noun up in the same lexicon. An item it does not know makes the question unverifiable (None).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from common.tasks.answers import normalize_answer, words_to_int
+from common.tasks.base import Example
+
+NAME = "object_counting"
+DESCRIPTION = "Questions that involve enumerating objects and asking the model to count them."
+ANSWER_KIND = "number"
+
+
+def _nouns(spec: str) -> list[tuple[str, str]]:
+    """'piano, peach:peaches' -> [('piano', 'pianos'), ('peach', 'peaches')]; plural defaults to +s."""
+    out = []
+    for item in spec.split(","):
+        singular, _, plural = item.strip().partition(":")
+        out.append((singular, plural or singular + "s"))
+    return out
+
+
+LEXICON: dict[str, list[tuple[str, str]]] = {
+    "musical instruments": _nouns("piano, flute, trombone, violin, accordion, clarinet, drum, trumpet"),
+    "fruits": _nouns(
+        "apple, banana, blackberry:blackberries, grape, nectarine, orange, peach:peaches, plum, "
+        "raspberry:raspberries, strawberry:strawberries"
+    ),
+    "vegetables": _nouns(
+        "cabbage, carrot, cauliflower, garlic:garlics, head of broccoli:heads of broccoli, "
+        "lettuce head, onion, potato:potatoes, stalk of celery:stalks of celery, yam"
+    ),
+    "animals": _nouns(
+        "bear, cat, chicken, cow, dog, donkey, duck, fish:fish, frog, goat, mouse:mice, pig, "
+        "rabbit, snail, snake"
+    ),
+    "objects": _nouns("bed, car, chair, couch:couches, fridge, lamp, microwave, oven, stove, table, toaster"),
+}
+"""Category (as asked in the question) -> (singular, plural) nouns."""
+
+_CATEGORY_ALIASES = {
+    "musical instruments": "musical instruments",
+    "instruments": "musical instruments",
+    "fruits": "fruits",
+    "fruit": "fruits",
+    "vegetables": "vegetables",
+    "animals": "animals",
+    "objects": "objects",
+}
+_NOUN_CATEGORY = {form: cat for cat, nouns in LEXICON.items() for pair in nouns for form in pair}
+_COUNT_WORDS = ["one", "two", "three", "four", "five"]
+
+# ---------------------------------------------------------------- generator
+
+
+def _phrase(count: int, singular: str, plural: str) -> str:
+    if count == 1:
+        return ("an " if singular[0] in "aeiou" else "a ") + singular
+    return f"{_COUNT_WORDS[count - 1]} {plural}"
+
+
+def _join(parts: list[str]) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return f"{parts[0]} and {parts[1]}"
+    return ", ".join(parts[:-1]) + ", and " + parts[-1]
+
+
+def generate(rng: random.Random) -> Example:
+    """One question: 1-4 kinds of the asked category plus 0-4 distractors from other categories
+    ("objects" questions list only objects, so what counts is never ambiguous)."""
+    category = rng.choice(sorted(LEXICON))
+    wanted = rng.sample(LEXICON[category], rng.randint(1, 4))
+    others = [] if category == "objects" else [n for c, ns in LEXICON.items() if c != category for n in ns]
+    distractors = rng.sample(others, min(len(others), rng.randint(0, 4)))
+    items = [(noun, rng.choice((1, 1, 1, 2, 3, 4, 5)), noun in wanted) for noun in wanted + distractors]
+    rng.shuffle(items)
+    text = _join([_phrase(count, *noun) for noun, count, _ in items])
+    total = sum(count for _, count, counted in items if counted)
+    return Example(input=f"I have {text}. How many {category} do I have?", target=str(total))
+
+
+# ---------------------------------------------------------------- verifier
+
+_QUESTION = re.compile(
+    r"\bI have (.+?)\.\s*How many ([a-z ]+?) do I have\s*\??\s*$", re.IGNORECASE | re.DOTALL
+)
+_SPLIT = re.compile(r"\s*,\s*(?:and\s+)?|\s+and\s+")
+
+
+def _quantity(word: str) -> int | None:
+    word = word.casefold()
+    if word in ("a", "an"):
+        return 1
+    if word.isdigit():
+        return int(word)
+    value = words_to_int(word)
+    return value if value is not None and value > 0 else None
+
+
+def count_items(question: str) -> int | None:
+    """How many things of the asked category the question lists, or None if it cannot be read."""
+    m = _QUESTION.search(" ".join(question.split()))
+    if not m:
+        return None
+    category = _CATEGORY_ALIASES.get(m.group(2).casefold().strip())
+    if category is None:
+        return None
+    total = 0
+    for item in _SPLIT.split(m.group(1).strip()):
+        quantity_word, _, noun = item.strip().partition(" ")
+        quantity = _quantity(quantity_word)
+        noun_category = _NOUN_CATEGORY.get(noun.casefold().strip())
+        if quantity is None or noun_category is None:
+            return None
+        if category == "objects" and noun_category != "objects":
+            return None  # "how many objects" over animals and fruit is ambiguous
+        if noun_category == category:
+            total += quantity
+    return total
+
+
+def verify(question: str, answer: str) -> bool | None:
+    """True if `answer` (digits or words) is the count; None if the question cannot be read."""
+    total = count_items(question)
+    if total is None:
+        return None
+    return normalize_answer(answer, "number") == str(total)
+
+
+def solve(question: str) -> str | None:
+    """The count asked for, in digits, or None if the question cannot be read."""
+    total = count_items(question)
+    return None if total is None else str(total)
