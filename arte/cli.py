@@ -193,7 +193,8 @@ def parse(argv: Sequence[str]) -> tuple[Command, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `arte` console script. User errors print one line and exit 2."""
+    """Entry point of the `arte` console script. User errors, and paths that cannot be written, print
+    one line and exit 2."""
     try:
         cmd, cfg = parse(sys.argv[1:] if argv is None else argv)
         if argv is None and cmd.prepare:
@@ -202,6 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(result or 0)
     except UserError as e:
         print(f"arte: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that cannot be written (no permission, read-only, disk full)
+        from common.paths import describe_write_error
+
+        message = describe_write_error(e)
+        if message is None:
+            raise
+        print(f"arte: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -1,12 +1,10 @@
 """Fine-tuning plumbing shared by teacher alignment (`arte.stages.align`, DPO) and student SFT
 (`arte.stages.train`): special tokens, LoRA, checkpoints and resume, safe saving, JSONL reading.
 
-- Special tokens. trl pads with the EOS token when the tokenizer has no pad token, and transformers'
-  `Trainer.train()` rewrites the model's eos/bos/pad ids to the tokenizer's. `prepare_special_tokens`
-  (on a copy of the tokenizer) picks a pad token that is neither EOS nor BOS and makes the EOS that
-  trl appends to completions one the model stops at. `save_trained_model` puts the model's original
-  special-token ids back, saves, reloads the saved config, generation config and tokenizer, and
-  raises if any of them differs from the input model's.
+- Special tokens (`arte.special_tokens`): a training copy of the tokenizer gets a pad token that is
+  neither EOS nor BOS; `save_trained_model` puts the model's original special-token ids back,
+  saves, reloads the saved config, generation config and tokenizer, and raises if any of them
+  differs from the input model's.
 - LoRA is trained with peft and merged into the weights (`merge_and_unload`): the output is a plain
   HF model that the backends and exporters load like any other.
 - Resume: checkpoints go to `out_dir/checkpoints/` every `checkpoint_steps`; a re-run with the same
@@ -26,35 +24,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from arte.special_tokens import (  # noqa: F401 - choose_pad_token: part of this module's interface
+    choose_pad_token,
+    prepare_special_tokens,
+    restore_special_tokens,
+    saved_special_token_mismatches,
+    special_token_snapshot,
+)
 from common.config import to_dict
 from common.errors import UserError
 from common.records import sha256_file, write_json_atomic
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
 """Attention and MLP projections of Llama / Qwen2 / SmolLM2 blocks."""
-
-
-PAD_CANDIDATES = ("<|endoftext|>", "<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]")
-
-
-"""Existing tokens tried, in order, as the pad token when the tokenizer has none (never EOS/BOS)."""
-
-
-PROBE_TEXT = "Question: What is 17 + 25? Answer: Let's think step by step. 17 + 25 = 42. <ans>42</ans>"
-
-
-"""Encoded by the input and the saved tokenizer: the ids must agree (catches lost add_bos flags)."""
-
 
 CHECKPOINTS = "checkpoints"
 
-
-SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
-
-
 Scheduler = Literal["cosine", "linear", "constant_with_warmup"]
+
+TRAINING_RUNTIME_ONLY = ("threads", "checkpoint_steps", "logging_steps")
+"""Settings of align and train that do not change the trained model (`RUNTIME_ONLY` of their configs)."""
 
 
 def validate_common(cfg: Any) -> None:
@@ -105,89 +94,19 @@ def read_jsonl_rows(path: Path, fields: tuple[str, ...]) -> list[dict[str, str]]
     return rows
 
 
-def load_for_training(model_dir: str, threads: int = 0):
-    """(tokenizer, model) in fp32 for an embedded name, HF directory, .gguf file or hub id."""
+PICKLE_FLAGS = {"dpo": "--teacher.allow_pickle", "sft": "--student.allow_pickle"}
+"""The option that lets each kind of training load a pickle-only model (`common.weights`)."""
+
+
+def load_for_training(model_dir: str, threads: int = 0, allow_pickle: bool = False, flag: str = ""):
+    """(tokenizer, model) in fp32 for an embedded name, HF directory, .gguf file or hub id
+    (safetensors only, unless `allow_pickle`, the opt-in set by the option `flag`)."""
     from arte.models import resolve_hf
     from common.hf_models import load_hf_model
     from common.threads import configure_torch_threads, pick_threads
 
     configure_torch_threads(pick_threads(threads))
-    return load_hf_model(resolve_hf(model_dir))
-
-
-def _as_list(value: Any) -> list:
-    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def model_eos_ids(model) -> list[int]:
-    """Ids the model stops generating at: config eos first, then the generation config's."""
-    gen = getattr(model, "generation_config", None)
-    ids = _as_list(model.config.eos_token_id) + _as_list(getattr(gen, "eos_token_id", None))
-    return list(dict.fromkeys(ids))
-
-
-def choose_pad_token(tokenizer, avoid: set[int]) -> str:
-    """An existing token to pad with: the first of PAD_CANDIDATES, else the unknown token, that is in
-    the vocabulary and not in `avoid` (EOS and BOS ids). Never adds a token (no embedding resize)."""
-    vocab = tokenizer.get_vocab()
-    for token in (*PAD_CANDIDATES, tokenizer.unk_token):
-        if token is not None and token in vocab and vocab[token] not in avoid:
-            return token
-    raise UserError(
-        "the tokenizer has no pad token and none of "
-        f"{', '.join(PAD_CANDIDATES)} (or an unknown token) to pad with; set tokenizer.pad_token in "
-        "the model's tokenizer_config.json"
-    )
-
-
-def prepare_special_tokens(tokenizer, model) -> dict[str, Any]:
-    """Set the training tokenizer's pad and EOS deliberately (in place; pass a copy). Returns notes.
-
-    - EOS: trl appends `tokenizer.eos_token` to every completion, so the model learns to end with
-      it. If it is not one of the ids the model stops at, the model's own EOS is used instead.
-    - pad: kept if the tokenizer has one; else an existing, otherwise unused token (PAD_CANDIDATES;
-      for SmolLM2 '<|endoftext|>', id 0), never EOS: trl would then also set the model's pad id to
-      EOS, and transformers would align the model's config to the tokenizer. Padding positions are
-      masked by the trainers (attention mask, labels -100), so the choice does not change the loss.
-    """
-    notes: dict[str, Any] = {}
-    eos_ids = model_eos_ids(model)
-    if eos_ids and tokenizer.eos_token_id not in eos_ids:
-        notes["tokenizer_eos_replaced"] = (
-            f"tokenizer eos {tokenizer.eos_token!r} (id {tokenizer.eos_token_id}) is not one the model "
-            f"stops at ({eos_ids}); completions end with id {eos_ids[0]} instead"
-        )
-        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_ids[0])
-    if tokenizer.pad_token is None:
-        avoid = {*eos_ids, tokenizer.eos_token_id, tokenizer.bos_token_id} - {None}
-        tokenizer.pad_token = choose_pad_token(tokenizer, avoid)
-    notes.update(
-        eos_token=tokenizer.eos_token,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token=tokenizer.pad_token,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return notes
-
-
-def special_token_snapshot(model, tokenizer) -> dict[str, Any]:
-    """What must survive training unchanged: special ids of the config, the generation config and
-    the tokenizer, and the tokenizer's ids for PROBE_TEXT."""
-    gen = getattr(model, "generation_config", None)
-    return {
-        "config": {k: getattr(model.config, k, None) for k in SPECIAL_IDS},
-        "generation_config": {k: getattr(gen, k, None) for k in SPECIAL_IDS} if gen is not None else None,
-        "tokenizer": tokenizer_specials(tokenizer),
-    }
-
-
-def tokenizer_specials(tokenizer) -> dict[str, Any]:
-    return {
-        "bos_token": tokenizer.bos_token,
-        "eos_token": tokenizer.eos_token,
-        "pad_token": tokenizer.pad_token,
-        "probe_ids": tokenizer(PROBE_TEXT)["input_ids"],
-    }
+    return load_hf_model(resolve_hf(model_dir), allow_pickle=allow_pickle, flag=flag)
 
 
 def lora_config(cfg: Any):
@@ -249,10 +168,13 @@ class TrainingRun:
     trainer: Any = None
 
 
-def start_run(kind: str, model_dir: str, data_path: Path, out_dir: Path, cfg: Any) -> TrainingRun:
+def start_run(
+    kind: str, model_dir: str, data_path: Path, out_dir: Path, cfg: Any, allow_pickle: bool = False
+) -> TrainingRun:
     """Load the model, snapshot its special tokens, prepare a training copy of its tokenizer, and
-    find a checkpoint to resume from (`kind`: 'sft' or 'dpo')."""
-    tokenizer, model = load_for_training(model_dir, cfg.threads)
+    find a checkpoint to resume from (`kind`: 'sft' or 'dpo'; `allow_pickle`: a pickle-only model
+    may be loaded)."""
+    tokenizer, model = load_for_training(model_dir, cfg.threads, allow_pickle, PICKLE_FLAGS[kind])
     original = special_token_snapshot(model, tokenizer)
     train_tokenizer = copy.deepcopy(tokenizer)
     notes = {**prepare_special_tokens(train_tokenizer, model), "method": cfg.method, "config": to_dict(cfg)}
@@ -281,45 +203,8 @@ def resume_point(checkpoint_dir: Path, fingerprint: dict[str, Any]) -> str | Non
 
 def run_fingerprint(kind: str, model_dir: str, data_path: Path, cfg: Any) -> dict[str, Any]:
     """What a checkpoint must match to be resumed (not threads nor checkpoint/logging frequency)."""
-    ignored = ("threads", "checkpoint_steps", "logging_steps")
-    settings = {k: v for k, v in to_dict(cfg).items() if k not in ignored}
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in TRAINING_RUNTIME_ONLY}
     return {"kind": kind, "model": str(model_dir), "data_sha256": sha256_file(data_path), "config": settings}
-
-
-def restore_special_tokens(model, original: dict[str, Any], generation_config) -> dict[str, list]:
-    """Put the input model's special-token ids back (trl/transformers align them to the training
-    tokenizer, e.g. the pad chosen here); returns {field: [original, value during training]}."""
-    changed = {}
-    for key, value in original["config"].items():
-        if getattr(model.config, key, None) != value:
-            changed[f"config.{key}"] = [value, getattr(model.config, key, None)]
-            setattr(model.config, key, value)
-    gen = getattr(model, "generation_config", None)
-    if gen is not None and generation_config is not None:
-        for key, value in original["generation_config"].items():
-            if getattr(gen, key, None) != value:
-                changed[f"generation_config.{key}"] = [value, getattr(gen, key, None)]
-        model.generation_config = copy.deepcopy(generation_config)
-    return changed
-
-
-def saved_special_token_mismatches(saved_dir: Path, original: dict[str, Any]) -> list[str]:
-    """Reload the saved config, generation config and tokenizer; list every difference from `original`."""
-    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
-
-    config = AutoConfig.from_pretrained(saved_dir, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(saved_dir, local_files_only=True)
-    saved = {"config": {k: getattr(config, k, None) for k in SPECIAL_IDS}}
-    if original["generation_config"] is not None:
-        gen = GenerationConfig.from_pretrained(saved_dir, local_files_only=True)
-        saved["generation_config"] = {k: getattr(gen, k, None) for k in SPECIAL_IDS}
-    saved["tokenizer"] = tokenizer_specials(tokenizer)
-    return [
-        f"{part}.{key}: input model {value!r}, saved {saved[part].get(key)!r}"
-        for part in saved
-        for key, value in (original[part] or {}).items()
-        if saved[part].get(key) != value
-    ]
 
 
 def save_trained_model(run: TrainingRun, model, out_dir: Path) -> dict[str, list]:
@@ -370,6 +255,25 @@ def summarize_log(log_history: list[dict], metrics: tuple[str, ...]) -> dict[str
     return out
 
 
+def resumed_train_loss(reported: float, steps: int, started_step: int, log_history: list[dict]) -> float:
+    """The mean training loss over all `steps`, also after a resume at `started_step`: transformers
+    then sums the losses of the new steps only but still divides by every step (0.34 reported for a
+    true 0.69 when resumed half-way). The steps before the resume enter with the mean of the losses
+    logged for them (each log entry covers the steps since the one before). Unresumed: `reported`."""
+    if not started_step or not steps:
+        return reported
+    logged, last, covered = 0.0, 0, 0
+    for entry in log_history:
+        step = entry.get("step", 0)
+        if "loss" in entry and "train_runtime" not in entry and last < step <= started_step:
+            logged += entry["loss"] * (step - last)
+            covered += step - last
+            last = step
+    if not covered:
+        return reported
+    return (reported * steps + logged / covered * started_step) / steps
+
+
 def save_adapter(peft_model, adapter_dir: Path) -> None:
     """The trained LoRA adapter alone (adapter_config.json + weights), written atomically."""
     tmp = adapter_dir.with_name(adapter_dir.name + f".saving-{os.getpid()}")
@@ -399,7 +303,9 @@ def run_training(run: TrainingRun, out_dir: Path, stats_name: str, metrics: tupl
         "resumed_from": Path(run.resume_from).name if run.resume_from else None,
         "seconds": round(seconds, 2),
         "seconds_per_step": round(seconds / max(1, steps - started_step), 4),
-        "train_loss": result.training_loss,
+        "train_loss": resumed_train_loss(
+            result.training_loss, steps, started_step, trainer.state.log_history
+        ),
         **summarize_log(trainer.state.log_history, metrics),
         **run.notes,
         "special_tokens_restored": restored,

@@ -115,6 +115,25 @@ def resolve_hf(spec: str) -> str:
     return spec  # a hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
+def check_model_spec(spec: str, flag: str, allow_pickle: bool = False, pickle_flag: str = "") -> None:
+    """Fail now, without loading weights, if `spec` (the value of option `flag`) cannot be loaded later:
+    an embedded model whose package is missing, a path that does not exist or holds no model, a
+    truncated file, or pickle weights without the opt-in `pickle_flag`. Hub ids pass."""
+    if spec in BUILT_IN_RANDOM:
+        return
+    try:
+        if spec in EMBEDDED:
+            embedded_gguf(spec)
+            return
+        target = resolve_hf(spec)
+        if Path(target).exists():
+            from common.weights import check_model_weights
+
+            check_model_weights(Path(target), allow_pickle, pickle_flag)
+    except UserError as e:
+        raise UserError(f"{flag} {spec}: {e}") from None
+
+
 def materialize_hf(name: str, *, force: bool = False) -> Path:
     """Write the embedded model once as HF safetensors + fast tokenizer into the cache; return its dir.
 

@@ -7,6 +7,13 @@ are made (teacher calls, draft scores, evaluation chunks), so a stage killed hal
 its last complete record. `manifest.json` records the config, library versions, input hashes and
 per-stage timings and counts; `summary.md`/`summary.json` hold the accuracy table with confidence
 intervals.
+
+Before the first stage, every option has been validated (the config dataclasses' `__post_init__`,
+`RunConfig.__post_init__` for the checks across sections), the tasks are loaded and the models the
+remaining stages need are checked; only then is the run directory created. The writing process
+holds its lock (`arte.run_lock`) and checks each recorded stage against the config and the files
+(`arte.provenance`): a changed config stops the command, or with `--on_config_change redo` deletes
+what must be redone.
 """
 
 from __future__ import annotations
@@ -17,10 +24,13 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from arte import processes
 from arte.backends import BackendConfig
+from arte.provenance import check_run_dir, stage_provenance
 from arte.run_dir import RunDir
+from arte.run_lock import RunLock
 from arte.stages.align import AlignConfig
 from arte.stages.elicit import ElicitConfig
 from arte.stages.evaluate import EvaluateConfig
@@ -66,6 +76,29 @@ class RunConfig:
     generate: GenerateConfig = opt(GenerateConfig(), "Step 4: tailored data from the aligned teacher.")
     train: TrainConfig = opt(TrainConfig(), "Step 4: student SFT.")
     evaluate: EvaluateConfig = opt(EvaluateConfig(), "Evaluation of vanilla / original / ARTE students.")
+    on_config_change: Literal["stop", "redo"] = opt(
+        "stop",
+        "When the run directory holds stages made with another config or input (what each stage depends "
+        "on is recorded in its done.json): stop, naming the stages and the fields that differ; or redo, "
+        "deleting those stages and every stage made from them, and running them again.",
+    )
+
+    def __post_init__(self) -> None:
+        """Checks of options that only later stages use, so that they fail before the first stage."""
+        if not self.tasks:
+            raise ValueError("--tasks is empty: name at least one task")
+        for flag, value in (
+            ("--n_validation", self.n_validation),
+            ("--n_test", self.n_test),
+            ("--score_max_new_tokens", self.score_max_new_tokens),
+        ):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        if self.evaluate.n_test > self.n_test:
+            raise ValueError(
+                f"--evaluate.n_test ({self.evaluate.n_test}) is more than --n_test ({self.n_test}), the test "
+                "questions each task keeps: lower --evaluate.n_test or raise --n_test"
+            )
 
 
 def library_versions() -> dict[str, str]:
@@ -119,44 +152,101 @@ def llama_cpp_runtime(cfg: RunConfig) -> dict | None:
     return {"system_info": llama_system_info(), "extra_bufts": decisions}
 
 
-def open_manifest(run: RunDir, cfg: RunConfig, tasks: list) -> dict:
-    """Create or re-open manifest.json; refuse to resume on different task data."""
+def configure_logging() -> None:
+    """INFO lines of the stages on stderr; the per-request lines of HTTP clients are left out."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "openai", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def check_models(cfg: RunConfig, stages: list[str]) -> None:
+    """The models that the `stages` about to run need, checked before the first one runs (no weights
+    loaded): they exist, are not truncated, hold safetensors (or pickles with the opt-in flag)."""
+    from arte.models import check_model_spec
+
+    local = ("hf", "llama_cpp", "vllm")
+    todo = set(stages)
+    if "align" in todo or ("elicit" in todo and cfg.teacher.name in local):
+        t = cfg.teacher
+        check_model_spec(t.model, "--teacher.model", t.allow_pickle, "--teacher.allow_pickle")
+    if {"train", "evaluate"} & todo or ({"prefset", "score"} & todo and cfg.student.name in local):
+        s = cfg.student
+        check_model_spec(s.model, "--student.model", s.allow_pickle, "--student.allow_pickle")
+
+
+def open_manifest(run: RunDir, cfg: RunConfig, hashes: dict) -> dict:
+    """Create or re-open manifest.json with this command's config. Called after `check_run_dir`, so
+    every stage's files agree with this config on every field they depend on."""
     path = run.path / "manifest.json"
-    hashes = {t.name: task_hash(t) for t in tasks}
     manifest = read_json(path) if path.exists() else {"created_at": time.time(), "stages": {}}
-    old = manifest.get("input_hashes", {}).get("tasks")
-    if old is not None and old != hashes:
-        raise UserError(
-            f"{run.path} was made with different task data ({old} vs {hashes}); "
-            f"use a new --run_dir or delete the old one"
-        )
-    new_cfg = to_dict(cfg)
-    if manifest.get("config") not in (None, new_cfg):
-        changed = sorted(k for k in new_cfg if manifest["config"].get(k) != new_cfg[k])
-        log.warning("config changed since this run dir was created (%s); finished stages are kept", changed)
-    manifest.update(config=new_cfg, versions=library_versions(), input_hashes={"tasks": hashes})
+    manifest["stages"] = {k: v for k, v in manifest.get("stages", {}).items() if run.is_done(k)}
+    manifest.update(config=to_dict(cfg), versions=library_versions(), input_hashes={"tasks": hashes})
+    roles = {"teacher": cfg.teacher, "student": cfg.student, "evaluate.backend": cfg.evaluate.backend}
+    manifest["allow_pickle"] = [role for role, b in roles.items() if b.allow_pickle]
     manifest["llama_cpp"] = llama_cpp_runtime(cfg)
     write_json_atomic(path, manifest)
     return manifest
+
+
+def stages_to_run(run: RunDir, only: list[str] | None, skip_done: bool) -> list[str]:
+    """The stages this command runs, as the run directory stands now."""
+    from arte.stages import STAGE_NAMES
+
+    return [n for n in STAGE_NAMES if (not only or n in only) and not (skip_done and run.is_done(n))]
+
+
+def prepare_run(cfg: RunConfig, run: RunDir, tasks: list, only: list[str] | None, skip_done: bool) -> dict:
+    """The main process's work before the first stage, holding the lock: check the recorded stages
+    against `cfg` (stop, or delete what must be redone), then open the manifest."""
+    hashes = {t.name: task_hash(t) for t in tasks}
+    check_run_dir(cfg, run, hashes, rerun=set(stages_to_run(run, only, skip_done)), only=only)
+    return open_manifest(run, cfg, hashes)
 
 
 def run_pipeline(cfg: RunConfig, only: list[str] | None = None, *, skip_done: bool | None = None) -> dict:
     """Run (or resume) the stages in order; `only` runs just those, after checking their inputs exist.
     A finished stage is skipped, except when named in `only` (`arte STAGE` redoes it) unless
     `skip_done`. Runs in the current process group (`arte.processes`): only its main process writes
-    the run directory; the manifest it returns is None elsewhere."""
-    from arte.stages import PIPELINE, STAGE_NAMES, stage_name
+    the run directory and holds its lock (`arte.run_lock`); the manifest it returns is None
+    elsewhere. Before the first stage the main process checks the recorded stages against `cfg`
+    (`arte.provenance`); a refusal stops every process of the group alike."""
+    from arte.stages import STAGE_NAMES
 
     procs = processes.current()
     if procs.is_main:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run = RunDir(cfg.run_dir)
-    tasks = load_run_tasks(cfg)
+        configure_logging()
     for name in only or []:
         if name not in STAGE_NAMES:
             raise UserError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+    tasks = load_run_tasks(cfg)
     skip_done = not only if skip_done is None else skip_done
-    manifest = open_manifest(run, cfg, tasks) if procs.is_main else None
+    run, lock, manifest, error = RunDir(cfg.run_dir), None, None, None
+    check_models(cfg, stages_to_run(run, only, skip_done))  # nothing is written before these checks
+    try:
+        if procs.is_main:
+            try:
+                lock = RunLock.acquire(run.create().path)
+                manifest = prepare_run(cfg, run, tasks, only, skip_done)
+            except (UserError, OSError) as e:  # told to every process: all stop, none waits
+                error = str(e) if isinstance(e, UserError) else f"{run.path}: {e.strerror or e}"
+        error = procs.share(error)
+        if error:
+            raise UserError(error)
+        _run_stages(cfg, run, tasks, only, skip_done, manifest)
+    finally:
+        if lock is not None:
+            lock.release()
+    return manifest
+
+
+def _run_stages(
+    cfg: RunConfig, run: RunDir, tasks: list, only: list[str] | None, skip_done: bool, manifest: dict | None
+) -> None:
+    """The stage loop; `manifest` (main process only) gets each finished stage's time and counts."""
+    from arte.stages import PIPELINE, STAGE_NAMES, stage_name
+
+    procs = processes.current()
+    hashes = {t.name: task_hash(t) for t in tasks}
     for i, stage in enumerate(PIPELINE):
         name = stage_name(stage)
         if only and name not in only:
@@ -170,20 +260,22 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, *, skip_done: bo
             if procs.is_main:
                 print(f"[{name}] done earlier, skipped ({run.path / name})")
             continue
+        provenance = None
         if procs.is_main:
             print(f"[{name}] running{procs.describe()} ...", flush=True)
+            provenance = stage_provenance(cfg, run, stage, hashes)
+            run.mark_started(name, provenance)
         procs.barrier()
         started = time.time()
         counts = stage.run(cfg, run, tasks)
         if procs.is_main:
             seconds = round(time.time() - started, 1)
             counts = procs.annotate(counts)
-            run.mark_done(name, {"seconds": seconds, "counts": counts})
+            run.mark_done(name, {"seconds": seconds, "counts": counts, "provenance": provenance})
             manifest["stages"][name] = {"seconds": seconds, "counts": counts}
             write_json_atomic(run.path / "manifest.json", manifest)
             print(f"[{name}] done in {seconds} s: {json.dumps(counts)[:300]}", flush=True)
         procs.barrier()
-    return manifest
 
 
 def run_pipeline_cli(cfg: RunConfig) -> int:

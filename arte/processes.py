@@ -4,6 +4,8 @@ The stage loop (`arte.pipeline.run_pipeline`) and the training stages (align, tr
 group, `current()`, instead of assuming they are alone:
 - `is_main`: only the main process writes the run directory (done.json, manifest.json, the model);
 - `barrier()`: everyone waits for everyone at the start and end of a stage;
+- `share(value)`: the main process's decision (the run directory's lock, its provenance checks)
+  handed to every process, so that all of them stop, or none;
 - `threads(n)`, `prepare_model(...)`, `train_and_save(...)`: how a trainer is set up and run.
 
 `SingleProcess` does what a plain `arte run` needs. `arte.train_launch` swaps in its accelerate-based
@@ -32,6 +34,11 @@ class SingleProcess:
 
     def barrier(self) -> None:
         """Wait until every process of the group is here (nothing to wait for)."""
+
+    def share(self, value: Any) -> Any:
+        """The main process's `value`, handed to every process of the group (a collective: all of
+        them must call it). Here, `value` itself."""
+        return value
 
     def threads(self, requested: int) -> int:
         """CPU threads for one trainer process (0 = auto is resolved by the trainer itself)."""

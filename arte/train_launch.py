@@ -50,10 +50,14 @@ def _gather_after_training(run, model_dir: str, gather_dir: Path) -> None:
             if (gather_dir / "adapter_config.json").is_file():
                 from peft import PeftModel
 
-                base = AutoModelForCausalLM.from_pretrained(model_dir)
+                from common.weights import check_model_weights
+
+                # The training run loaded model_dir under the pickle policy already; load it the same way.
+                use_safetensors = check_model_weights(Path(model_dir), allow_pickle=True)
+                base = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=use_safetensors)
                 trainer.model = PeftModel.from_pretrained(base, str(gather_dir))
             else:
-                trainer.model = AutoModelForCausalLM.from_pretrained(str(gather_dir))
+                trainer.model = AutoModelForCausalLM.from_pretrained(str(gather_dir), use_safetensors=True)
         return result
 
     trainer.train = train_then_gather
@@ -77,6 +81,13 @@ class LaunchedProcesses(SingleProcess):
 
     def barrier(self) -> None:
         self.state.wait_for_everyone()
+
+    def share(self, value: Any) -> Any:
+        from accelerate.utils import broadcast_object_list
+
+        box = [value if self.is_main else None]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
 
     def threads(self, requested: int) -> int:
         """`requested`, or (0 = auto) this machine's cores shared by the processes launched on it."""
@@ -155,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = {k: v for k, v in vars(args).items() if k not in ("stage", "config")}
         run_training_stage(args.stage, load_config(RunConfig, args.config, overrides))
     except UserError as e:
-        print(f"arte.train_launch: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # every rank stops with the same error; one says it
+            print(f"arte.train_launch: error: {e}", file=sys.stderr)
         return 2
     return 0
 

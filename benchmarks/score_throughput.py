@@ -1,16 +1,22 @@
-"""Preference-scoring throughput: the pipeline's scorer against a naive loop, same drafts, same D_pref.
+"""Preference-scoring throughput: the pipeline's scorer against a naive loop and against the llama_cpp
+backend as it was before batched decoding, same drafts, same D_pref.
 
-    .venv/bin/python benchmarks/score_throughput.py [--task boolean_expressions] [--drafts 4] [--k 8]
+    .venv/bin/python benchmarks/score_throughput.py [--drafts 16] [--k 8] [--naive_drafts 4]
 
 ARTE's step 2 costs m * n * k student generations (paper: 250 * 4 * 40 = 40,000 per task). This
 scores the same drafts on the same k preference questions with:
-  naive     transformers `model.generate`, one prompt at a time, no prefix reuse, no stop at </ans>
-            (it decodes the whole budget, as a plain HF loop would);
-  pipeline  `arte.stages.score.score_drafts` on each scorer backend (llama_cpp: the GGUF with prefix reuse
-            across the k prompts of a draft; hf: batched, shared-prefix KV reuse), stopping at </ans>.
-It prints evaluations per second, the speed-up over naive, and the share of (draft, question)
-evaluations whose correctness is identical, then one JSON line. Target on a 2-core box: >= 10x with
->= 95% identical correctness. Run it on an idle machine: a busy core makes every figure slower.
+  naive       transformers `model.generate`, one prompt at a time, no prefix reuse, no stop at </ans>
+              (it decodes the whole budget, as a plain HF loop would); on the first --naive_drafts
+              drafts only (it is slow), so its evals/s is a rate over those;
+  sequential  the llama_cpp backend before batching: `Llama.generate` one prompt at a time, with
+              llama-cpp-python's KV reuse of the common prefix of consecutive prompts;
+  llama_cpp   `arte.stages.score.score_drafts` on the llama_cpp backend as the pipeline runs it:
+              batched decoding of --batch_size sequences, prefix sharing, stop at </ans>;
+  hf          the same on the hf backend (batched, shared-prefix KV reuse).
+It prints evaluations per second, the speed-ups over naive and over sequential, and the share of
+(draft, question) evaluations whose correctness is identical to naive's and to sequential's, then
+one JSON line. Targets on a 2-core box: llama_cpp >= 2x sequential with >= 98% identical
+correctness (>= 35x naive). Run it on an idle machine: a busy core makes every figure slower.
 """
 
 from __future__ import annotations
@@ -68,11 +74,50 @@ def naive_scores(
     return correct, time.perf_counter() - started
 
 
+class SequentialLlamaCpp:
+    """The llama_cpp backend's generation before batched decoding (for comparison only): prompts
+    sorted by tokens, then one at a time through `Llama.generate`, which re-evaluates only the
+    tokens after the common prefix with the previous prompt; greedy, stop strings cut as now."""
+
+    def __init__(self, cfg: BackendConfig):
+        from arte.backends.llama_cpp import LlamaCppBackend
+
+        self.inner = LlamaCppBackend(cfg)
+
+    def generate(self, prompts, params):
+        from arte.backends.base import Generation
+        from arte.backends.decoding import find_stop
+
+        b = self.inner
+        encoded = [b.encode(b.render(p)) for p in prompts]
+        vocab = b._llama_cpp.llama_model_get_vocab(b.llm.model)
+        out = [None] * len(prompts)
+        for i in sorted(range(len(encoded)), key=lambda i: encoded[i]):
+            tokens, text, finish = [], "", "length"
+            for tok in b.llm.generate(encoded[i], temp=0.0, repeat_penalty=1.0):
+                if b._llama_cpp.llama_vocab_is_eog(vocab, tok):
+                    finish = "stop"
+                    break
+                tokens.append(tok)
+                text = b._decode_text(tokens)
+                cut = find_stop(text, params.stop)
+                if cut is not None:
+                    text, finish = text[:cut], "stop"
+                    break
+                if len(tokens) >= params.max_new_tokens:
+                    break
+            out[i] = Generation(text, finish, len(encoded[i]), len(tokens))
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def pipeline_scores(
-    task, drafts, pref, backend_cfg: BackendConfig, max_new_tokens: int
+    task, drafts, pref, backend_cfg: BackendConfig, max_new_tokens: int, sequential: bool = False
 ) -> tuple[list[int], float]:
     """Per-evaluation correctness and seconds for `score_drafts` (model load excluded, as for naive)."""
-    backend = load_backend(backend_cfg)
+    backend = SequentialLlamaCpp(backend_cfg) if sequential else load_backend(backend_cfg)
     with tempfile.TemporaryDirectory() as tmp:
         cache = RecordLog(Path(tmp) / "cache.jsonl")
         started = time.perf_counter()
@@ -85,6 +130,7 @@ def pipeline_scores(
             cache=cache,
             max_new_tokens=max_new_tokens,
             progress=False,
+            prompts_per_call=backend_cfg.call_size,
         )
         seconds = time.perf_counter() - started
         by_qid = {r["qid"]: r["correct"] for r in cache}
@@ -96,50 +142,63 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", default="boolean_expressions")
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--drafts", type=int, default=4, help="drafts scored (m * n in the pipeline)")
+    p.add_argument("--drafts", type=int, default=16, help="drafts scored (m * n in the pipeline)")
+    p.add_argument("--naive_drafts", type=int, default=4, help="drafts the (slow) naive loop scores")
     p.add_argument("--k", type=int, default=8, help="preference questions per draft")
     p.add_argument("--max_new_tokens", type=int, default=96, help="decode budget per evaluation")
     p.add_argument("--threads", type=int, default=0, help="0 = free cores")
-    p.add_argument("--scorers", default="llama_cpp,hf", help="pipeline backends to measure")
+    p.add_argument("--batch_size", type=int, default=16, help="sequences decoded together (llama_cpp, hf)")
+    p.add_argument("--scorers", default="sequential,llama_cpp,hf", help="scorers to measure besides naive")
     args = p.parse_args()
 
     task = load_task(args.task, n_validation=args.k + args.drafts, n_test=10)
     pref, drafts = task.validation[: args.k], make_drafts(task, args.drafts)
-    n = len(drafts) * len(pref)
-    naive, naive_s = naive_scores(task, drafts, pref, args.model, args.max_new_tokens, args.threads)
-    rows = {"naive": {"evals_per_s": n / naive_s, "seconds": naive_s, "accuracy": sum(naive) / n}}
+    n, n_naive = len(drafts) * len(pref), min(args.naive_drafts, len(drafts)) * len(pref)
+    naive, naive_s = naive_scores(
+        task, drafts[: args.naive_drafts], pref, args.model, args.max_new_tokens, args.threads
+    )
+    rows = {"naive": {"evals_per_s": n_naive / naive_s, "seconds": naive_s, "accuracy": sum(naive) / n_naive}}
+    got_by = {}
     for name in args.scorers.split(","):
-        cfg = BackendConfig(name=name, model=args.model, threads=args.threads, batch_size=args.k)
-        got, secs = pipeline_scores(task, drafts, pref, cfg, args.max_new_tokens)
-        same = sum(a == b for a, b in zip(naive, got)) / n
+        engine = "llama_cpp" if name == "sequential" else name
+        cfg = BackendConfig(name=engine, model=args.model, threads=args.threads, batch_size=args.batch_size)
+        got, secs = pipeline_scores(
+            task, drafts, pref, cfg, args.max_new_tokens, sequential=name == "sequential"
+        )
+        got_by[name] = got
         rows[name] = {
             "evals_per_s": n / secs,
             "seconds": secs,
             "accuracy": sum(got) / n,
-            "speedup": naive_s / secs,
-            "identical_correctness": same,
+            "speedup_vs_naive": (n / secs) / rows["naive"]["evals_per_s"],
+            "same_as_naive": sum(a == b for a, b in zip(naive, got)) / n_naive,
         }
+        if "sequential" in got_by and name != "sequential":
+            rows[name]["speedup_vs_sequential"] = rows["sequential"]["seconds"] / secs
+            rows[name]["same_as_sequential"] = sum(a == b for a, b in zip(got_by["sequential"], got)) / n
 
-    print(f"{n} evaluations ({len(drafts)} drafts x k={len(pref)}) on {args.task}, model {args.model}")
     print(
-        f"{'scorer':<10} {'evals/s':>9} {'seconds':>9} {'accuracy':>9} {'speed-up':>9} {'same as naive':>14}"
+        f"{n} evaluations ({len(drafts)} drafts x k={len(pref)}) on {args.task}, model {args.model}, "
+        f"batch_size {args.batch_size}; naive on {n_naive}"
+    )
+    print(
+        f"{'scorer':<11} {'evals/s':>8} {'seconds':>8} {'acc':>5} {'vs naive':>9} {'vs seq':>7} "
+        f"{'same as naive':>14} {'same as seq':>12}"
     )
     for name, r in rows.items():
-        speed = f"{r['speedup']:.1f}x" if "speedup" in r else "1.0x"
-        same = f"{r['identical_correctness']:.1%}" if "identical_correctness" in r else "-"
+        f = lambda key, spec, r=r: format(r[key], spec) if key in r else "-"  # noqa: E731
         print(
-            f"{name:<10} {r['evals_per_s']:>9.2f} {r['seconds']:>9.1f} {r['accuracy']:>9.2f} "
-            f"{speed:>9} {same:>14}"
+            f"{name:<11} {r['evals_per_s']:>8.2f} {r['seconds']:>8.1f} {r['accuracy']:>5.2f} "
+            f"{f('speedup_vs_naive', '.1f'):>8}x {f('speedup_vs_sequential', '.2f'):>6}x "
+            f"{f('same_as_naive', '.1%'):>14} {f('same_as_sequential', '.1%'):>12}"
         )
-    print(
-        json.dumps(
-            {
-                "task": args.task,
-                "evaluations": n,
-                **{k: {m: round(v, 3) for m, v in r.items()} for k, r in rows.items()},
-            }
-        )
-    )
+    summary = {
+        "task": args.task,
+        "evaluations": n,
+        "naive_evaluations": n_naive,
+        "batch_size": args.batch_size,
+    }
+    print(json.dumps({**summary, **{k: {m: round(v, 4) for m, v in r.items()} for k, r in rows.items()}}))
 
 
 if __name__ == "__main__":

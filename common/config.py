@@ -90,6 +90,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return False
         raise UserError(f"config key {key!r}: expected true or false, got {value!r}")
     if tp in (int, float):
+        if isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false")):
+            raise UserError(f"config key {key!r}: expected {tp.__name__}, got {value!r}")  # not 1 / 0
         try:
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError

@@ -5,7 +5,8 @@ It is a small parser of its own because `gguf.GGUFReader` takes seconds on a 50k
 (it builds numpy views of every field); this reads the same values in a fraction of that, and skips
 the metadata altogether when only the tensors are wanted. Value and tensor types come from the
 `gguf` package's enums (`GGUFValueType`, `GGMLQuantizationType`, `GGML_QUANT_SIZES`). A file that is
-not GGUF v2/v3, or whose header is cut short, raises a UserError naming the file.
+not GGUF v2/v3, whose header is cut short, or whose tensor data reaches past the end of the file
+(a truncated copy) raises a UserError naming the file.
 """
 
 from __future__ import annotations
@@ -91,12 +92,14 @@ def read_gguf_header(path: Path, metadata: bool = True) -> tuple[dict, list[dict
 
             try:
                 n_tensors, n_kv = cur.take("<Q"), cur.take("<Q")
-                meta = {}
+                meta, alignment = {}, 32  # GGUF's default alignment of the data section
                 for _ in range(n_kv):
                     key = cur.string()
                     v = value(cur.take("<I"), metadata)
                     if metadata:
                         meta[key] = v
+                    if key == "general.alignment" and isinstance(v, int) and v > 0:
+                        alignment = v
                 tensors = []
                 for _ in range(n_tensors):
                     name = cur.string()
@@ -119,4 +122,11 @@ def read_gguf_header(path: Path, metadata: bool = True) -> tuple[dict, list[dict
                 raise UserError(
                     f"{path}: truncated or corrupt GGUF header ({type(e).__name__}: {e})"
                 ) from None
+            data_start = -(-cur.pos // alignment) * alignment
+            needed = data_start + max((t["offset"] + t["bytes"] for t in tensors), default=0)
+            if len(buf) < needed:
+                raise UserError(
+                    f"{path}: truncated GGUF file: its tensors need {needed} bytes, the file has {len(buf)}; "
+                    "export or copy it again (an interrupted copy or download leaves a short file)"
+                )
     return meta, tensors

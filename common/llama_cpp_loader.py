@@ -158,10 +158,15 @@ def default_params_override(use_extra_bufts: bool) -> Iterator[None]:
 
 def open_llama(path: str | Path, *, extra_bufts: Any = "auto", **llama_kwargs: Any):
     """`llama_cpp.Llama(model_path=path, **llama_kwargs)` with the extra-buffer-type decision
-    applied. The decision is attached to the object as `llm.extra_bufts_decision`. Exceptions from
-    llama.cpp (a bad file) pass through for the caller to word."""
+    applied. The decision is attached to the object as `llm.extra_bufts_decision`. A truncated GGUF
+    is a UserError naming the file (`common.gguf_header`); other exceptions from llama.cpp (a bad
+    file) pass through for the caller to word."""
     import llama_cpp
 
+    from common.gguf_header import read_gguf_header
+
+    if Path(path).is_file():
+        read_gguf_header(Path(path), metadata=False)
     decision = decide_extra_bufts(extra_bufts)
     with default_params_override(decision.use_extra_bufts):
         llm = llama_cpp.Llama(model_path=str(path), **llama_kwargs)

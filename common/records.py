@@ -1,20 +1,28 @@
 """Files that survive a kill: append-only JSONL records, atomic JSON and JSONL files, file hashes.
 
 Crash safety: a record is one line, written and flushed with fsync before the next begins. A kill
-or a full disk can leave at most one partial last line; `RecordLog` cuts it off on open, so a resume
-never reads half a record as data. JSON files are written to a temporary name and renamed.
+or a full disk can leave at most one partial last line. Only the writer that resumes the log may
+drop it (`RecordLog(path, resume=True)`: the stage being run continues from the record before
+it); every reader refuses it with the file, the line and what to do, so a damaged file of a
+finished stage is never silently cut. JSON files are written to a temporary name and renamed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DAMAGED_HINT = "re-run the stage that wrote it, or delete the file to redo that stage"
+"""What to do about a damaged record file, when the caller knows nothing better."""
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -49,13 +57,38 @@ def read_json(path: Path) -> Any:
         ) from None
 
 
-class RecordLog:
-    """An append-only JSONL file of records, safe to resume after a kill."""
+def jsonl_damage(path: Path) -> tuple[int, str] | None:
+    """(line number, what is wrong) for the first damaged line of a JSONL file: a last line without
+    its newline (half a record) or a line that is not JSON; None when every line is a record."""
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if lineno == len(lines):  # text after the last newline
+            return lineno, "the last line is half a record (it has no newline at its end)"
+        try:
+            json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return lineno, f"not a JSON record ({getattr(e, 'msg', e)})"
+    return None
 
-    def __init__(self, path: Path):
+
+class RecordLog:
+    """An append-only JSONL file of records, safe to resume after a kill.
+
+    `resume=True` is for the one writer that continues this log (the stage being run): a partial
+    last line, left by a kill in the middle of a write, is cut off on open (`dropped_partial`).
+    Without it (every reader), a partial last line is an error naming the file and the line."""
+
+    def __init__(self, path: Path, *, resume: bool = False, hint: str = DAMAGED_HINT):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.dropped_partial = self._cut_partial_tail()
+        self.hint = hint
+        self.dropped_partial = False
+        if resume:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.dropped_partial = self._cut_partial_tail()
 
     def _cut_partial_tail(self) -> bool:
         """Truncate a last line that has no newline (a write interrupted by a kill or a full disk)."""
@@ -66,15 +99,21 @@ class RecordLog:
             if data.endswith(b"\n"):
                 return False
             f.truncate(data.rfind(b"\n") + 1)
-            return True
+        log.info("%s: dropped a partial last line (a write cut short); resuming after it", self.path)
+        return True
 
     def __iter__(self) -> Iterator[dict]:
         if not self.path.exists():
             return
-        with open(self.path) as f:
+        with open(self.path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
+                if not line.endswith("\n"):
+                    raise UserError(
+                        f"{self.path}:{lineno}: damaged: the last line is half a record (it has no newline "
+                        f"at its end); {self.hint}"
+                    )
                 try:
                     yield json.loads(line)
                 except json.JSONDecodeError as e:
@@ -94,7 +133,8 @@ class RecordLog:
         lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
         if not lines:
             return
-        with open(self.path, "a") as f:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())

@@ -4,7 +4,8 @@ shapes and data offsets, for one file or for every `*.safetensors` shard of an H
 A safetensors file starts with an 8-byte little-endian header length, then that many bytes of JSON:
 `{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}`; the offsets are
 relative to the end of the header. Used by export's pre-export checks and by edge_bench (parameter
-counts, weight bytes read per token).
+counts, weight bytes read per token) and by every model loader, which refuses a truncated file
+(one whose tensors reach past its end) with a message naming it, before any weights are read.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ DTYPE_BYTES = {
 
 _MAX_HEADER_BYTES = 100 << 20
 """The safetensors format caps its JSON header at 100 MB; a larger length means not a safetensors file."""
+_REDO = "copy or save the model again (an interrupted copy or download leaves a short file)"
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,22 @@ def read_safetensors_header(path: Path) -> dict:
         if length > _MAX_HEADER_BYTES:
             raise UserError(f"{path} is not a safetensors file (header length {length})")
         raw = f.read(length)
+        size = f.seek(0, 2)
+    if len(raw) < length:
+        raise UserError(f"{path}: truncated safetensors file (its header is cut short); {_REDO}")
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path} is not a safetensors file (its header is not JSON: {e})") from None
     if not isinstance(header, dict):
         raise UserError(f"{path} is not a safetensors file (its header is not a JSON object)")
+    ends = [info.get("data_offsets", [0, 0])[1] for k, info in header.items() if k != "__metadata__"]
+    needed = 8 + length + max((e for e in ends if isinstance(e, int)), default=0)
+    if size < needed:
+        raise UserError(
+            f"{path}: truncated safetensors file: its tensors need {needed} bytes, the file has {size}; "
+            f"{_REDO}"
+        )
     return header
 
 

@@ -10,11 +10,17 @@ GGUF / safetensors / ONNX readers it shares with the export, are in `common`.
     memory.py     peak RSS in a fresh process per configuration (memory_probe.py is the child)
     host.py       CPU model, ISA flags, versions, busy-machine warning, affinity pinning
     bandwidth.py  memory read bandwidth and decode efficiency against it
-    accuracy.py   task accuracy and top-1 agreement with the fp32 reference
+    accuracy.py   task answers per question; top-1 agreement and KL along the fp32 reference's answers
+    accuracy_runs.py  which questions each variant answered, and the report's accuracy figures from them
+    stats.py      Wilson interval, Tango paired interval, exact McNemar test, questions a tolerance needs
+    paired.py     a variant against its reference on the same questions: drop, interval, verdict
+    fidelity.py   the export manifest's verification and the bench's own top-1 / KL; the two rankings
+    auto_questions.py  --n_questions auto: a pilot, the number the decision needs, within a time budget
     settings.py   BenchSettings: every setting of a run, validated once (CLI and Python callers)
     measure.py    one variant at one thread count: load, time, peak RSS, efficiency
     bench.py      run_bench(): the sweep over variants x threads x prompt lengths, accuracy, the report
-    recommend.py  best speed, accuracy drop vs fp32, recommend(), comparison with a previous report
+    recommend.py  best speed, a recommendation that respects the intervals, comparison with an old report
     report.py     report.json / report.md (schema, check), the table + one JSON line
-    plots.py      accuracy vs latency (Pareto front) and size vs accuracy PNGs
+    accuracy_report.py  the accuracy and fidelity tables and the rankings (stdout and report.md)
+    plots.py      accuracy (with error bars) vs latency (Pareto front) and size vs accuracy PNGs
 """

@@ -1,21 +1,24 @@
-"""Task accuracy of one runtime, and its top-1 agreement with the fp32 reference, on the same prompts.
+"""Task accuracy of one runtime, and how closely it follows the fp32 reference, on the same prompts.
 
 Prompts and answer checking are the pipeline's evaluation protocol (arte/evaluate.py `shot_prompts`):
 the task description, the first `shots` seeds as `<ans>target</ans>` demonstrations, the test
 question; greedy decoding until `</ans>` (or "\\nQuestion:", `STUDENT_STOP`), EOS or `max_new_tokens`;
 correct when the first `<ans>` matches the target (`Task.is_correct`). The harness tokenizes, so
-every runtime sees the same token ids.
+every runtime sees the same token ids. Each question's record keeps its index and target, so that
+two variants' answers are paired by question (`edge_bench.paired`), and its normalised answer.
 
-Top-1 agreement is teacher-forced along the reference's greedy path: at every step the variant is fed
-the reference's tokens and we count how often its next-token argmax equals the reference's choice.
-When it agrees at every step of a question, its own greedy answer *is* the reference's, so that
-answer is reused instead of decoding it again (the common case for F16 / Q8 files).
+Fidelity on the task's own prompts, teacher-forced along the reference's greedy answer: at every step
+the variant is fed the reference's tokens through its KV cache, and we count how often its next-token
+argmax equals the reference's choice (top-1 agreement) and, where the reference kept its
+distribution (`kl_positions`, the first steps of each answer, a memory cap), KL(reference || variant)
+in nats. When the variant agrees at every step of a question, its own greedy answer *is* the
+reference's, so that answer is reused instead of decoding it again (the common case for F16 / Q8).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -95,6 +98,10 @@ def task_prompts(task, shots: int, n_questions: int | None = None) -> list[tuple
     return [(icl_prompt(task.description, demos, ex.input), ex.target) for ex in task.test[:n_questions]]
 
 
+KL_STEPS_PER_QUESTION = 32
+"""At most this many steps of each reference answer keep their distribution for the KL."""
+
+
 @dataclass
 class Completion:
     """A greedy answer: the chosen tokens (a final EOS included), the text cut after the stop string."""
@@ -103,6 +110,21 @@ class Completion:
     text: str
     finish: str
     """"stop" (stop string), "eos" or "length"."""
+    logprobs: list[np.ndarray] | None = field(default=None, compare=False, repr=False)
+    """The reference's next-token log-probabilities at its first steps (float32), for the KL."""
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log-probabilities of one logit vector, in float64."""
+    x = np.asarray(logits, dtype=np.float64)
+    x = x - x.max()
+    return x - np.log(np.exp(x).sum())
+
+
+def kl_divergence(ref_logprobs: np.ndarray, logits: np.ndarray) -> float:
+    """KL(reference || variant) in nats, from the reference's log-probabilities and the variant's logits."""
+    lp = np.asarray(ref_logprobs, dtype=np.float64)
+    return float((np.exp(lp) * (lp - log_softmax(logits))).sum())
 
 
 def _find_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -116,35 +138,61 @@ def greedy_complete(
     prompt_ids: Sequence[int],
     max_new_tokens: int,
     stop: Sequence[str] = STUDENT_STOP,
+    keep_logprobs: int = 0,
 ) -> Completion:
     """Greedy decoding with the pipeline's stopping rules (arte/backends/hf.py): EOS stops and is not
-    in the text; the text is cut right after the first stop string that completes."""
+    in the text; the text is cut right after the first stop string that completes. The first
+    `keep_logprobs` steps keep their log-probabilities (`Completion.logprobs`)."""
     logits = runtime.prefill(list(prompt_ids))
     tokens: list[int] = []
+    kept: list[np.ndarray] = []
+
+    def done(text: str, finish: str) -> Completion:
+        return Completion(tokens, text, finish, kept if keep_logprobs else None)
+
     while True:
+        if len(kept) < keep_logprobs:
+            kept.append(log_softmax(logits).astype(np.float32))
         token = int(np.argmax(logits))
         tokens.append(token)
         if token in tokenizer.eos_ids:
-            return Completion(tokens, tokenizer.decode(tokens[:-1]), "eos")
+            return done(tokenizer.decode(tokens[:-1]), "eos")
         text = tokenizer.decode(tokens)
         cut = _find_stop(text, stop)
         if cut is not None:
-            return Completion(tokens, text[:cut], "stop")
+            return done(text[:cut], "stop")
         if len(tokens) >= max_new_tokens:
-            return Completion(tokens, text, "length")
+            return done(text, "length")
         logits = runtime.decode(token)
 
 
-def top1_matches(runtime, prompt_ids: Sequence[int], path: Sequence[int]) -> int:
-    """How many of the reference's greedy choices `path` the runtime's argmax reproduces when fed the
-    reference's tokens (teacher forcing)."""
+def teacher_forced(
+    runtime, prompt_ids: Sequence[int], path: Sequence[int], ref_logprobs: Sequence[np.ndarray] = ()
+) -> tuple[int, list[float]]:
+    """(how many of the reference's greedy choices `path` the runtime's argmax reproduces when fed the
+    reference's tokens, the KL at each step where the reference kept its log-probabilities)."""
     logits = runtime.prefill(list(prompt_ids))
-    matches = 0
+    matches, kls = 0, []
     for i, token in enumerate(path):
         matches += int(np.argmax(logits)) == token
+        if i < len(ref_logprobs):
+            kls.append(kl_divergence(ref_logprobs[i], logits))
         if i + 1 < len(path):
             logits = runtime.decode(token)
-    return matches
+    return matches, kls
+
+
+def _record(task, index: int, target: str, comp: Completion, prompt_tokens: int) -> dict:
+    got = extract_answer(comp.text)
+    return {
+        "index": index,
+        "target": target,
+        "completion": comp.text,
+        "answer": None if got is None else task.normalize(got),
+        "finish": comp.finish,
+        "correct": int(task.is_correct(comp.text, target)),
+        "prompt_tokens": prompt_tokens,
+    }
 
 
 def evaluate_runtime(
@@ -154,39 +202,42 @@ def evaluate_runtime(
     items: Sequence[tuple[str, str]],
     max_new_tokens: int,
     reference: Sequence[Completion] | None = None,
+    *,
+    first_index: int = 0,
+    kl_positions: int = 0,
 ) -> tuple[dict[str, Any], list[Completion]]:
-    """Accuracy on `items` (prompt, target) and, given the reference's completions of the same prompts,
-    top-1 agreement. Returns (summary, completions); the summary holds per-question `records`."""
-    completions, records, matches, steps = [], [], 0, 0
+    """Accuracy on `items` (prompt, target), the questions numbered from `first_index`, and, given the
+    reference's completions of the same prompts, top-1 agreement and KL along them. A reference run
+    (`reference` None) keeps the log-probabilities of up to `kl_positions` steps in all, at most
+    KL_STEPS_PER_QUESTION per question. Returns (summary, completions); the summary holds the
+    per-question `records`."""
+    completions, records, matches, steps, kls = [], [], 0, 0, []
     for i, (prompt, target) in enumerate(items):
         ids = tokenizer.encode(prompt)
         comp = None
         if reference is not None:
-            path = reference[i].tokens
-            agree = top1_matches(runtime, ids, path)
-            matches, steps = matches + agree, steps + len(path)
-            if agree == len(path):  # same greedy path: same answer, no need to decode it again
-                comp = reference[i]
-        comp = comp or greedy_complete(runtime, tokenizer, ids, max_new_tokens)
+            ref = reference[i]
+            agree, step_kls = teacher_forced(runtime, ids, ref.tokens, ref.logprobs or ())
+            matches, steps, kls = matches + agree, steps + len(ref.tokens), kls + step_kls
+            if agree == len(ref.tokens):  # same greedy path: same answer, no need to decode it again
+                comp = Completion(ref.tokens, ref.text, ref.finish)
+        if comp is None:
+            keep = 0 if reference is not None else min(KL_STEPS_PER_QUESTION, kl_positions)
+            comp = greedy_complete(runtime, tokenizer, ids, max_new_tokens, keep_logprobs=keep)
+            kl_positions -= len(comp.logprobs or ())
         completions.append(comp)
-        correct = task.is_correct(comp.text, target)
-        records.append(
-            {
-                "index": i,
-                "target": target,
-                "completion": comp.text,
-                "finish": comp.finish,
-                "correct": int(correct),
-                "prompt_tokens": len(ids),
-            }
-        )
+        records.append(_record(task, first_index + i, target, comp, len(ids)))
     n = len(records)
     summary = {
         "n": n,
         "accuracy": sum(r["correct"] for r in records) / n if n else None,
-        "missing_tag": sum(extract_answer(r["completion"]) is None for r in records),
+        "missing_tag": sum(r["answer"] is None for r in records),
         "top1_agreement": matches / steps if steps else None,
+        "top1_matches": matches,
         "top1_steps": steps,
+        "kl_sum": float(sum(kls)),
+        "kl_max": max(kls) if kls else None,
+        "kl_positions": len(kls),
         "records": records,
     }
     return summary, completions

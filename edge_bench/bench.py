@@ -13,7 +13,12 @@ llama.cpp runs with flash attention (its own default), extra buffer types decide
 environment allow (`edge_bench.hugepages`; `arte bench` arranges it), with the GGUF read into
 huge-page memory instead of mapped. Every row records the runtime settings it ran with.
 At the largest thread count the loaded runtime also answers the task's test questions (accuracy) and
-is compared token by token with its fp32 reference (top-1 agreement); references run first.
+is compared token by token with its fp32 reference (top-1 agreement, KL); references run first
+(`edge_bench.accuracy_runs`). With `--n_questions auto` those are a pilot, and the variants that
+need it answer more questions afterwards (`edge_bench.auto_questions`). The report then holds each
+accuracy with its interval, the paired drop against the reference on the same questions
+(`edge_bench.paired`), fidelity from this run and from the export's manifest (`edge_bench.fidelity`)
+and a recommendation that respects the intervals (`edge_bench.recommend`).
 
 `pin`, `min_repeats`, `min_seconds` and `hugepages` are fields of the run's `BenchSettings`
 (edge_bench.settings), validated there for `arte bench` and Python callers alike.
@@ -26,23 +31,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from common.llama_cpp_loader import decide_extra_bufts
 from edge_bench import hugepages
-from edge_bench.accuracy import Completion, Tokenizer, evaluate_runtime, load_tokenizer, task_prompts
+from edge_bench.accuracy import load_tokenizer, task_prompts
+from edge_bench.accuracy_runs import AccuracyRuns, export_fidelity
+from edge_bench.auto_questions import AUTO_PILOT, extend_accuracy, plan_questions
 from edge_bench.bandwidth import BandwidthMeter
+from edge_bench.fidelity import rank_accuracy, rank_fidelity
 from edge_bench.host import (
     describe_host,
     llama_cpp_system_info,
 )
 from edge_bench.measure import BANDWIDTH_UNSTABLE, bench_threads, log, prompt_ids
-from edge_bench.recommend import accuracy_drop, best_speed, choose, compare_reports, recommend
-from edge_bench.report import SCHEMA_VERSION, load_report, write_report
-from edge_bench.settings import BenchSettings
+from edge_bench.recommend import accuracy_drop, best_speed, compare_reports, decide, recommend
+from edge_bench.report import SCHEMA_VERSION, STATISTICS, load_report, write_report
+from edge_bench.settings import AUTO, BenchSettings
 from edge_bench.variants import Variant, discover_variants
 
 FILLER = "The quick brown fox jumps over the lazy dog. " * 8
@@ -57,49 +64,21 @@ def _variant_entry(v: Variant) -> dict:
     d = v.to_json()
     d.update(
         accuracy=None,
+        accuracy_ci=None,
+        correct=None,
         n_questions=0,
         missing_tag=None,
         top1_agreement=None,
         top1_steps=0,
         accuracy_drop=None,
+        paired=None,
+        fidelity=export_fidelity(d),
         accuracy_threads=None,
+        accuracy_seconds=None,
         best=None,
         error=None,
     )
     return d
-
-
-class _Accuracy:
-    """Accuracy runs: the task's items, the references' completions (for top-1), the answers."""
-
-    def __init__(self, task, items: list[tuple[str, str]], s: BenchSettings):
-        self.task, self.items, self.s = task, items, s
-        self.reference_completions: dict[str, list[Completion]] = {}
-        self.answers: list[dict] = []
-
-    def runner(self, v: Variant, tokenizer: Tokenizer, entry: dict) -> Callable[[Any], dict]:
-        def run(rt) -> dict:
-            ref = self.reference_completions.get(v.reference) if v.reference else None
-            summary, comps = evaluate_runtime(
-                rt, tokenizer, self.task, self.items, self.s.max_new_tokens, ref
-            )
-            if v.is_reference:
-                self.reference_completions[v.name] = comps
-            self.answers += [{"variant": v.name, **r} for r in summary.pop("records")]
-            entry.update(
-                accuracy=summary["accuracy"],
-                n_questions=summary["n"],
-                missing_tag=summary["missing_tag"],
-                top1_agreement=summary["top1_agreement"],
-                top1_steps=summary["top1_steps"],
-            )
-            log(
-                f"{v.name}: accuracy {summary['accuracy']:.3f} on {summary['n']} questions, "
-                f"top-1 agreement {summary['top1_agreement']}"
-            )
-            return summary
-
-        return run
 
 
 def bench_variant(
@@ -107,7 +86,7 @@ def bench_variant(
     s: BenchSettings,
     speed_text: str,
     tokenizers: dict,
-    acc: _Accuracy | None,
+    acc: AccuracyRuns | None,
     meter: BandwidthMeter | None,
     warnings: list[str],
 ) -> tuple[dict, list[dict]]:
@@ -121,7 +100,9 @@ def bench_variant(
         tok = tokenizers[key]
         prompts = [prompt_ids(tok, speed_text, n) for n in s.prompt_lengths]
         for t in s.threads:
-            run_acc = acc.runner(v, tok, entry) if acc and t == acc_threads else None
+            run_acc = None
+            if acc and t == acc_threads:
+                run_acc = acc.runner(v.name, v.reference, tok, 0, acc.first_n)
             new_rows, _ = bench_threads(v, t, prompts, s, meter, warnings, run_acc)
             rows += new_rows
         if acc:
@@ -134,13 +115,21 @@ def bench_variant(
     return entry, rows
 
 
-def _load_accuracy(task: str | None, s: BenchSettings) -> _Accuracy | None:
+def _load_accuracy(task: str | None, s: BenchSettings, warnings: list[str]) -> AccuracyRuns | None:
     if not task:
         return None
     from common.tasks import load_task
 
     t = load_task(task, n_validation=s.n_validation, n_test=s.n_test, seed=s.seed)
-    return _Accuracy(t, task_prompts(t, s.shots, s.n_questions), s)
+    if not t.test:
+        raise ValueError(f"task {t.name!r} has no test questions (see --n_test)")
+    auto = s.n_questions == AUTO
+    items = task_prompts(t, s.shots, None if auto else s.n_questions)
+    if not auto and s.n_questions > len(items):
+        warnings.append(
+            f"--n_questions {s.n_questions}: the task has {len(items)} test questions (--n_test): all used"
+        )
+    return AccuracyRuns(t, items, min(AUTO_PILOT, len(items)) if auto else len(items), s)
 
 
 def _meter(s: BenchSettings) -> BandwidthMeter | None:
@@ -221,10 +210,10 @@ def run_bench(
     variants = _reference_first(discover_variants(dirs))
     if not variants:
         raise ValueError(f"no variants found at {list(map(str, dirs))}")
-    acc = _load_accuracy(task, s)
-    speed_text = "\n".join(p for p, _ in acc.items) if acc else FILLER
-    host, meter = _host(variants, s), _meter(s)
     warnings: list[str] = _hugepages_warning(variants, s)
+    acc = _load_accuracy(task, s, warnings)
+    speed_text = "\n".join(p for p, _ in acc.items[: acc.first_n]) if acc else FILLER
+    host, meter = _host(variants, s), _meter(s)
     entries, results, tokenizers = [], [], {}
     try:
         for v in variants:
@@ -234,7 +223,14 @@ def run_bench(
     finally:
         if meter:
             meter.close()
-    report = _assemble(entries, results, s, task, acc, host, meter.summary() if meter else None, warnings)
+    plan = None
+    if acc and s.n_questions == AUTO:
+        plan = plan_questions(acc, variants, s)
+        log(f"--n_questions auto: {plan['chosen']} questions (limited by {plan['limited_by']})")
+        extend_accuracy(acc, variants, plan, s, tokenizers, warnings)
+    report = _assemble(
+        entries, results, s, task, acc, plan, host, meter.summary() if meter else None, warnings
+    )
     if compare:
         lines = compare_reports(report, load_report(compare), s.max_accuracy_drop)
         report["comparison"] = {"previous": str(compare), "lines": lines}
@@ -242,7 +238,7 @@ def run_bench(
     return report
 
 
-def _assemble(entries, results, s: BenchSettings, task, acc, host, bandwidth, warnings) -> dict:
+def _assemble(entries, results, s: BenchSettings, task, acc, plan, host, bandwidth, warnings) -> dict:
     report = {
         "schema_version": SCHEMA_VERSION,
         "tool": "edge_bench",
@@ -252,31 +248,43 @@ def _assemble(entries, results, s: BenchSettings, task, acc, host, bandwidth, wa
             "spec": task,
             "name": acc.task.name if acc else None,
             "shots": s.shots,
-            "n_questions": len(acc.items) if acc else 0,
+            "n_questions": max((acc.answered(e["name"]) for e in entries), default=0) if acc else 0,
+            "available_questions": acc.available if acc else None,
             "max_new_tokens": s.max_new_tokens,
             "threads": max(s.threads),
+            "auto": plan,
         },
+        "statistics": STATISTICS,
         "host": host,
         "bandwidth": bandwidth,
         "variants": entries,
         "results": results,
+        "rankings": {},
         "recommendation": {},
         "warnings": [],
         "comparison": None,
     }
     for v in entries:
+        if acc:
+            v.update(acc.variant_fields(v, s.max_accuracy_drop))
         v["accuracy_drop"] = accuracy_drop(report, v)
+    report["rankings"] = {"fidelity": rank_fidelity(entries), "accuracy": rank_accuracy(entries)}
     report["warnings"] = warnings + _summary_warnings(results, entries)
-    chosen, _ = choose(report, s.max_accuracy_drop)
+    d = decide(report, s.max_accuracy_drop)
     report["recommendation"] = {
-        "variant": chosen["name"] if chosen else None,
+        "variant": d["variant"],
+        "status": d["status"],
+        "safe_choice": d["safe_choice"],
+        "undecided": d["undecided"],
+        "questions_needed": d["questions_needed"],
+        "questions_needed_all": d["questions_needed_all"],
         "max_accuracy_drop": s.max_accuracy_drop,
         "line": recommend(report, s.max_accuracy_drop),
     }
     return report
 
 
-def _write(report: dict, out_dir: Path, acc: _Accuracy | None) -> None:
+def _write(report: dict, out_dir: Path, acc: AccuracyRuns | None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = []
     if report["config"]["plots"]:
@@ -284,5 +292,5 @@ def _write(report: dict, out_dir: Path, acc: _Accuracy | None) -> None:
 
         plots = [p.name for p in write_plots(report, out_dir)]
     if acc:
-        (out_dir / "answers.jsonl").write_text("".join(json.dumps(a) + "\n" for a in acc.answers))
+        (out_dir / "answers.jsonl").write_text("".join(json.dumps(a) + "\n" for a in acc.answers()))
     write_report(report, out_dir, plots)

@@ -126,6 +126,9 @@ def measure_config(
         "busy_detail": {k: busy.get(k) for k in ("load1", "free_cores", "other_processes_cores", "warning")},
         "internal": b.internal,
         "harness_vs_internal": _finite(decode / internal, 4) if decode and internal else None,
+        "parallel": [rt.parallel_decode(ids, s.n_decode, n) for n in s.parallel]
+        if s.parallel and hasattr(rt, "parallel_decode")
+        else None,
     }
 
 

@@ -1,11 +1,15 @@
 """What the benchmark concludes from its measurements: each variant's best speed, its accuracy drop
-against its fp32 reference, the recommendation (the fastest variant within the allowed drop), and
-the side-by-side comparison with a previous report."""
+against its fp32 reference, the recommendation (the fastest variant whose paired 95% drop interval
+lies within the allowed drop, or "none" when the intervals cannot decide), and the side-by-side
+comparison with a previous report (whose own recommendation line is shown as it was written)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+from edge_bench.paired import verdict
+from edge_bench.stats import questions_needed
 
 
 def _mean(xs: Sequence[float | None]) -> float | None:
@@ -40,46 +44,158 @@ def best_speed(results: Sequence[dict]) -> dict | None:
 
 
 def accuracy_drop(report: dict, variant: dict) -> float | None:
-    """Reference accuracy - the variant's (0 for a reference itself); None when either is unknown."""
+    """Reference accuracy - the variant's on the same questions (0 for a reference itself); None when
+    either is unknown."""
     if variant.get("accuracy") is None:
         return None
     if variant.get("reference") is None:
         return 0.0 if variant["format"] == "pytorch" else None
-    ref = next((v for v in report["variants"] if v["name"] == variant["reference"]), None)
-    if ref is None or ref.get("accuracy") is None:
+    paired = variant.get("paired")
+    return None if paired is None else paired["drop"]
+
+
+def _is_reference(v: dict) -> bool:
+    return v.get("reference") is None and v["format"] == "pytorch" and v.get("accuracy") is not None
+
+
+def _judgement(v: dict, tolerance: float) -> str | None:
+    """ "reference", or the verdict of its paired drop interval at `tolerance` ("within", "beyond",
+    "undecided"), or None (no speed, or nothing to compare with)."""
+    if v.get("best") is None:
         return None
-    return ref["accuracy"] - variant["accuracy"]
+    if _is_reference(v):
+        return "reference"
+    paired = v.get("paired")
+    return None if paired is None else verdict(paired["drop_ci"], tolerance)
 
 
-def choose(report: dict, max_accuracy_drop: float) -> tuple[dict | None, str]:
-    """(the fastest variant within `max_accuracy_drop` of its fp32 reference or None, the reason)."""
-    eligible, skipped = [], []
-    for v in report["variants"]:
-        drop = accuracy_drop(report, v)
-        if v.get("best") is None or drop is None:
-            skipped.append(v["name"])
-        elif drop <= max_accuracy_drop + 1e-9:
-            eligible.append(v)
+def decide(report: dict, max_accuracy_drop: float) -> dict:
+    """What the report's figures allow: walking from the fastest variant down, variants "beyond" the
+    tolerance are passed over; the first variant that is "within" it (or an fp32 reference, drop 0 by
+    definition) is the answer, unless a faster variant is still "undecided": then the data cannot
+    decide and nothing is recommended (`status` "undecided"; `safe_choice` is the fastest variant
+    known to be within). Returns {status: "recommended" | "undecided" | "none", variant, safe_choice,
+    undecided (names, fastest first), questions_needed (what deciding the fastest of them takes; None:
+    no number of questions can), questions_needed_all (deciding all of them), reason}."""
+    out = {
+        "status": "none",
+        "variant": None,
+        "safe_choice": None,
+        "undecided": [],
+        "questions_needed": None,
+        "questions_needed_all": None,
+    }
     if not any(v.get("accuracy") is not None for v in report["variants"]):
-        return None, "task accuracy was not measured (give --task)"
-    if not eligible:
-        why = f"no variant is within {max_accuracy_drop * 100:.1f} points of its fp32 reference"
-        return None, why + (f" (no speed or accuracy for: {', '.join(skipped)})" if skipped else "")
-    best = max(eligible, key=lambda v: v["best"]["decode_tokens_per_s"])
-    return best, f"fastest of {len(eligible)} within {max_accuracy_drop * 100:.1f} points of fp32"
+        return {**out, "reason": "task accuracy was not measured (give --task)"}
+    judged = [(v, j) for v in report["variants"] if (j := _judgement(v, max_accuracy_drop)) is not None]
+    judged.sort(key=lambda vj: -vj[0]["best"]["decode_tokens_per_s"])
+    undecided: list[dict] = []
+    safe = None
+    for v, j in judged:
+        if j in ("reference", "within"):
+            safe = v
+            break
+        if j == "undecided":
+            undecided.append(v)
+    out["undecided"] = [v["name"] for v in undecided]
+    out["safe_choice"] = safe["name"] if safe else None
+    if undecided:
+        needs = [questions_needed(v["paired"]["discordant_share"], max_accuracy_drop) for v in undecided]
+        out["questions_needed"] = needs[0]
+        out["questions_needed_all"] = None if None in needs else max(needs)
+        return {**out, "status": "undecided", "reason": "the intervals cannot decide"}
+    if safe is None:
+        unjudged = [v["name"] for v in report["variants"] if _judgement(v, max_accuracy_drop) is None]
+        why = f"no variant is shown to be within {max_accuracy_drop * 100:.1f} points of an fp32 reference"
+        return {**out, "reason": why + (f" (not compared: {', '.join(unjudged)})" if unjudged else "")}
+    return {**out, "status": "recommended", "variant": safe["name"], "reason": ""}
+
+
+def _points(x: float) -> str:
+    return f"{x * 100:+.1f}"
+
+
+def _drop_text(v: dict) -> str:
+    p = v.get("paired")
+    if p is None:
+        return "drop 0 (the reference)"
+    lo, hi = p["drop_ci"]
+    return f"drop {_points(p['drop'])} [{_points(lo)}, {_points(hi)}] points vs {v['reference']}"
+
+
+def _differ_text(v: dict) -> str:
+    """How often its answers differ from its reference's: a variant can pass on accuracy while it
+    changes many answers (near chance, wrong answers turn right as often as right ones wrong)."""
+    p = v.get("paired")
+    return (
+        ""
+        if p is None
+        else f"; its answers differ from {v['reference']}'s on {p['answers_differ_share']:.0%}"
+    )
+
+
+def _accuracy_text(v: dict) -> str:
+    ci = v.get("accuracy_ci")
+    ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    return f"accuracy {v['accuracy']:.3f}{ci_text} on {v.get('n_questions', '?')} questions"
+
+
+def _undecided_text(report: dict, d: dict, tol_pts: str) -> str:
+    by_name = {v["name"]: v for v in report["variants"]}
+    n = max((by_name[name].get("n_questions") or 0) for name in d["undecided"])
+    shown = "; ".join(f"{name} ({_drop_text(by_name[name])})" for name in d["undecided"][:3])
+    more = f"; and {len(d['undecided']) - 3} more" if len(d["undecided"]) > 3 else ""
+    text = (
+        f"recommendation: none - at {n} questions the data cannot decide whether the fastest variants "
+        f"lose at most {tol_pts} points: {shown}{more}"
+    )
+    need, need_all = d["questions_needed"], d["questions_needed_all"]
+    available = report["task"].get("available_questions")
+    fastest = d["undecided"][0]
+    also = f"; {need_all} for all of them" if need_all not in (None, need) and len(d["undecided"]) > 1 else ""
+    if need is None:
+        text += f"; no number of questions can show a drop of at most {tol_pts} points for {fastest}"
+    elif available is not None and need > available:
+        text += (
+            f"; deciding {fastest} needs about {need} questions at its observed disagreement{also}, more "
+            f"than the task's {available} test questions: no --n_questions can decide with this task "
+            "(see --n_test)"
+        )
+    else:
+        text += (
+            f"; about {need} questions would decide {fastest} at its observed disagreement{also} "
+            f"(--n_questions {need}, or --n_questions auto)"
+        )
+    safe = by_name.get(d["safe_choice"]) if d["safe_choice"] else None
+    if safe is not None:
+        speed = safe["best"]["decode_tokens_per_s"]
+        text += (
+            f". Within {tol_pts} points at 95%: {safe['name']} ({speed:.1f} decode tok/s{_differ_text(safe)})"
+        )
+    return text
 
 
 def recommend(report: dict, max_accuracy_drop: float) -> str:
-    """One line: the fastest variant (decode tokens/s at its best thread count) whose task accuracy is
-    within `max_accuracy_drop` (a fraction: 0.02 = 2 points) of its fp32 reference."""
-    v, why = choose(report, max_accuracy_drop)
-    if v is None:
-        return f"recommendation: none - {why}"
-    b, drop = v["best"], accuracy_drop(report, v)
+    """One line: the fastest variant (decode tokens/s at its best thread count) whose accuracy drop
+    against its fp32 reference is within `max_accuracy_drop` (a fraction: 0.02 = 2 points) at the
+    upper end of its 95% paired interval, or why there is none (see `decide`)."""
+    d = decide(report, max_accuracy_drop)
+    tol_pts = f"{max_accuracy_drop * 100:.1f}"
+    if d["status"] == "none":
+        return f"recommendation: none - {d['reason']}"
+    if d["status"] == "undecided":
+        return _undecided_text(report, d, tol_pts)
+    v = next(v for v in report["variants"] if v["name"] == d["variant"])
+    b = v["best"]
+    why = (
+        "every faster variant loses more than that"
+        if v.get("paired") is None
+        else "the fastest variant shown to be within that"
+    )
     return (
         f"recommendation: {v['name']} - {b['decode_tokens_per_s']:.1f} decode tok/s at {b['threads']} "
-        f"thread(s), p50 {b['p50_ms']:.2f} ms/token, accuracy {v['accuracy']:.3f} "
-        f"(drop {drop * 100:+.1f} points), {v['size_bytes'] / 1e6:.1f} MB; {why}"
+        f"thread(s), p50 {b['p50_ms']:.2f} ms/token, {_accuracy_text(v)}, {_drop_text(v)} (95%, paired), "
+        f"{v['size_bytes'] / 1e6:.1f} MB; tolerance {tol_pts} points: {why}{_differ_text(v)}"
     )
 
 
@@ -134,7 +250,8 @@ def compare_reports(new: dict, old: dict, max_accuracy_drop: float) -> list[str]
             lines.append(
                 f"{o['name']:<{width}}  {speed:>32}  {fmt_or_dash(o.get('accuracy'), '.3f') + ' -> -':>28}"
             )
-    lines.append("old " + recommend(old, max_accuracy_drop))
+    old_line = (old.get("recommendation") or {}).get("line") or "recommendation: (none recorded)"
+    lines.append("old " + old_line)
     lines.append("new " + recommend(new, max_accuracy_drop))
     return lines
 

@@ -5,6 +5,7 @@ BenchSettings plus the command-line-only fields), so a Python caller and the com
 same checks and the same messages. Every field is declared with `common.config.opt`, whose help
 text is the flag's `--help` text; the messages name the flags (`--threads`, ...) for that reason.
 The settings are recorded as the report's `config` (`dataclasses.asdict`, these fields only).
+`n_questions` is an int or "auto" (`edge_bench.auto_questions` picks the number).
 """
 
 from __future__ import annotations
@@ -38,6 +39,22 @@ def _at_least(flag: str, value: Any, low: float, *, integer: bool = True, note: 
         raise ValueError(f"--{flag} must be >= {low:g}{note}, got {value!r}")
 
 
+AUTO = "auto"
+
+
+def _n_questions(value: Any) -> int | str:
+    """--n_questions as an int >= 1 or "auto" (the command line passes a string either way)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == AUTO:
+            return AUTO
+        if text.isdigit():
+            value = int(text)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"--n_questions must be an integer >= 1 or auto, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """Everything that shapes the measurements; recorded as the report's `config`."""
@@ -48,7 +65,17 @@ class BenchSettings:
     min_repeats: int = opt(3, "Timed generations per configuration, at least (after the --warmup ones).")
     min_seconds: float = opt(1.0, "Seconds of timed generations per configuration, at least.")
     warmup: int = opt(1, "Untimed warm-up generations per configuration, before the timed ones.")
-    n_questions: int = opt(20, "Test questions for accuracy and top-1 agreement.")
+    n_questions: int | str = opt(
+        20,
+        "Test questions for accuracy and fidelity (a number, or auto: a pilot of 20, then as many as the "
+        "--max_accuracy_drop decision needs at the observed disagreement with fp32, within "
+        "--accuracy_budget_s and the task's test split).",
+    )
+    accuracy_budget_s: float = opt(
+        900.0,
+        "With --n_questions auto: seconds the accuracy questions may take, all variants together "
+        "(estimated from the pilot's seconds per question).",
+    )
     shots: int = opt(3, "Demonstrations per accuracy prompt, from the task's seeds (0-3).")
     max_new_tokens: int = opt(96, "Decode budget per accuracy answer, in tokens.")
     seed: int = opt(0, "Task split seed: the same as the run's, to get its test questions.")
@@ -59,7 +86,9 @@ class BenchSettings:
         200, "Test questions of the split (the run's value); accuracy uses the first --n_questions."
     )
     max_accuracy_drop: float = opt(
-        0.02, "Largest accuracy loss vs fp32 the recommendation accepts, as a fraction (0.02 = 2 points)."
+        0.02,
+        "Largest accuracy loss vs fp32 the recommendation accepts, as a fraction (0.02 = 2 points), at the "
+        "upper end of the 95% paired interval of the loss.",
     )
     pin: bool = opt(True, "Pin each thread count to that many of the quietest CPUs (affinity).")
     memory: bool = opt(True, "Measure peak RSS in a fresh process per configuration.")
@@ -79,6 +108,11 @@ class BenchSettings:
         "llama.cpp: extra buffer types (repacked weights). auto: off where llama.cpp reports AMX (its AMX "
         "path segfaults, llama.cpp #20824), on elsewhere, unless env ARTE_LLAMA_EXTRA_BUFTS says otherwise.",
     )
+    parallel: list[int] = opt(
+        [],
+        "llama.cpp: also time N sequences decoded together (server-style batching, distinct prompts), "
+        "for each N listed, e.g. 4,8: aggregate tokens/s per configuration. Empty: skip.",
+    )
 
     def __post_init__(self) -> None:
         # frozen: the normalized lists are set through object.__setattr__
@@ -92,7 +126,10 @@ class BenchSettings:
         _at_least("warmup", self.warmup, 0)
         if self.shots not in range(4):
             raise ValueError(f"--shots must be between 0 and 3 (a task has 3 seeds), got {self.shots}")
-        _at_least("n_questions", self.n_questions, 1)
+        object.__setattr__(self, "n_questions", _n_questions(self.n_questions))
+        _at_least("accuracy_budget_s", self.accuracy_budget_s, 0, integer=False)
+        if self.accuracy_budget_s == 0:
+            raise ValueError("--accuracy_budget_s must be > 0 (seconds, for --n_questions auto)")
         _at_least("max_new_tokens", self.max_new_tokens, 1)
         _at_least("n_validation", self.n_validation, 0)
         _at_least("n_test", self.n_test, 1)
@@ -101,6 +138,8 @@ class BenchSettings:
             raise ValueError(f"--max_accuracy_drop is a fraction in [0, 1], got {drop}")
         _at_least("bandwidth_mb", self.bandwidth_mb, 0, note=" (0: skip)")
         _at_least("busy_sample_s", self.busy_sample_s, 0, integer=False, note=" (0: no sample)")
+        if self.parallel:
+            object.__setattr__(self, "parallel", _positive_ints("parallel", self.parallel, "sequence counts"))
         if self.extra_bufts not in EXTRA_BUFTS:
             raise ValueError(
                 f"--extra_bufts must be one of {', '.join(EXTRA_BUFTS)}, got {self.extra_bufts!r}"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from common.gguf_header import read_gguf_header
 from common.safetensors_header import safetensors_files, safetensors_tensors
+from common.weights import convert_hint, pickle_weight_files
 from edge_bench.bandwidth import bytes_per_token
 
 MANIFEST = "manifest.json"
@@ -223,6 +224,12 @@ def discover(path: str | Path) -> list[Variant]:
         return [onnx_variant(p)]
     if p.is_dir() and (p / "config.json").is_file() and any(p.glob("*.safetensors")):
         return [pytorch_variant(p)]
+    if p.is_dir() and (p / "config.json").is_file() and pickle_weight_files(p):
+        names = ", ".join(f.name for f in pickle_weight_files(p)[:3])
+        raise FileNotFoundError(
+            f"{p} holds only PyTorch pickle weights ({names}); a pickle can run code when loaded, so bench "
+            f"reads safetensors only: {convert_hint(p, '')}"
+        )
     what = "does not exist" if not p.exists() else "is not a benchmarkable model"
     raise FileNotFoundError(f"{p} {what}; give {ACCEPTED}")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from common.errors import UserError
+from common.weights import check_model_weights
 
 
 def is_adapter(path: Path) -> bool:
@@ -17,9 +18,14 @@ def is_adapter(path: Path) -> bool:
 
 
 def merge_adapter(
-    adapter_dir: Path, base: str, out_dir: Path, dtype: Literal["float32", "float16"] = "float32"
+    adapter_dir: Path,
+    base: str,
+    out_dir: Path,
+    dtype: Literal["float32", "float16"] = "float32",
+    allow_pickle: bool = False,
 ) -> Path:
-    """Merge the LoRA adapter in `adapter_dir` into `base` (local HF directory); save to `out_dir`."""
+    """Merge the LoRA adapter in `adapter_dir` into `base` (local HF directory); save to `out_dir`.
+    Both are read from safetensors only, unless `allow_pickle` (`common.weights`)."""
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     if not base:
         recorded = json.loads((adapter_dir / "adapter_config.json").read_text()).get(
@@ -40,7 +46,16 @@ def merge_adapter(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype), local_files_only=True)
+    use_safetensors = check_model_weights(base_dir, allow_pickle, "--allow_pickle")
+    if not (adapter_dir / "adapter_model.safetensors").is_file() and not allow_pickle:
+        raise UserError(
+            f"export: {adapter_dir} holds no adapter_model.safetensors (a pickle can run code when "
+            "loaded, so arte reads safetensors only): save the adapter again with safe_serialization, "
+            "or pass --allow_pickle true"
+        )
+    model = AutoModelForCausalLM.from_pretrained(
+        base_dir, dtype=getattr(torch, dtype), local_files_only=True, use_safetensors=use_safetensors
+    )
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -16,6 +16,7 @@ from common.gguf_header import read_gguf_header
 from common.records import sha256_file
 from export.gguf_convert import convert_hf_to_gguf, read_model_config
 from export.gguf_quantize import check_quant_types, quantize_gguf, write_census
+from export.reference import ExportVerificationError
 
 log = logging.getLogger(__name__)
 
@@ -113,25 +114,47 @@ def export_gguf(
 
         reference = reference_logits(load_reference(model_dir, threads))
     records = []
-    for q in quants:
-        path = paths[q]
-        census = write_census(path, q)
-        record = {
-            "format": "gguf",
-            "path": str(path),
-            "quant": q,
-            "size_bytes": path.stat().st_size,
-            "bits_per_weight": census["bits_per_weight"],
-            "sha256": sha256_file(path),
-            "census": census["types"],
-            "tied_embeddings": bool(config.get("tie_word_embeddings", False)),
-            "modelfile": str(write_modelfile(path)),
-        }
-        if reference is not None:
-            from export.gguf_verify import verify_gguf
-
-            record["verification"] = verify_gguf(
-                model_dir, path, q, reference=reference, threads=threads, extra_bufts=extra_bufts
-            )
-        records.append(record)
+    try:
+        for q in quants:
+            records.append(_record(model_dir, paths[q], q, config, reference, threads, extra_bufts))
+    except ExportVerificationError as e:  # nothing unverified stays behind to be shipped by mistake
+        removed = _remove_outputs(paths.values())
+        raise ExportVerificationError(f"{e} (removed the unverified files: {', '.join(removed)})") from None
     return records
+
+
+def _remove_outputs(paths) -> list[str]:
+    """Delete GGUF files with their census and Modelfile; the names of the GGUF files removed."""
+    removed = []
+    for path in paths:
+        for p in (path, path.with_name(path.stem + ".census.json"), path.with_name(path.stem + ".Modelfile")):
+            if p.exists():
+                p.unlink()
+        removed.append(path.name)
+    return removed
+
+
+def _record(
+    model_dir: Path, path: Path, q: str, config: dict, reference, threads: int, extra_bufts: str
+) -> dict:
+    """The manifest record of one GGUF file: census, Modelfile, hash and (with a reference) its
+    verification (ExportVerificationError when an F16/F32 file disagrees)."""
+    census = write_census(path, q)
+    record = {
+        "format": "gguf",
+        "path": str(path),
+        "quant": q,
+        "size_bytes": path.stat().st_size,
+        "bits_per_weight": census["bits_per_weight"],
+        "sha256": sha256_file(path),
+        "census": census["types"],
+        "tied_embeddings": bool(config.get("tie_word_embeddings", False)),
+        "modelfile": str(write_modelfile(path)),
+    }
+    if reference is not None:
+        from export.gguf_verify import verify_gguf
+
+        record["verification"] = verify_gguf(
+            model_dir, path, q, reference=reference, threads=threads, extra_bufts=extra_bufts
+        )
+    return record

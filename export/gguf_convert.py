@@ -102,7 +102,9 @@ def convert_hf_to_gguf(model_dir: Path, out_path: Path, outtype: Literal["f32", 
     if outtype not in ("f32", "f16"):
         raise UserError(f"convert_hf_to_gguf: outtype must be 'f32' or 'f16', got {outtype!r}")
     config, arch = read_model_config(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.float32, local_files_only=True, use_safetensors=True
+    )
     state = model.state_dict()
     n_vocab = int(state["model.embed_tokens.weight"].shape[0])
 

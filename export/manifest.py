@@ -47,11 +47,17 @@ def tool_versions() -> dict[str, str]:
 
 
 def update_manifest(
-    out_dir: Path, source: Path, checks: dict, records: list[dict], runtime: dict | None = None
+    out_dir: Path,
+    source: Path,
+    checks: dict,
+    records: list[dict],
+    runtime: dict | None = None,
+    weights: dict | None = None,
 ) -> dict:
     """Add (or replace, by format and quant) variant records in OUT/manifest.json. `runtime`: how
     the verifying runtimes ran ({"llama_cpp": {system_info, extra_bufts}}); each GGUF record also
-    keeps its own copy, since a later export may run with another setting."""
+    keeps its own copy, since a later export may run with another setting. `weights`: how the
+    source weights were read ({"allow_pickle", "converted_from_pickle"}: `export.run`)."""
     path = Path(out_dir) / MANIFEST
     manifest = read_json(path) if path.exists() else {"variants": []}
     runtime = runtime or {}
@@ -71,6 +77,7 @@ def update_manifest(
         checks=checks,
         tool_versions=tool_versions(),
         runtime={**manifest.get("runtime", {}), **runtime},
+        weights=weights or {"allow_pickle": False},
         updated_at=time.time(),
     )
     write_json_atomic(path, manifest)

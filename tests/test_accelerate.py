@@ -107,6 +107,22 @@ def test_align_and_train_on_two_processes_with_gloo(tmp_path):
     assert (run / "summary.md").is_file()
 
 
+@pytest.mark.slow
+def test_a_launch_on_a_locked_run_dir_stops_every_rank_with_one_message(tmp_path):
+    """The main rank finds the run directory's lock taken and tells the others (one holder per job,
+    not per rank): all of them stop at once, none hangs at a barrier, the error is printed once."""
+    from arte.run_lock import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with RunLock.acquire(run):
+        done = _launch("align", run)
+    assert done.returncode != 0
+    message = f"arte.train_launch: error: {run} is in use by another arte process: pid {os.getpid()} on "
+    assert done.stderr.count(message) == 1, done.stderr[-4000:]
+    assert not (run / "align").exists()
+
+
 def test_train_launch_refuses_a_stage_before_its_inputs(tmp_path, capsys):
     from arte.train_launch import main
 

@@ -234,6 +234,9 @@ def test_sft_resumes_a_killed_run(tiny_model, sft_path, tmp_path):
     stats = train_student(str(tiny_model.hf_dir), sft_path, out, cfg)
     assert stats["resumed_from"] == "checkpoint-2" and stats["steps"] == 4
     assert not (out / "checkpoints").exists()
+    # The mean loss of all 4 steps, not of the 2 after the resume divided by 4 (what trainer reports).
+    losses = [e["loss"] for e in stats["log"] if "loss" in e]
+    assert len(losses) == 4 and stats["train_loss"] == pytest.approx(sum(losses) / 4, abs=1e-3)
 
 
 def test_tokenizer_eos_the_model_does_not_stop_at_is_replaced_for_training(tiny_model, sft_path, tmp_path):

@@ -1,7 +1,8 @@
 """edge_bench's report side: `arte bench` on fake runtimes (report schema, stdout table + one JSON
-line, plots), the recommendation and the comparison on hand-made reports, the Pareto front, the
-accuracy harness against the pipeline's prompts and stopping rules; one slow test benches a tiny
-GGUF, a tiny ONNX and their PyTorch reference end to end."""
+line, plots), the Pareto front and label placement, the accuracy harness against the pipeline's
+prompts and stopping rules; one slow test benches a tiny GGUF, a tiny ONNX and their PyTorch
+reference end to end. Fakes that answer with known accuracies are in test_bench_accuracy.py, the
+recommendation in test_bench_recommend.py, the statistics in test_bench_stats.py."""
 
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench_fakes import CONFIG_KEYS, FAKES, run_cli, write_fakes
+from bench_fakes import CONFIG_KEYS, FAKES, hand_made_report, hand_made_variant, run_cli, write_fakes
 
 from edge_bench import hugepages
 from edge_bench.accuracy import ByteTokenizer, evaluate_runtime, greedy_complete, task_prompts
-from edge_bench.plots import pareto_front, write_plots
-from edge_bench.recommend import compare_reports, recommend
+from edge_bench.plots import pareto_front, place_labels, write_plots
 from edge_bench.report import (
     COLUMNS,
     REQUIRED,
@@ -97,7 +97,12 @@ def test_report_json_follows_the_schema(fake_bench):
         assert v["best"]["threads"] == 1
     top1 = {v["name"]: v["top1_agreement"] for v in report["variants"]}
     assert top1["fp32"] is None and 1 >= top1["q8"] > top1["q4"] >= 0  # more noise, less agreement
-    assert report["recommendation"]["variant"] in {"fp32", "q8", "q4"}
+    kl = {v["name"]: (v["fidelity"]["bench"] or {}).get("mean_kl") for v in report["variants"]}
+    assert kl["fp32"] is None and 0 < kl["q8"] < kl["q4"]
+    assert report["rankings"]["fidelity"] == ["q8", "q4"]
+    # 3 questions cannot show a drop within 2 points: no recommendation, and the line says so
+    assert report["recommendation"]["variant"] is None and report["recommendation"]["status"] == "undecided"
+    assert "cannot decide" in report["recommendation"]["line"]
     assert len((out / "answers.jsonl").read_text().splitlines()) == 3 * 3
 
 
@@ -113,8 +118,12 @@ def test_stdout_is_the_table_then_one_json_line(fake_bench):
     rows = [line.split()[0] for line in lines[header + 2 : header + 8]]
     assert rows == ["fp32", "fp32", "q8", "q8", "q4", "q4"]
     assert any(line.startswith("recommendation: ") for line in lines)
+    assert "accuracy (95% intervals)" in lines and any(
+        line.startswith("q4 ") and "[" in line for line in lines
+    )
     md = (out / "report.md").read_text()
     assert "## Host" in md and "| q4 |" in md and "accuracy_vs_latency.png" in md
+    assert "## Accuracy" in md and "## Fidelity" in md and "drop pts [95% CI]" in md
 
 
 def test_plots_are_valid_png(fake_bench):
@@ -126,103 +135,20 @@ def test_plots_are_valid_png(fake_bench):
         assert width > 100 and height > 100
 
 
-def _variant(name, acc, decode, reference="ref", fmt="gguf", size=1_000_000):
-    best = (
-        None
-        if decode is None
-        else {
-            "threads": 2,
-            "decode_tokens_per_s": decode,
-            "p50_ms": 1000 / decode,
-            "p90_ms": 1100 / decode,
-            "p99_ms": 1300 / decode,
-            "efficiency": 0.5,
-        }
-    )
-    return {
-        "name": name,
-        "format": fmt,
-        "runtime": "llama_cpp",
-        "quant": name,
-        "size_bytes": size,
-        "bits_per_weight": 4.5,
-        "reference": reference,
-        "accuracy": acc,
-        "top1_agreement": 0.9,
-        "best": best,
-        "error": None,
-    }
-
-
-def hand_made_report(variants: list[dict]) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "tool": "edge_bench",
-        "created_at": "2025-01-01T00:00:00+00:00",
-        "config": {},
-        "task": {"name": "t"},
-        "host": {"cpu_model": "test cpu", "logical_cores": 2},
-        "bandwidth": None,
-        "variants": variants,
-        "results": [],
-        "recommendation": {},
-        "warnings": [],
-    }
-
-
 @pytest.fixture
 def report_a() -> dict:
+    answers = [1] * 6 + [0] * 4
+    ref = hand_made_variant("ref", 20.0, answers, fmt="pytorch", size=4_000_000)
     return hand_made_report(
         [
-            _variant("ref", 0.60, 20.0, reference=None, fmt="pytorch", size=4_000_000),
-            _variant("q8", 0.59, 100.0),  # drop 1 point
-            _variant("q5", 0.585, 150.0),  # drop 1.5 points: fastest within 2
-            _variant("q4", 0.50, 300.0),  # drop 10 points: fastest of all
-            _variant("q3", None, 400.0),  # accuracy not measured: never recommended
-            _variant("broken", 0.60, None),  # no speed: never recommended
+            ref,
+            hand_made_variant("q8", 100.0, answers, ref),
+            hand_made_variant("q5", 150.0, [0] + answers[1:], ref),
+            hand_made_variant("q4", 300.0, [0] * 10, ref),
+            hand_made_variant("q3", 400.0, None, ref),
+            hand_made_variant("broken", None, answers, ref),
         ]
     )
-
-
-def test_recommendation_is_the_fastest_within_the_accuracy_drop(report_a):
-    check_report(report_a)
-    assert recommend(report_a, 0.02).startswith("recommendation: q5 - 150.0 decode tok/s at 2 thread(s)")
-    assert recommend(report_a, 0.015).startswith("recommendation: q5")  # exactly at the limit
-    assert recommend(report_a, 0.012).startswith("recommendation: q8")
-    assert recommend(report_a, 0.0).startswith("recommendation: ref")
-    assert recommend(report_a, 0.2).startswith("recommendation: q4")
-    assert "drop +1.5 points" in recommend(report_a, 0.02)
-
-
-def test_recommendation_uses_each_variants_own_reference():
-    report = hand_made_report(
-        [
-            _variant("a/ref", 0.60, 20.0, reference=None, fmt="pytorch"),
-            _variant("b/ref", 0.40, 20.0, reference=None, fmt="pytorch"),
-            _variant("a/q4", 0.50, 300.0, reference="a/ref"),  # 10 points below its own reference
-            _variant("b/q4", 0.395, 250.0, reference="b/ref"),  # 0.5 points below its own
-        ]
-    )
-    assert recommend(report, 0.02).startswith("recommendation: b/q4")
-    lossless = hand_made_report([_variant("q4", 0.1, 300.0, reference=None)])  # no reference known
-    assert recommend(lossless, 0.02).startswith("recommendation: none")
-
-
-def test_comparison_with_a_previous_report(report_a):
-    new = copy.deepcopy(report_a)
-    new["host"]["cpu_model"] = "other cpu"
-    for v in new["variants"]:
-        v["name"] = "student2/" + v["name"]  # a second student: names carry a prefix
-    new["variants"][1]["best"]["decode_tokens_per_s"] = 150.0  # q8: 100 -> 150 tok/s
-    new["variants"][1]["accuracy"] = 0.61  # q8: 0.59 -> 0.61
-    new["variants"] = new["variants"][:-1]  # "broken" only in the old report
-    lines = compare_reports(new, report_a, 0.02)
-    assert "test cpu" in lines[0] and "other cpu" in lines[1]
-    q8 = next(line for line in lines if line.startswith("student2/q8"))
-    assert "100.0 -> 150.0 (+50.0%)" in q8 and "0.590 -> 0.610 (+2.0 pts)" in q8
-    broken = next(line for line in lines if line.startswith("broken"))
-    assert broken.rstrip().endswith("0.600 -> -")
-    assert lines[-2].startswith("old recommendation: q5") and lines[-1].startswith("new recommendation: ")
 
 
 def test_table_lists_variants_that_were_not_benchmarked(report_a):
@@ -256,6 +182,28 @@ def test_plots_of_a_hand_made_report(report_a, tmp_path):
     paths = write_plots(report_a, tmp_path)
     assert [p.name for p in paths] == ["accuracy_vs_latency.png", "size_vs_accuracy.png"]
     assert all(p.read_bytes()[:8] == PNG_MAGIC for p in paths)
+
+
+def test_labels_of_crowded_points_do_not_overlap():
+    """Seven points, three of them nearly on top of each other (the issue's fastest variants): every
+    label box is free of the others and of every marker, and inside the plot."""
+    anchors = [(100, 200), (104, 200), (109, 201), (300, 200), (310, 200), (500, 200), (700, 200)]
+    sizes = [(60, 10)] * len(anchors)
+    area = (40, 40, 760, 400)
+    markers = [(x - 5, y - 5, x + 5, y + 5) for x, y in anchors]
+    centres = place_labels(anchors, sizes, area, markers)
+    boxes = [(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2) for (cx, cy), (w, h) in zip(centres, sizes)]
+
+    def overlap(a, b):
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    for i, a in enumerate(boxes):
+        assert area[0] <= a[0] and a[2] <= area[2] and area[1] <= a[1] and a[3] <= area[3]
+        assert not any(overlap(a, b) for b in boxes[i + 1 :]), (i, boxes)
+        assert not any(overlap(a, m) for m in markers), (i, a)
+    # naive placement (every label at the same offset from its point) would overlap here
+    naive = [(x + 4, y + 4, x + 64, y + 14) for x, y in anchors]
+    assert overlap(naive[0], naive[1])
 
 
 def test_prompts_are_the_pipelines_evaluation_prompts():

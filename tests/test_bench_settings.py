@@ -48,7 +48,10 @@ BAD_SETTINGS = [  # (flags, the same settings in Python, a piece of the message)
     (["--min_seconds", "-1"], {"min_seconds": -1.0}, "--min_seconds must be >= 0"),
     (["--warmup", "-1"], {"warmup": -1}, "--warmup must be >= 0"),
     (["--shots", "4"], {"shots": 4}, "--shots must be between 0 and 3"),
-    (["--n_questions", "0"], {"n_questions": 0}, "--n_questions must be >= 1"),
+    (["--n_questions", "0"], {"n_questions": 0}, "--n_questions must be an integer >= 1 or auto, got 0"),
+    (["--n_questions", "some"], {"n_questions": "some"}, "--n_questions must be an integer >= 1 or auto"),
+    (["--accuracy_budget_s", "0"], {"accuracy_budget_s": 0.0}, "--accuracy_budget_s must be > 0"),
+    (["--accuracy_budget_s", "-5"], {"accuracy_budget_s": -5.0}, "--accuracy_budget_s must be >= 0"),
     (["--max_accuracy_drop", "2"], {"max_accuracy_drop": 2.0}, "--max_accuracy_drop is a fraction"),
     (["--bandwidth_mb", "-8"], {"bandwidth_mb": -8}, "--bandwidth_mb must be >= 0"),
 ]
@@ -64,6 +67,16 @@ def test_bad_settings_same_error_from_python_and_cli(flags, kwargs, message, cap
     out, err = capsys.readouterr()
     assert err == f"arte: error: {e.value}\n" and out == ""  # one line, no traceback
     assert not (tmp_path / "out").exists()  # rejected before anything ran
+
+
+def test_n_questions_is_a_number_or_auto():
+    assert BenchSettings(n_questions="auto").n_questions == "auto"
+    assert BenchSettings(n_questions=" AUTO ").n_questions == "auto"
+    assert BenchSettings(n_questions="40").n_questions == 40  # the command line passes a string
+    assert BenchSettings(n_questions=40).n_questions == 40
+    for bad in (True, 2.5, "-3", None):
+        with pytest.raises(ValueError, match="--n_questions must be an integer >= 1 or auto"):
+            BenchSettings(n_questions=bad)
 
 
 def test_settings_check_what_only_python_callers_can_pass():

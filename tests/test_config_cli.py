@@ -57,6 +57,26 @@ def test_wrong_type_names_key_and_value():
         load_config(Outer, None, {"steps": "many"})
 
 
+@pytest.mark.parametrize("value", [True, "true", "False"])
+def test_a_boolean_is_not_an_int(tmp_path, value):
+    """`true` used to become 1 (YAML's bare true is a bool, and int(True) == 1)."""
+    with pytest.raises(UserError, match=r"'steps': expected int, got"):
+        load_config(Outer, None, {"steps": value})
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("steps: true\n")
+    with pytest.raises(UserError, match=r"c\.yaml: config key 'steps': expected int, got True"):
+        load_config(Outer, cfg_file)
+
+
+def test_pipeline_logging_leaves_out_http_request_lines():
+    import logging
+
+    from arte.pipeline import configure_logging
+
+    configure_logging()
+    assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
+
+
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     cfg_file = tmp_path / "bad.yaml"
     cfg_file.write_text("steps: 3\ntrain: [unclosed\n")

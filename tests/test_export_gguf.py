@@ -413,6 +413,30 @@ def test_bad_inputs(tmp_path, tiny_model):
     assert {"f16", "q8_0", "q4_k_m", "q5_k_m", "q6_k", "q4_0"} <= set(QUANT_TYPES)
 
 
+def test_a_failed_f16_verification_leaves_no_unverified_file_behind(tiny_model, tmp_path):
+    """Token embeddings that differ only below float16's precision (a large shared row plus 1e-3
+    noise) all round to the same values in the F16 file: it cannot tell tokens apart, the export is
+    broken, and none of the files the call wrote stays on disk to be shipped by mistake."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model_dir = tmp_path / "fragile"
+    shutil.copytree(tiny_model.hf_dir, model_dir)
+    weights = load_file(str(model_dir / "model.safetensors"))
+    e = weights["model.embed_tokens.weight"]
+    weights["model.embed_tokens.weight"] = (
+        e.mean(0, keepdim=True) * 100 + (e - e.mean(0)) * 1e-3
+    ).contiguous()
+    save_file(weights, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    out = tmp_path / "out"
+    with pytest.raises(
+        ExportVerificationError, match=r"F16 export does not behave.*removed the unverified files"
+    ):
+        export_gguf(model_dir, out, ["f16", "q8_0"])
+    assert not out.exists() or not any(out.iterdir())
+
+
 # ---- the embedded SmolLM2 ---------------------------------------------------------------------------
 
 

@@ -230,7 +230,9 @@ def make_openai(url: str, **kw):
 def make_llama_cpp(gguf: Path):
     from arte.backends.llama_cpp import LlamaCppBackend
 
-    return LlamaCppBackend(BackendConfig(name="llama_cpp", model=str(gguf), threads=1, n_ctx=2048))
+    # flash attention off, as llama-cpp-python's server has it: greedy text the same bit for bit
+    cfg = BackendConfig(name="llama_cpp", model=str(gguf), threads=1, n_ctx=2048, flash_attn=False)
+    return LlamaCppBackend(cfg)
 
 
 @pytest.fixture(autouse=True)
@@ -475,8 +477,8 @@ def reference_loglikelihood(gguf: Path, context: str, continuation: str) -> floa
     """Sum of log p(continuation tokens | context) by llama.cpp directly, BOS forced on."""
     import numpy as np
 
-    from arte.backends.decoding import common_prefix_len
     from common.llama_cpp_loader import open_llama
+    from common.token_ids import common_prefix_len
 
     llm = open_llama(
         gguf,
@@ -624,7 +626,8 @@ def test_server_killed_mid_stage_then_restarted_resumes_without_loss_or_duplicat
         tmp_path / "run.yaml",
         run,
         proxy.url,
-        teacher={"max_retries": 1, "retry_backoff_s": 0.1},
+        # batch_size 1: 4 prompts per call (BackendConfig.call_size), so 12 rationales take 3 calls
+        teacher={"max_retries": 1, "retry_backoff_s": 0.1, "batch_size": 1},
         elicit={
             "m": 4,
             "strategies": ["expert", "rules", "plain"],
@@ -710,9 +713,18 @@ def test_smoke_run_with_openai_teacher_and_llama_cpp_student(smol_server, tmp_pa
         score_max_new_tokens=24,
         align={"max_length": 384, "max_prompt_length": 256},
         aligned_teacher={"name": "llama_cpp", "model": "", "threads": 1},
+        # A 135M aligned teacher answers "The answer is True." to almost everything (issue 11): with 4
+        # candidates and the verifier on, some seeds left the tailored set empty. This test is about
+        # the engines, so: 8 candidates, verifier off.
         generate={
-            "questions": {"m": 4, "temperature": 0.8, "question_max_new_tokens": 160},
+            "questions": {
+                "m": 8,
+                "temperature": 0.8,
+                "question_max_new_tokens": 160,
+                "max_calls_factor": 6.0,
+            },
             "rationale_max_new_tokens": 48,
+            "verify": False,
         },
         train={"max_length": 256, "learning_rate": 1.0e-5},
         evaluate={"shots": [0], "n_test": 4, "max_new_tokens": 24, "n_boot": 50},

@@ -70,6 +70,14 @@ def test_smoke_pipeline_end_to_end_and_rerun_skips(tmp_path, capsys):
         recs = RecordLog(run / "evaluate" / f"{variant}.jsonl").read()
         assert len({(r["task"], r["shots"], r["index"]) for r in recs}) == len(recs) == 2 * 2 * 8
 
+    for stage in STAGES:  # what each stage was made from, for the next command to check
+        provenance = json.loads((run / stage / "done.json").read_text())["provenance"]
+        assert provenance["tasks"] == manifest["input_hashes"]["tasks"] and provenance["config_sha256"]
+    assert json.loads((run / "score" / "done.json").read_text())["provenance"]["inputs"].keys() == {
+        "elicit/drafts.jsonl",
+        "prefset",
+    }
+    assert (run / "run.lock").read_text() == ""  # released
     capsys.readouterr()
     started = time.time()
     run_pipeline(cfg)
@@ -77,12 +85,13 @@ def test_smoke_pipeline_end_to_end_and_rerun_skips(tmp_path, capsys):
     assert out.count("done earlier, skipped") == len(STAGES) and time.time() - started < 30
 
     # The same students evaluated on llama.cpp (converted to F16 GGUF) answer like on transformers.
+    # Redone, not resumed: the hf records are deleted (a changed engine is a changed config).
     hf_records = {v: RecordLog(run / "evaluate" / f"{v}.jsonl").read() for v in ("vanilla", "arte")}
-    for path in (run / "evaluate").glob("*.jsonl"):
-        path.unlink()
-    lcfg = smoke_config(run, **{"evaluate.backend.name": "llama_cpp"})
+    lcfg = smoke_config(run, **{"evaluate.backend.name": "llama_cpp", "on_config_change": "redo"})
     run_pipeline(lcfg, only=["evaluate"])
     assert (run / "evaluate" / "arte-f16.gguf").is_file()
+    provenance = RunDir(run).provenance("evaluate")["config"]["evaluate"]["backend"]
+    assert provenance["name"] == "llama_cpp" and "threads" not in provenance  # threads: runtime only
     for variant, recs in hf_records.items():
         got = RecordLog(run / "evaluate" / f"{variant}.jsonl").read()
         assert len(got) == len(recs)
@@ -148,6 +157,7 @@ def test_task_too_small_for_k_is_refused(tmp_path, capsys):
     assert main(["run", "--config", str(SMOKE), "--run_dir", str(tmp_path / "r"), "--prefset.k", "50"]) == 2
     err = capsys.readouterr().err
     assert "12 validation questions" in err and "--prefset.k is 50" in err
+    assert not (tmp_path / "r").exists()  # refused before anything is written
 
 
 @pytest.mark.parametrize("typo", ["--elicit.mm", "--prefset.kk"])

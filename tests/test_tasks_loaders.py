@@ -53,10 +53,28 @@ def test_splits_reproducible_and_disjoint(tmp_path):
     assert len(seen) == len(set(seen)) == 60
 
 
-def test_duplicate_questions_are_dropped(tmp_path):
+def test_duplicate_questions_are_dropped_with_a_warning(tmp_path, caplog):
     path = write_jsonl(tmp_path / "t.jsonl", qa(10) + qa(10))
     task = load_task(str(path))
     assert len(all_examples(task)) == 10
+    assert "task t (" in caplog.text and "10 duplicate question(s) dropped" in caplog.text
+
+
+def test_targets_all_the_same_are_warned_about(tmp_path, caplog):
+    load_task(str(write_jsonl(tmp_path / "same.jsonl", qa(10, target=lambda i: "yes"))))
+    assert "every example has the same target 'yes'" in caplog.text
+    caplog.clear()
+    load_task(str(write_jsonl(tmp_path / "varied.jsonl", qa(10))))
+    assert "same target" not in caplog.text and "duplicate" not in caplog.text
+
+
+def test_utf8_byte_order_mark_is_not_part_of_line_one(tmp_path):
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in qa(10)).encode())
+    assert len(all_examples(load_task(str(jsonl)))) == 10
+    as_json = tmp_path / "bom.json"
+    as_json.write_bytes(b"\xef\xbb\xbf" + json.dumps(qa(10)).encode())
+    assert len(all_examples(load_task(str(as_json)))) == 10
 
 
 @pytest.mark.parametrize(

@@ -154,9 +154,19 @@ def test_engine_arguments(fake_vllm, tmp_path):
         "enable_prefix_caching": True,  # scoring's shared demonstrations are computed once
         "enable_lora": False,
         "seed": 0,
+        "load_format": "safetensors",  # never a pickle, unless allow_pickle
     }
     backend.close()
     backend.close()  # twice is fine
+
+
+def test_pickle_weights_need_the_opt_in(fake_vllm, tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(UserError, match="holds only PyTorch pickle weights"):
+        make(tmp_path)
+    make(tmp_path, allow_pickle=True)
+    assert "load_format" not in FakeLLM.instances[-1].kwargs
 
 
 def test_request_mapping_greedy_and_sampled(fake_vllm, tmp_path):

@@ -41,12 +41,21 @@ class BackendConfig:
         "Model: an embedded name (see `arte models`), a local HF directory or .gguf file, or a hub id.",
     )
     threads: int = opt(0, "CPU threads; 0 = the cores not busy right now (see common.threads).")
-    batch_size: int = opt(8, "Prompts per forward batch (hf).")
+    batch_size: int = opt(
+        16,
+        "Prompts decoded together: hf's forward batch; llama_cpp's sequences per llama_decode step (16 "
+        "was fastest on 2 cores for F16, Q8_0 and Q4_1: benchmarks/batched_decode.py, README).",
+    )
     n_ctx: int = opt(2048, "Context window in tokens (llama_cpp); prompts longer than this are refused.")
     extra_bufts: Literal["auto", "on", "off"] = opt(
         "auto",
         "llama_cpp: llama.cpp's extra buffer types (repacked weights). auto: off where llama.cpp reports "
         "AMX (its AMX path segfaults, llama.cpp #20824), on elsewhere; else env ARTE_LLAMA_EXTRA_BUFTS.",
+    )
+    flash_attn: bool = opt(
+        True,
+        "llama_cpp: llama.cpp's fused attention (1.1-1.3x faster decoding here, README). Off matches "
+        "llama-cpp-python's server default bit for bit; on, near-tied greedy tokens may differ.",
     )
     chat: bool = opt(False, "Wrap each prompt as one user turn with the model's chat template.")
     dtype: Literal["float32", "bfloat16", "float16"] = opt("float32", "Weights dtype (hf, vllm).")
@@ -84,12 +93,45 @@ class BackendConfig:
         "vllm: a LoRA adapter directory (peft) served on top of `model` without merging, e.g. the aligned "
         "teacher's adapter.",
     )
+    allow_pickle: bool = opt(
+        False,
+        "Load PyTorch pickle weights (pytorch_model.bin) when the model has no safetensors. A pickle can "
+        "run code when loaded: only for a model you trust (better: arte models --to_safetensors DIR). "
+        "For the teacher and student it also covers their training; recorded in manifest.json.",
+    )
+
+    RUNTIME_ONLY = (
+        "threads",
+        "batch_size",
+        "n_ctx",
+        "extra_bufts",
+        "flash_attn",
+        "base_url",
+        "api_key_env",
+        "max_concurrency",
+        "timeout_s",
+        "max_retries",
+        "retry_backoff_s",
+        "tensor_parallel_size",
+        "allow_pickle",
+    )
+    """Fields that change how fast or where a model runs, not what it answers: left out of the
+    record of what a stage was made from (`arte.provenance`)."""
+
+    @property
+    def call_size(self) -> int:
+        """Prompts the stages hand to one `generate` call: 4 batch widths, so that a batching engine
+        replaces finished sequences while long ones finish. Records are written after each call,
+        so a kill loses at most one call's work."""
+        return 4 * self.batch_size
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0 (0 = auto), got {self.threads}")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.n_ctx < 1:
+            raise ValueError(f"--n_ctx must be >= 1, got {self.n_ctx}")
         if self.max_concurrency < 1:
             raise ValueError(f"--max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.timeout_s <= 0 or self.retry_backoff_s < 0:

@@ -20,6 +20,10 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int = 0
+    seeds: tuple[int, ...] = ()
+    """Per-prompt seeds: prompt i samples as it would alone in a call with seed seeds[i] (so calls
+    can be grouped without changing their samples). Empty: derived from `seed` and the prompt's
+    index (`arte.backends.decoding.prompt_seed`)."""
 
 
 @dataclass(frozen=True)

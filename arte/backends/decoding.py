@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+from common.token_ids import common_prefix_len
 
 
 def find_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -22,6 +15,14 @@ def find_stop(text: str, stops: Sequence[str]) -> int | None:
 
 def row_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) % (2**63)
+
+
+def prompt_seed(params, index: int) -> int:
+    """The sampling seed of prompt `index` of a call: from `params.seeds` when given (prompt i then
+    samples exactly as the only prompt of a call with seed seeds[i]), else from (seed, index)."""
+    if params.seeds:
+        return row_seed(params.seeds[index], 0)
+    return row_seed(params.seed, index)
 
 
 def split_context(encode, rendered_context: str, continuation: str, tokenizer) -> tuple[list[int], list[int]]:

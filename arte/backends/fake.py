@@ -58,11 +58,14 @@ class FakeBackend:
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
         self.calls += 1
         time.sleep(float(os.environ.get("ARTE_FAKE_DELAY_S", "0")))
-        return [self._one(p, params) for p in prompts]
+        return [
+            self._one(p, params, params.seeds[i] if params.seeds else params.seed)
+            for i, p in enumerate(prompts)
+        ]
 
-    def _one(self, prompt: str, params: SamplingParams) -> Generation:
+    def _one(self, prompt: str, params: SamplingParams, seed: int) -> Generation:
         name = _TASK_NAME.match(prompt)
-        text = self._brainstorm(name.group(1), prompt, params.seed) if name else self._answer(prompt)
+        text = self._brainstorm(name.group(1), prompt, seed) if name else self._answer(prompt)
         words = text.split(" ")
         finish = "stop"
         if len(words) > params.max_new_tokens:

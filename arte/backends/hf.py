@@ -22,11 +22,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from arte.backends.base import Generation, SamplingParams
-from arte.backends.decoding import common_prefix_len, find_stop, row_seed, split_context
+from arte.backends.decoding import find_stop, prompt_seed, split_context
 from arte.models import resolve_hf
 from common.errors import UserError
 from common.hf_models import load_hf_model
 from common.threads import configure_torch_threads, pick_threads
+from common.token_ids import common_prefix_len
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +47,9 @@ class HFBackend:
         self.threads = pick_threads(cfg.threads)
         configure_torch_threads(self.threads)
         self.model_path = resolve_hf(cfg.model)
-        self.tokenizer, self.model = load_hf_model(self.model_path, cfg.dtype)
+        self.tokenizer, self.model = load_hf_model(
+            self.model_path, cfg.dtype, allow_pickle=cfg.allow_pickle, flag="--<role>.allow_pickle"
+        )
         tok = self.tokenizer
         # Padding positions are masked out, so any id works; the tokenizer and model are not changed.
         self.pad_id = next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
@@ -166,7 +169,7 @@ class HFBackend:
         import torch
 
         cache, logits, mask, next_pos = state
-        gens = [torch.Generator().manual_seed(row_seed(params.seed, i)) for i in idx]
+        gens = [torch.Generator().manual_seed(prompt_seed(params, i)) for i in idx]
         alive = list(range(len(batch)))  # batch rows still generating, in cache row order
         tokens: list[list[int]] = [[] for _ in batch]
         done: dict[int, tuple[str, str]] = {}

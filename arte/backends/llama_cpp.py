@@ -1,15 +1,16 @@
 """llama.cpp backend (llama-cpp-python): GGUF models on CPU, greedy/sampled generation, log-likelihoods.
 
-Generation drives `Llama.generate` (a token iterator) with our own stop-string and EOS handling, the
-same rules as the hf backend: the completion is detokenized after each token and cut right after the
-first stop string that completed, which stays in the text.
-
-KV-prefix reuse: llama-cpp-python keeps the KV cache of the previous call and re-evaluates only the
-tokens after the longest common prefix. Prompts are therefore run sorted by token sequence (prompts
-sharing a demonstration run back to back) and the outputs are put back in input order.
+Generation decodes up to `batch_size` prompts together (`common.llama_cpp_batch`: one
+llama.cpp context with a unified KV cache, continuous batching, prompt prefixes shared between
+sequences), with our own stop-string and EOS handling, the same rules as the hf backend: the
+completion is detokenized after each token and cut right after the first stop string that
+completed, which stays in the text. Prompts are run sorted by token sequence (prompts sharing a
+demonstration run back to back and share its KV cells) and the outputs are put back in input order.
+Each prompt samples with its own generator seeded from (seed, prompt index), so its text does not
+depend on the batch width or on the other prompts of the call.
 
 Log-likelihoods use a second `Llama` created on first use with logits_all=True (logits for every
-position); the weights are mmapped, so the second instance costs only its KV cache and logit buffer.
+position), one request at a time with prefix reuse; the weights are shared (mmapped).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from arte.backends.base import Generation, SamplingParams
-from arte.backends.decoding import common_prefix_len, find_stop, row_seed
+from arte.backends.decoding import find_stop, prompt_seed
 from arte.models import resolve_gguf
 from common.errors import UserError, missing_dependency
 from common.llama_cpp_loader import LlamaCppSettingError, open_llama
 from common.threads import pick_threads
+from common.token_ids import common_prefix_len
 
 if TYPE_CHECKING:
     from arte.backends import BackendConfig
@@ -53,6 +55,7 @@ class LlamaCppBackend:
         # hold exactly cfg.n_ctx tokens: the smaller number is the real limit.
         self.n_ctx = min(cfg.n_ctx, self.llm.n_ctx())
         self._scorer = None
+        self._batched = None
         self._chat_formatter = None
 
     def _open(self, logits_all: bool):
@@ -65,6 +68,7 @@ class LlamaCppBackend:
                 n_threads=self.threads,
                 n_threads_batch=self.threads,
                 logits_all=logits_all,
+                flash_attn=self.cfg.flash_attn,
                 verbose=False,
             )
         except LlamaCppSettingError as e:
@@ -115,49 +119,47 @@ class LlamaCppBackend:
     # ---- generation ---------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
+        from common.llama_cpp_batch import SamplingSetup
+
         encoded = [self.encode(self.render(p)) for p in prompts]
         for i, ids in enumerate(encoded):
             self._check_length(len(ids), f"prompt {i}")
-        results: list[Generation | None] = [None] * len(encoded)
-        for i in sorted(range(len(encoded)), key=lambda i: encoded[i]):
-            results[i] = self._generate_one(encoded[i], params, i)
-        return results  # type: ignore[return-value]
-
-    def _sampler_kwargs(self, params: SamplingParams) -> dict:
-        if params.temperature <= 0:
-            return {"temp": 0.0, "repeat_penalty": 1.0}
-        # Plain temperature + top-p, like the hf backend: top-k, min-p and typical-p switched off.
-        return {
-            "temp": params.temperature,
-            "top_p": params.top_p,
-            "top_k": 0,
-            "min_p": 0.0,
-            "typical_p": 1.0,
-            "repeat_penalty": 1.0,
-        }
-
-    def _generate_one(self, ids: list[int], params: SamplingParams, index: int) -> Generation:
-        max_new = min(params.max_new_tokens, self.n_ctx - len(ids))
-        if max_new <= 0:
-            return Generation("", "length", len(ids), 0)
-        seed = row_seed(params.seed, index) % 0xFFFFFFFF  # 0xFFFFFFFF would mean "random"
-        self.llm.set_seed(seed)
+        order = sorted(range(len(encoded)), key=lambda i: encoded[i])
+        budgets = [min(params.max_new_tokens, self.n_ctx - len(encoded[i])) for i in order]
+        seeds = [prompt_seed(params, i) for i in order]
+        setup = SamplingSetup(temperature=params.temperature, top_p=params.top_p)
         vocab = self._llama_cpp.llama_model_get_vocab(self.llm.model)
-        tokens: list[int] = []
-        text, finish = "", "length"
-        for tok in self.llm.generate(ids, **self._sampler_kwargs(params)):
-            if self._llama_cpp.llama_vocab_is_eog(vocab, tok):
-                finish = "stop"
-                break
-            tokens.append(tok)
+
+        def stop(k: int, tokens: list[int]) -> str | None:
+            if self._llama_cpp.llama_vocab_is_eog(vocab, tokens[-1]):
+                return "eog"
+            return "stop" if find_stop(self._decode_text(tokens), params.stop) is not None else None
+
+        done = self._decoder().generate([encoded[i] for i in order], budgets, setup, seeds, stop)
+        results: list[Generation | None] = [None] * len(encoded)
+        for k, i in enumerate(order):
+            tokens, finish = done[k]
             text = self._decode_text(tokens)
             cut = find_stop(text, params.stop)
-            if cut is not None:
-                text, finish = text[:cut], "stop"
-                break
-            if len(tokens) >= max_new:
-                break
-        return Generation(text, finish, len(ids), len(tokens))
+            results[i] = Generation(
+                text[:cut] if cut is not None else text, finish, len(encoded[i]), len(tokens)
+            )
+        return results  # type: ignore[return-value]
+
+    def _decoder(self):
+        """The batched decoder (created on first use: it allocates the KV cache of every sequence)."""
+        if self._batched is None:
+            from common.llama_cpp_batch import BatchedDecoder
+
+            self._batched = BatchedDecoder(
+                self._llama_cpp,
+                self.llm.model,
+                self.llm.context_params,
+                width=self.cfg.batch_size,
+                n_ctx_per_seq=self.n_ctx,
+                n_batch=min(512, self.n_ctx),
+            )
+        return self._batched
 
     # ---- scoring ------------------------------------------------------------------------------
 
@@ -198,7 +200,9 @@ class LlamaCppBackend:
         return scores
 
     def close(self) -> None:
+        if self._batched is not None:
+            self._batched.close()
         for llm in (self.llm, self._scorer):
             if llm is not None:
                 llm.close()
-        self.llm = self._scorer = None
+        self.llm = self._scorer = self._batched = None

@@ -22,7 +22,7 @@ Requests go to `{base_url}/completions` (the prompt as is), or `{base_url}/chat/
   string (vLLM with `extra_body: {include_stop_str_in_output: true}`) need no probe. With `chat: true`
   a turn cannot be continued, so stops are applied here: the server is not told about them and the
   text is cut after the first stop string (the turn usually ends soon after it anyway).
-- Sampling: temperature 0 is greedy; the per-prompt seed follows `arte.backends.decoding.row_seed`.
+- Sampling: temperature 0 is greedy; the per-prompt seed follows `arte.backends.decoding.prompt_seed`.
   Engine defaults differ (llama-cpp-python's server applies repeat_penalty 1.1, top_k 40 and min_p
   0.05 unless told otherwise): `extra_body` passes engine-specific fields.
 - Log-likelihoods: `echo: true, logprobs: 1, max_tokens: 1` on completions; the continuation's tokens
@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from arte.backends.base import Generation, SamplingParams
-from arte.backends.decoding import find_stop, row_seed
+from arte.backends.decoding import find_stop, prompt_seed
 from common.errors import UserError, missing_dependency
 
 if TYPE_CHECKING:
@@ -222,7 +222,7 @@ class OpenAIBackend:
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
         prompts = list(prompts)
         return self._map(
-            lambda i: self._generate_one(prompts[i], params, row_seed(params.seed, i)), len(prompts)
+            lambda i: self._generate_one(prompts[i], params, prompt_seed(params, i)), len(prompts)
         )
 
     def _generate_one(self, prompt: str, params: SamplingParams, seed: int) -> Generation:

@@ -9,7 +9,7 @@ with a fake engine (tests/test_vllm_backend.py): request mapping, stop strings, 
   Automatic prefix caching is what makes scoring cheap: the k prompts of one draft share the
   demonstration, so its KV blocks are computed once.
 - Generation: one `SamplingParams` per prompt (temperature 0 = greedy; the per-prompt seed follows
-  `arte.backends.decoding.row_seed`; `include_stop_str_in_output=True`, so the text keeps the stop
+  `arte.backends.decoding.prompt_seed`; `include_stop_str_in_output=True`, so the text keeps the stop
   string as the `Backend` contract wants). vLLM returns outputs in input order.
 - LoRA: with `lora_adapter`, every request carries one `LoRARequest`, so an adapter (e.g. the aligned
   teacher's) is served on top of the base model without merging.
@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from arte.backends.base import Generation, SamplingParams
-from arte.backends.decoding import find_stop, row_seed, split_context
+from arte.backends.decoding import find_stop, prompt_seed, split_context
 from common.errors import UserError, missing_dependency
 
 if TYPE_CHECKING:
@@ -86,6 +86,13 @@ class VLLMBackend:
             enable_lora=bool(cfg.lora_adapter),
             seed=0,
         )
+        if not str(kwargs["model"]).endswith(".gguf"):  # safetensors only, unless opted in
+            from common.weights import check_model_weights
+
+            if Path(kwargs["model"]).is_dir():
+                check_model_weights(Path(kwargs["model"]), cfg.allow_pickle, "--<role>.allow_pickle")
+            if not cfg.allow_pickle:
+                kwargs["load_format"] = "safetensors"
         self.lora_request = None
         if cfg.lora_adapter:
             adapter = Path(cfg.lora_adapter).expanduser().resolve()
@@ -132,7 +139,7 @@ class VLLMBackend:
             return [Generation("", "length", 0, 0) for _ in prompts]
         outputs = self.llm.generate(
             [self._engine_prompt(p) for p in prompts],
-            [self.sampling_params(params, row_seed(params.seed, i)) for i in range(len(prompts))],
+            [self.sampling_params(params, prompt_seed(params, i)) for i in range(len(prompts))],
             use_tqdm=False,
             lora_request=self.lora_request,
         )

@@ -52,6 +52,9 @@ def run_bench_cli(cfg: BenchConfig) -> int:
         raise UserError("bench: give at least one export directory, .gguf file or model directory")
     if cfg.compare and not Path(cfg.compare).exists():
         raise UserError(f"bench: --compare {cfg.compare}: no such report")
+    from common.paths import writable_dir
+
+    writable_dir(cfg.out, "bench: --out")  # before minutes of measuring, not after
     try:
         report = run_bench(
             cfg.dirs, cfg.task or None, cfg.out, BenchSettings.of(cfg), compare=cfg.compare or None

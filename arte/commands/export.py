@@ -12,6 +12,11 @@ from common.errors import UserError
 GGUF_DEFAULT = ["f16", "q8_0", "q4_k_m"]
 ONNX_DEFAULT = ["fp32", "int8", "int4"]
 _MODEL_HELP = "HF model directory to export (or a LoRA adapter directory, with --base)."
+_PICKLE_HELP = (
+    "Read PyTorch pickle weights (pytorch_model.bin) when the model has no safetensors: it is converted "
+    "to safetensors in OUT/safetensors-source/NAME first; the manifest records it. A pickle can run code "
+    "when loaded: only for a model you trust."
+)
 _EXTRA_BUFTS_HELP = (
     "llama.cpp verification: extra buffer types (repacked weights). auto: off where llama.cpp reports AMX "
     "(its AMX path segfaults, llama.cpp #20824), on elsewhere, unless env ARTE_LLAMA_EXTRA_BUFTS is set."
@@ -25,7 +30,10 @@ class ExportGGUFConfig:
     model: str = opt("", _MODEL_HELP, positional=True)
     quant: list[str] = opt(GGUF_DEFAULT, "GGUF types: f32, f16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0, ...")
     out: str = opt("exports", "Output directory (GGUF files under OUT/gguf, OUT/manifest.json).")
-    base: str = opt("", "Base model of a LoRA adapter (merged in fp32 before export).")
+    base: str = opt(
+        "", "Base model of a LoRA adapter (merged in fp32 before export); an embedded name works."
+    )
+    allow_pickle: bool = opt(False, _PICKLE_HELP)
     verify: bool = opt(True, "Verify each file against the fp32 PyTorch model (tokenizer, top-1, KL, text).")
     threads: int = opt(1, "CPU threads for conversion and verification.")
     extra_bufts: Literal["auto", "on", "off"] = opt("auto", _EXTRA_BUFTS_HELP)
@@ -40,7 +48,10 @@ class ExportOnnxConfig:
         ONNX_DEFAULT, "ONNX variants: fp32, int8 (dynamic, per-channel), int4 (MatMulNBits)."
     )
     out: str = opt("exports", "Output directory (ONNX variants under OUT/onnx, OUT/manifest.json).")
-    base: str = opt("", "Base model of a LoRA adapter (merged in fp32 before export).")
+    base: str = opt(
+        "", "Base model of a LoRA adapter (merged in fp32 before export); an embedded name works."
+    )
+    allow_pickle: bool = opt(False, _PICKLE_HELP)
     threads: int = opt(1, "CPU threads for export and verification.")
 
 
@@ -53,7 +64,10 @@ class ExportAllConfig:
     gguf: list[str] = opt(GGUF_DEFAULT, "GGUF types (empty list: none).")
     onnx: list[str] = opt(ONNX_DEFAULT, "ONNX variants (empty list: none).")
     out: str = opt("", "Output directory; default RUN_DIR/export or ./exports.")
-    base: str = opt("", "Base model of a LoRA adapter (merged in fp32 before export).")
+    base: str = opt(
+        "", "Base model of a LoRA adapter (merged in fp32 before export); an embedded name works."
+    )
+    allow_pickle: bool = opt(False, _PICKLE_HELP)
     threads: int = opt(1, "CPU threads for export and verification.")
     extra_bufts: Literal["auto", "on", "off"] = opt("auto", _EXTRA_BUFTS_HELP)
 
@@ -61,7 +75,14 @@ class ExportAllConfig:
 def _need_model(model: str) -> str:
     if not model:
         raise UserError("export: give the model directory to export (see --help)")
-    return model
+    return _local(model)
+
+
+def _local(spec: str) -> str:
+    """An embedded or built-in model name as its local HF directory (made once); others unchanged."""
+    from arte.models import BUILT_IN_RANDOM, EMBEDDED, resolve_hf
+
+    return resolve_hf(spec) if spec in EMBEDDED or spec in BUILT_IN_RANDOM else spec
 
 
 def _print(manifest: dict, out: str) -> int:
@@ -86,10 +107,11 @@ def run_export_gguf(cfg: ExportGGUFConfig) -> int:
         _need_model(cfg.model),
         cfg.out,
         gguf=cfg.quant,
-        base=cfg.base,
+        base=_local(cfg.base),
         verify=cfg.verify,
         threads=cfg.threads,
         extra_bufts=cfg.extra_bufts,
+        allow_pickle=cfg.allow_pickle,
     )
     return _print(m, cfg.out)
 
@@ -97,7 +119,14 @@ def run_export_gguf(cfg: ExportGGUFConfig) -> int:
 def run_export_onnx(cfg: ExportOnnxConfig) -> int:
     from export.run import export_model
 
-    m = export_model(_need_model(cfg.model), cfg.out, onnx=cfg.quant, base=cfg.base, threads=cfg.threads)
+    m = export_model(
+        _need_model(cfg.model),
+        cfg.out,
+        onnx=cfg.quant,
+        base=_local(cfg.base),
+        threads=cfg.threads,
+        allow_pickle=cfg.allow_pickle,
+    )
     return _print(m, cfg.out)
 
 
@@ -111,8 +140,9 @@ def run_export_all(cfg: ExportAllConfig) -> int:
         out,
         gguf=cfg.gguf,
         onnx=cfg.onnx,
-        base=cfg.base,
+        base=_local(cfg.base),
         threads=cfg.threads,
         extra_bufts=cfg.extra_bufts,
+        allow_pickle=cfg.allow_pickle,
     )
     return _print(m, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from arte.models import EMBEDDED, cache_dir, list_models, materialize_hf
 from common.config import opt
@@ -16,9 +17,25 @@ class ModelsConfig:
     materialize: str = opt(
         "", "Embedded model to write as HF safetensors into the cache now (e.g. smollm2-135m)."
     )
+    to_safetensors: str = opt(
+        "",
+        "An HF model directory holding only PyTorch pickle weights (pytorch_model.bin): write a "
+        "safetensors copy to DIR-safetensors (or --out). Loading a pickle can run code: only for a "
+        "model you trust; torch's weights-only unpickler stays on.",
+    )
+    out: str = opt("", "Output directory of --to_safetensors (default: DIR-safetensors).")
 
 
 def run_models(cfg: ModelsConfig) -> int:
+    if cfg.to_safetensors:
+        from common.paths import writable_dir
+        from common.weights import convert_to_safetensors
+
+        src = Path(cfg.to_safetensors).expanduser()
+        dst = Path(cfg.out).expanduser() if cfg.out else Path(str(src).rstrip("/") + "-safetensors")
+        writable_dir(dst.parent, "--out")
+        print(f"converting {src} -> {convert_to_safetensors(src, dst)} (safetensors)")
+        return 0
     if cfg.materialize:
         if cfg.materialize not in EMBEDDED:
             raise unknown_name("embedded model", cfg.materialize, EMBEDDED)

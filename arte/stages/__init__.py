@@ -4,8 +4,10 @@
 
 Every stage module holds its config dataclass (where it has one), `HELP` (its `arte STAGE --help`
 line), its logic, and `run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict`, which
-reads what earlier stages wrote and returns the counts recorded in `STAGE/done.json`. A module
-with `TRAINS = True` also runs under `arte.train_launch` (every process of a launcher). Helpers that
+reads what earlier stages wrote and returns the counts recorded in `STAGE/done.json`, and
+`DEPENDS_ON` / `READS`: the config fields and the earlier stages' files its own files are made from
+(recorded in done.json and checked on every later command: `arte.provenance`). A module with
+`TRAINS = True` also runs under `arte.train_launch` (every process of a launcher). Helpers that
 serve one stage sit beside it: `draft_parsing` (elicit), `irt` (prefset), `evaluate_stats`
 (evaluate).
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 from arte import processes
 from arte.finetune import (
     LORA_TARGETS,
+    TRAINING_RUNTIME_ONLY,
     Scheduler,
     TrainingRun,
     load_for_training,
@@ -49,6 +50,11 @@ if TYPE_CHECKING:
 HELP = "Step 3b: DPO on the teacher (LoRA by default), merged and saved."
 TRAINS = True
 """Runs under `arte.train_launch` (accelerate launch / torchrun) too."""
+
+DEPENDS_ON = ("teacher.model", "align")
+"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
+READS: tuple[str, ...] = ("pairs/dpo.jsonl",)
+"""Files of earlier stages it reads, relative to the run directory."""
 
 DPO_METRICS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
 """What trl's DPOTrainer logs per step besides the loss (first/last/mean go into the stats)."""
@@ -100,6 +106,9 @@ class AlignConfig:
     )
     threads: int = opt(0, "torch CPU threads; 0 = the cores that are free right now.")
 
+    RUNTIME_ONLY = TRAINING_RUNTIME_ONLY
+    """Settings that do not change the trained model (left out of its provenance record)."""
+
     def __post_init__(self) -> None:
         validate_common(self)
         if self.beta <= 0:
@@ -122,20 +131,25 @@ def truncate_prompt(tokenizer, prompt: str, max_tokens: int) -> tuple[str, bool]
     return prompt[start:], True
 
 
-def build_dpo_trainer(model_dir: str, pairs_path: Path, out_dir: Path, cfg: AlignConfig) -> TrainingRun:
-    """A DPOTrainer on the pairs, with LoRA or against a frozen copy (method full)."""
+def build_dpo_trainer(
+    model_dir: str, pairs_path: Path, out_dir: Path, cfg: AlignConfig, allow_pickle: bool = False
+) -> TrainingRun:
+    """A DPOTrainer on the pairs, with LoRA or against a frozen copy (method full); `allow_pickle`:
+    the teacher may be a pickle-only model (--teacher.allow_pickle)."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     rows = read_jsonl_rows(pairs_path, ("prompt", "chosen", "rejected"))
-    run = start_run("dpo", model_dir, pairs_path, out_dir, cfg)
+    run = start_run("dpo", model_dir, pairs_path, out_dir, cfg, allow_pickle)
     truncated = 0
     for row in rows:
         row["prompt"], cut = truncate_prompt(run.train_tokenizer, row["prompt"], cfg.max_prompt_length)
         truncated += cut
     run.trainer = DPOTrainer(
         model=run.model,
-        ref_model=None if cfg.method == "lora" else load_for_training(model_dir, cfg.threads)[1],
+        ref_model=None
+        if cfg.method == "lora"
+        else load_for_training(model_dir, cfg.threads, allow_pickle, "--teacher.allow_pickle")[1],
         args=DPOConfig(**trainer_args(cfg, run.checkpoint_dir), beta=cfg.beta),
         train_dataset=Dataset.from_list(rows),
         processing_class=run.train_tokenizer,
@@ -178,7 +192,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict | None:
         acfg = dataclasses.replace(cfg.align, threads=procs.threads(cfg.align.threads))
         model_dir = procs.prepare_model("dpo", cfg.teacher.model, pairs, teacher_dir, acfg)
         teacher_dir.mkdir(parents=True, exist_ok=True)
-        trainer = build_dpo_trainer(model_dir, pairs, teacher_dir, acfg)
+        trainer = build_dpo_trainer(model_dir, pairs, teacher_dir, acfg, cfg.teacher.allow_pickle)
         stats = procs.train_and_save(trainer, teacher_dir, "align_stats.json", DPO_METRICS, model_dir)
     if procs.is_main and cfg.aligned_teacher.name == "llama_cpp":  # generation runs on llama.cpp
         from export.gguf_convert import convert_hf_to_gguf

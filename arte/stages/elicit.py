@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 HELP = "Step 1: the teacher drafts m questions and n rationales per question."
 
+DEPENDS_ON = ("seed", "teacher", "elicit", "teacher_worked_example")
+"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
+READS: tuple[str, ...] = ()
+"""Files of earlier stages it reads, relative to the run directory."""
+
 QUESTIONS_PER_CALL = 5
 """The brainstorm prompt asks for 5 questions per call (paper)."""
 PRIMER = "<Question_4><input>"
@@ -74,6 +79,12 @@ class QuestionConfig:
     def __post_init__(self) -> None:
         if self.m < 1:
             raise ValueError(f"--m must be >= 1, got {self.m}")
+        if self.temperature < 0:
+            raise ValueError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.question_max_new_tokens < 1:
+            raise ValueError(f"--question_max_new_tokens must be >= 1, got {self.question_max_new_tokens}")
+        if self.max_calls_factor <= 0:
+            raise ValueError(f"--max_calls_factor must be > 0, got {self.max_calls_factor}")
 
 
 @dataclass
@@ -85,6 +96,8 @@ class ElicitConfig(QuestionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.rationale_max_new_tokens < 1:
+            raise ValueError(f"--rationale_max_new_tokens must be >= 1, got {self.rationale_max_new_tokens}")
         unknown = [s for s in self.strategies if s not in DEFAULT_STRATEGIES]
         if unknown or not self.strategies:
             raise ValueError(f"--strategies: unknown {unknown}; valid: {', '.join(DEFAULT_STRATEGIES)}")
@@ -116,9 +129,14 @@ def strategy_prompt(task: Task, strategy: str, question: str, example: str = "")
 
 
 def elicit_questions(
-    task: Task, teacher: Backend, cfg: QuestionConfig, log: RecordLog, seed: int = 0
+    task: Task, teacher: Backend, cfg: QuestionConfig, log: RecordLog, seed: int = 0, parallel: int = 1
 ) -> dict:
-    """Sample brainstorm calls until `cfg.m` unique questions exist; returns {questions, stats}."""
+    """Sample brainstorm calls until `cfg.m` unique questions exist; returns {questions, stats}.
+
+    Call c samples with seed `seed + c`. Up to `parallel` calls go to the teacher together (as many
+    as the questions still missing need, at 5 a call), each with its own seed, and their results
+    are taken in call order until m questions exist: the questions, the log and the counts are the
+    same as one call at a time."""
     from tqdm import tqdm
 
     banned = {question_key(ex.input) for ex in task.seeds + task.validation + task.test}
@@ -144,23 +162,29 @@ def elicit_questions(
     prompt = question_prompt(task)
     bar = tqdm(total=cfg.m, initial=len(questions), desc=f"elicit {task.name}", unit="q")
     while len(questions) < cfg.m and stats["calls"] < max_calls:
+        first = stats["calls"]
+        need = -(-(cfg.m - len(questions)) // QUESTIONS_PER_CALL)
+        n = max(1, min(parallel, need, max_calls - first))
         params = SamplingParams(
             max_new_tokens=cfg.question_max_new_tokens,
             temperature=cfg.temperature,
-            seed=seed + stats["calls"],
+            seed=seed + first,
+            seeds=tuple(seed + first + j for j in range(n)),
         )
-        text = teacher.generate([prompt], params)[0].text
-        parsed = parse_question_blocks(PRIMER + text)
-        rec = {
-            "call": stats["calls"],
-            "text": text,
-            "questions": parsed.questions,
-            "unparsable": parsed.unparsable,
-        }
-        log.append(rec)
-        before = len(questions)
-        absorb(rec)
-        bar.update(len(questions) - before)
+        for j, gen in enumerate(teacher.generate([prompt] * n, params)):
+            if len(questions) >= cfg.m:
+                break  # a call that one-at-a-time sampling would not have made
+            parsed = parse_question_blocks(PRIMER + gen.text)
+            rec = {
+                "call": first + j,
+                "text": gen.text,
+                "questions": parsed.questions,
+                "unparsable": parsed.unparsable,
+            }
+            log.append(rec)
+            before = len(questions)
+            absorb(rec)
+            bar.update(len(questions) - before)
     bar.close()
     stats["kept"] = len(questions)
     stats["gave_up"] = len(questions) < cfg.m
@@ -211,8 +235,9 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     teacher = load_backend(cfg.teacher)
     try:
         for task in tasks:
+            questions_log = RecordLog(out / f"{task.name}.questions.jsonl", resume=True)
             got = elicit_questions(
-                task, teacher, cfg.elicit, RecordLog(out / f"{task.name}.questions.jsonl"), cfg.seed
+                task, teacher, cfg.elicit, questions_log, cfg.seed, parallel=cfg.teacher.call_size
             )
             if not got["questions"]:
                 raise UserError(
@@ -220,10 +245,10 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
                     f"{got['stats']['calls']} calls (see {out / task.name}.questions.jsonl); use a stronger "
                     "teacher or --teacher.chat true"
                 )
-            log = RecordLog(out / f"{task.name}.rationales.jsonl")
+            log = RecordLog(out / f"{task.name}.rationales.jsonl", resume=True)
             example = teacher_example(task, cfg.teacher_worked_example)
             drafts += elicit_rationales(
-                task, got["questions"], teacher, cfg.elicit, log, cfg.teacher.batch_size, example
+                task, got["questions"], teacher, cfg.elicit, log, cfg.teacher.call_size, example
             )
             counts[task.name] = got["stats"] | {"drafts": len(got["questions"]) * len(cfg.elicit.strategies)}
     finally:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from arte.backends import BackendConfig, load_backend
 from arte.run_dir import RunDir
 from common.config import opt
+from common.errors import UserError
 from common.records import RecordLog, read_json, write_json_atomic
 
 if TYPE_CHECKING:
@@ -22,6 +23,13 @@ if TYPE_CHECKING:
 HELP = "Evaluate vanilla / original / ARTE students; write summary.md and summary.json."
 
 VARIANTS = ("vanilla", "original", "arte")
+
+DEPENDS_ON = ("seed", "student.model", "evaluate")
+"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
+READS: tuple[str, ...] = ("train",)
+"""Files of earlier stages it reads, relative to the run directory."""
+RUN_FILES = ("summary.md", "summary.json")
+"""Files it writes in the run directory itself (deleted with its own when it is redone)."""
 
 
 @dataclass
@@ -37,6 +45,21 @@ class EvaluateConfig:
         "Engine for every student; its model is filled in per variant. llama_cpp: each student is "
         "converted to an F16 GGUF first (evaluate/VARIANT-f16.gguf; our converter, verified top-1 1.0).",
     )
+
+    def __post_init__(self) -> None:
+        if (
+            not self.shots
+            or any(not 0 <= s <= 3 for s in self.shots)
+            or len(set(self.shots)) < len(self.shots)
+        ):
+            raise ValueError(
+                f"--shots must be distinct counts within 0..3 (a task has 3 seeds), got {self.shots}"
+            )
+        for flag, value in (("--n_test", self.n_test), ("--max_new_tokens", self.max_new_tokens)):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        if self.n_boot < 1:
+            raise ValueError(f"--n_boot must be >= 1 (bootstrap resamples), got {self.n_boot}")
 
 
 def variant_models(cfg: RunConfig, run_dir: RunDir) -> dict[str, str]:
@@ -58,12 +81,14 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     out, ev = run_dir.stage("evaluate"), cfg.evaluate
     records: dict[str, list[dict]] = {}
     for variant, model in variant_models(cfg, run_dir).items():
-        log = RecordLog(out / f"{variant}.jsonl")
+        log = RecordLog(out / f"{variant}.jsonl", resume=True)
         done_tasks = {r["task"] for r in log}
         todo = [t for t in tasks if t.name not in done_tasks]
         if todo:
+            pickle_ok = ev.backend.allow_pickle or (variant == "vanilla" and cfg.student.allow_pickle)
+            engine_model = _engine_model(ev.backend, model, out, variant)
             backend = load_backend(
-                dataclasses.replace(ev.backend, model=_engine_model(ev.backend, model, out, variant))
+                dataclasses.replace(ev.backend, model=engine_model, allow_pickle=pickle_ok)
             )
             try:
                 for task in tqdm(
@@ -73,7 +98,21 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
             finally:
                 backend.close()
         records[variant] = log.read()
+        _refuse_duplicates(log.path, records[variant])
     return write_summary(cfg, run_dir, tasks, records)
+
+
+def _refuse_duplicates(path: Path, records: list[dict]) -> None:
+    """One record per (task, shots, question): a second one means two writers shared the file."""
+    seen: set[tuple] = set()
+    for lineno, r in enumerate(records, 1):
+        key = (r["task"], r["shots"], r["index"])
+        if key in seen:
+            raise UserError(
+                f"{path}:{lineno}: a second record for {r['task']} {r['shots']}-shot question {r['index']} "
+                f"(two runs wrote this directory at once?): delete {path.parent} and re-run `arte evaluate`"
+            )
+        seen.add(key)
 
 
 def _engine_model(backend: BackendConfig, model: str, out: Path, variant: str) -> str:

@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 
 HELP = "Step 4a: the aligned teacher writes the tailored training set (filtered)."
 
+DEPENDS_ON = ("seed", "teacher.model", "aligned_teacher", "generate", "teacher_worked_example")
+"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
+READS: tuple[str, ...] = ("align", "score/scores.jsonl")
+"""Files of earlier stages it reads, relative to the run directory."""
+
 
 @dataclass
 class GenerateConfig:
@@ -45,6 +50,10 @@ class GenerateConfig:
     )
     rationale_max_new_tokens: int = opt(160, "Decode budget of one rationale.")
     verify: bool = opt(True, "Drop examples whose target the task's exact verifier rejects.")
+
+    def __post_init__(self) -> None:
+        if self.rationale_max_new_tokens < 1:
+            raise ValueError(f"--rationale_max_new_tokens must be >= 1, got {self.rationale_max_new_tokens}")
 
 
 def sft_row(task: Task, question: str, target: str, rationale: str, source: str) -> dict:
@@ -109,7 +118,7 @@ def generate_tailored(
     """Questions + one naive-prompt rationale each from the aligned teacher, then the filters."""
     from tqdm import tqdm
 
-    drafted = elicit_questions(task, teacher, cfg.questions, questions_log, seed=seed)
+    drafted = elicit_questions(task, teacher, cfg.questions, questions_log, seed=seed, parallel=batch)
     done = {r["qid"]: r["rationale"] for r in rationales_log}
     todo = [q for q in drafted["questions"] if q["qid"] not in done]
     params = SamplingParams(max_new_tokens=cfg.rationale_max_new_tokens, temperature=0.0, stop=("</ans>",))
@@ -174,10 +183,10 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
                 task,
                 teacher,
                 cfg.generate,
-                RecordLog(out / f"{task.name}.questions.jsonl"),
-                RecordLog(out / f"{task.name}.rationales.jsonl"),
+                RecordLog(out / f"{task.name}.questions.jsonl", resume=True),
+                RecordLog(out / f"{task.name}.rationales.jsonl", resume=True),
                 seed=cfg.seed + 10_000,
-                batch=cfg.aligned_teacher.batch_size,
+                batch=cfg.aligned_teacher.call_size,
                 example=teacher_example(task, cfg.teacher_worked_example),
             )
             mine = [d for d in scored if d.task == task.name]

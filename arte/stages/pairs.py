@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 
 HELP = "Step 3a: build question- and rationale-level DPO pairs from the scores."
 
+DEPENDS_ON = ("pairs", "teacher_worked_example")
+"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
+READS: tuple[str, ...] = ("score/scores.jsonl",)
+"""Files of earlier stages it reads, relative to the run directory."""
+
 
 @dataclass
 class PairsConfig:
@@ -66,6 +71,8 @@ class PairsConfig:
             )
         if self.min_score_gap < 0:
             raise ValueError(f"--min_score_gap must be >= 0, got {self.min_score_gap}")
+        if self.question_block_index < 1:
+            raise ValueError(f"--question_block_index must be >= 1, got {self.question_block_index}")
 
 
 def _pair_row(

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 HELP = "Step 2a: select the preference set D_pref (IRT on a response matrix, top-k)."
 
+DEPENDS_ON = ("seed", "student", "prefset")
+"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
+READS: tuple[str, ...] = ()
+"""Files of earlier stages it reads, relative to the run directory."""
+
 log = logging.getLogger(__name__)
 
 
@@ -56,8 +61,13 @@ class PrefsetConfig:
             raise ValueError(
                 f"--prefset.demo_sets must be 1, 2 or 3 (a task has 3 seeds), got {self.demo_sets}"
             )
-        if any(s < 0 or s > 3 for s in self.shots):
+        if not self.shots or any(s < 0 or s > 3 for s in self.shots):
             raise ValueError(f"--prefset.shots must be within 0..3 (a task has 3 seeds), got {self.shots}")
+        if self.min_respondents < 1 or self.max_new_tokens < 1:
+            raise ValueError(
+                f"--prefset.min_respondents and --prefset.max_new_tokens must be >= 1, "
+                f"got {self.min_respondents} and {self.max_new_tokens}"
+            )
 
 
 def check_task_sizes(task: Task, k: int) -> None:

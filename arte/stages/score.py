@@ -35,6 +35,13 @@ if TYPE_CHECKING:
 
 HELP = "Step 2b: score every draft by the student's one-shot accuracy on D_pref."
 
+DEPENDS_ON = ("student", "score_max_new_tokens")
+"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
+READS: tuple[str, ...] = ("elicit/drafts.jsonl", "prefset")
+"""Files of earlier stages it reads, relative to the run directory."""
+KEEP_ON_REDO = ("cache.jsonl",)
+"""Kept when the stage is redone: scores are cached by the content that determines them."""
+
 PROMPT_VERSION = "icl-v1"
 """Bump when `icl_prompt` or answer extraction changes, so cached scores are not reused."""
 
@@ -74,12 +81,15 @@ def score_drafts(
     cache: RecordLog,
     max_new_tokens: int = 128,
     progress: bool = True,
+    prompts_per_call: int = 1,
 ) -> list[float]:
     """Score every draft (accuracy on `pref_set` with the draft as the one-shot demonstration).
 
     Returns one score per draft, in order (identical drafts are scored once and share it). Scores
-    already in `cache` are reused; new ones are appended to it as each draft finishes, so a killed
-    run resumes where it stopped.
+    already in `cache` are reused; new ones are appended to it after each generate call, so a killed
+    run resumes where it stopped. A call holds the k prompts of as many drafts as fit in
+    `prompts_per_call` (at least one draft): a batching backend then has enough sequences to decode
+    together.
     """
     from tqdm import tqdm
 
@@ -87,23 +97,35 @@ def score_drafts(
     cached = {rec["key"]: rec["score"] for rec in cache}
     keys = [draft_key(student_id, d, pref_set, max_new_tokens) for d in drafts]
     todo = list({k: d for k, d in zip(keys, drafts) if k not in cached}.items())  # identical drafts: once
-    for key, draft in tqdm(todo, desc=f"score {task.name}", unit="draft", disable=not progress or not todo):
-        demo = [(draft.question, draft.rationale)]
-        prompts = [icl_prompt(task.description, demo, ex.input) for ex in pref_set]
+    per_call = max(1, prompts_per_call // max(1, len(pref_set)))
+    bar = tqdm(total=len(todo), desc=f"score {task.name}", unit="draft", disable=not progress or not todo)
+    for start in range(0, len(todo), per_call):
+        chunk = todo[start : start + per_call]
+        prompts = [
+            icl_prompt(task.description, [(draft.question, draft.rationale)], ex.input)
+            for _, draft in chunk
+            for ex in pref_set
+        ]
         gens = student.generate(prompts, params)
-        correct = [int(task.is_correct(g.text, ex.target)) for g, ex in zip(gens, pref_set)]
-        score = sum(correct) / len(correct)
-        cache.append(
-            {
-                "key": key,
-                "task": task.name,
-                "qid": draft.qid,
-                "strategy": draft.strategy,
-                "correct": correct,
-                "score": score,
-            }
-        )
-        cached[key] = score
+        records = []
+        for j, (key, draft) in enumerate(chunk):
+            mine = gens[j * len(pref_set) : (j + 1) * len(pref_set)]
+            correct = [int(task.is_correct(g.text, ex.target)) for g, ex in zip(mine, pref_set)]
+            score = sum(correct) / len(correct)
+            records.append(
+                {
+                    "key": key,
+                    "task": task.name,
+                    "qid": draft.qid,
+                    "strategy": draft.strategy,
+                    "correct": correct,
+                    "score": score,
+                }
+            )
+            cached[key] = score
+        cache.extend(records)
+        bar.update(len(chunk))
+    bar.close()
     return [cached[k] for k in keys]
 
 
@@ -128,7 +150,9 @@ def student_id(student: BackendConfig) -> str:
     path = Path(model)
     stamp = f"{path.stat().st_size}:{int(path.stat().st_mtime)}" if path.is_file() else ""
     name = student.model if student.model in EMBEDDED else model
-    return f"{student.name}:{name}:{stamp}:chat={student.chat}"
+    extra = f":dtype={student.dtype}" if student.dtype != "float32" else ""
+    extra += f":extra_body={json.dumps(student.extra_body, sort_keys=True)}" if student.extra_body else ""
+    return f"{student.name}:{name}:{stamp}:chat={student.chat}{extra}"
 
 
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
@@ -138,7 +162,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     from arte.stages.elicit import read_drafts
 
     out, drafts, scored, counts = run_dir.stage("score"), read_drafts(run_dir), [], {}
-    cache = RecordLog(out / "cache.jsonl")
+    cache = RecordLog(out / "cache.jsonl", resume=True)
     student = load_backend(cfg.student)
     try:
         for task in tasks:
@@ -153,6 +177,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
                 student_id=student_id(cfg.student),
                 cache=cache,
                 max_new_tokens=cfg.score_max_new_tokens,
+                prompts_per_call=cfg.student.call_size,
             )
             scored += [
                 ScoredDraft(**dataclasses.asdict(d), score=v) for d, v in zip(mine, values, strict=True)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 from arte import processes
 from arte.finetune import (
     LORA_TARGETS,
+    TRAINING_RUNTIME_ONLY,
     Scheduler,
     TrainingRun,
     lora_config,
@@ -42,6 +43,11 @@ if TYPE_CHECKING:
 HELP = "Step 4b: fine-tune the student on original-teacher data and on ARTE data."
 TRAINS = True
 """Runs under `arte.train_launch` (accelerate launch / torchrun) too."""
+
+DEPENDS_ON = ("student.model", "train")
+"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
+READS: tuple[str, ...] = ("generate/arte.jsonl", "generate/original.jsonl")
+"""Files of earlier stages it reads, relative to the run directory."""
 SFT_METRICS = ("mean_token_accuracy",)
 
 
@@ -79,17 +85,23 @@ class TrainConfig:
     )
     threads: int = opt(0, "torch CPU threads; 0 = the cores that are free right now.")
 
+    RUNTIME_ONLY = TRAINING_RUNTIME_ONLY
+    """Settings that do not change the trained model (left out of its provenance record)."""
+
     def __post_init__(self) -> None:
         validate_common(self)
 
 
-def build_sft_trainer(model_dir: str, data_path: Path, out_dir: Path, cfg: TrainConfig) -> TrainingRun:
-    """An SFTTrainer on prompt/completion rows with the loss on the completion only."""
+def build_sft_trainer(
+    model_dir: str, data_path: Path, out_dir: Path, cfg: TrainConfig, allow_pickle: bool = False
+) -> TrainingRun:
+    """An SFTTrainer on prompt/completion rows with the loss on the completion only; `allow_pickle`:
+    the student may be a pickle-only model (--student.allow_pickle)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     rows = read_jsonl_rows(data_path, ("prompt", "completion"))
-    run = start_run("sft", model_dir, data_path, out_dir, cfg)
+    run = start_run("sft", model_dir, data_path, out_dir, cfg, allow_pickle)
     run.trainer = SFTTrainer(
         model=run.model,
         args=SFTConfig(**trainer_args(cfg, run.checkpoint_dir), completion_only_loss=True),
@@ -135,6 +147,6 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict | None:
         tcfg = dataclasses.replace(cfg.train, threads=procs.threads(cfg.train.threads))
         model_dir = procs.prepare_model("sft", cfg.student.model, data, target, tcfg)
         target.mkdir(parents=True, exist_ok=True)
-        trainer = build_sft_trainer(model_dir, data, target, tcfg)
+        trainer = build_sft_trainer(model_dir, data, target, tcfg, cfg.student.allow_pickle)
         counts[variant] = procs.train_and_save(trainer, target, "train_stats.json", SFT_METRICS, model_dir)
     return counts if procs.is_main else None

@@ -9,6 +9,7 @@ stops loading with `file:line: what is wrong`, so nothing runs on half-read data
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 from common.errors import UserError, missing_dependency
 from common.tasks.answers import normalize_answer, parse_number
 from common.tasks.base import AnswerKind, Example, Task, split_examples
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DESCRIPTION = "Answer the question."
 _MAX_OPTIONS = 26
@@ -131,7 +134,7 @@ def _read_text(path: Path) -> str:
     if not path.is_file():
         raise UserError(f"task file not found: {path}")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a UTF-8 byte-order mark is not part of line 1
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
@@ -182,7 +185,7 @@ def _description_file(path: Path, name: str) -> str | None:
     """Text of NAME.description.txt next to `path`, if present and not empty."""
     candidate = path.parent / f"{name}.description.txt"
     if candidate.is_file():
-        text = candidate.read_text(encoding="utf-8").strip()
+        text = candidate.read_text(encoding="utf-8-sig").strip()
         return text or None
     return None
 
@@ -204,8 +207,24 @@ def build_task(
     n_test: int | None = 200,
     seed: int = 0,
 ) -> Task:
-    """De-duplicate by question text (first wins), infer the answer kind, split with `seed`."""
+    """De-duplicate by question text (first wins), infer the answer kind, split with `seed`. Dropped
+    duplicates, and targets that are all the same, are logged as warnings."""
     unique = list({e.input: e for e in reversed(examples)}.values())[::-1]
+    if len(unique) < len(examples):
+        log.warning(
+            "task %s (%s): %d duplicate question(s) dropped (the first of each is kept)",
+            name,
+            source,
+            len(examples) - len(unique),
+        )
+    targets = {e.target for e in unique}
+    if len(targets) == 1 and len(unique) > 1:
+        log.warning(
+            "task %s (%s): every example has the same target %r; a model that always answers it scores 100%%",
+            name,
+            source,
+            next(iter(targets)),
+        )
     seeds, validation, test = split_examples(
         unique, name=name, n_validation=n_validation, n_test=n_test, seed=seed
     )

@@ -7,6 +7,14 @@ and two fakes with the same seed agree. `noise` adds a per-variant perturbation 
 the timing code measurable: `load_s` once, `prefill_s_per_token` per prompt token, `decode_s` per
 decode call.
 
+Answers with a known accuracy (`accuracy` set, for the statistics tests): when the prompt's last
+question ("Question: ... Answer:") holds its answer in double brackets ("... [[cat]] ..."), the
+fake writes `<ans>cat</ans>` if u < accuracy and `<ans>wrong-SEED</ans>` otherwise, where u is a
+uniform number seeded by (question, `answer_seed`). Two fakes with the same `answer_seed` and
+accuracies a <= b are nested (every question the first gets right, the second does too); different
+seeds answer independently. The answer's bytes get a +8 logit on top of the random logits, so
+`noise` still moves the distributions (KL) without changing the answer.
+
 `path` may be a JSON file describing the variant, e.g.
     {"vocab_size": 256, "seed": 0, "noise": 0.3, "variant_seed": 1, "decode_s": 0.002,
      "size_bytes": 1000000, "bits_per_weight": 4.5}
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +41,12 @@ DEFAULTS = {
     "load_s": 0.0,
     "prefill_s_per_token": 0.0,
     "decode_s": 0.0,
+    "accuracy": None,
+    "answer_seed": 0,
 }
+ANSWER_LOGIT = 8.0
+"""Added to the logit of the scripted answer's next byte."""
+_BRACKETS = re.compile(r"\[\[(.*?)\]\]")
 
 
 class FakeRuntime:
@@ -51,7 +65,23 @@ class FakeRuntime:
         self.vocab_size = int(spec["vocab_size"])
         self.calls = {"prefill": 0, "decode": 0}
         self._digest: bytes | None = None
+        self._script: bytes | None = None
+        self._pos = 0
         time.sleep(float(spec["load_s"]))
+
+    def _answer_script(self, ids: Sequence[int]) -> bytes | None:
+        """The scripted answer to the prompt's last question, or None (see the module docstring)."""
+        if self.spec["accuracy"] is None or self.vocab_size < 256:
+            return None
+        text = bytes(int(t) for t in ids if 0 <= t < 256).decode("utf-8", errors="replace")
+        question = text.rsplit("Question: ", 1)[-1].split(" Answer:", 1)[0]
+        m = _BRACKETS.search(question)
+        if m is None:
+            return None
+        h = hashlib.blake2b(f"{self.spec['answer_seed']}:{question}".encode(), digest_size=8).digest()
+        u = int.from_bytes(h, "little") / 2**64
+        answer = m.group(1) if u < float(self.spec["accuracy"]) else f"wrong-{self.spec['answer_seed']}"
+        return f"<ans>{answer}</ans>".encode()
 
     def _advance(self, digest: bytes, token: int) -> bytes:
         if not 0 <= token < self.vocab_size:
@@ -64,6 +94,8 @@ class FakeRuntime:
         if self.spec["noise"]:
             rng = np.random.default_rng([seed, int(self.spec["variant_seed"])])
             logits += float(self.spec["noise"]) * rng.standard_normal(self.vocab_size)
+        if self._script is not None and self._pos < len(self._script):
+            logits[self._script[self._pos]] += ANSWER_LOGIT
         return logits.astype(np.float32)
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
@@ -75,6 +107,7 @@ class FakeRuntime:
         for token in ids:
             digest = self._advance(digest, int(token))
         self._digest = digest
+        self._script, self._pos = self._answer_script(ids), 0
         return self._logits()
 
     def decode(self, token: int) -> np.ndarray:
@@ -83,6 +116,7 @@ class FakeRuntime:
         self.calls["decode"] += 1
         time.sleep(float(self.spec["decode_s"]))
         self._digest = self._advance(self._digest, int(token))
+        self._pos += 1
         return self._logits()
 
     def close(self) -> None:

@@ -104,6 +104,49 @@ class LlamaCppRuntime:
         self.llm.eval([int(token)])
         return self._last_logits()
 
+    def parallel_decode(self, ids: Sequence[int], n_decode: int, sequences: int) -> dict:
+        """`sequences` prompts of len(ids) tokens (rotations of `ids`: distinct, as from different
+        users) decoded together for `n_decode` greedy tokens each, as a batching server does
+        (`common.llama_cpp_batch`). Aggregate tokens/s over the whole call, and over the decode
+        steps once every sequence has its first token."""
+        import time
+
+        from common.llama_cpp_batch import BatchedDecoder, SamplingSetup
+
+        prompts = [[int(t) for t in (list(ids[k:]) + list(ids[:k]))] for k in range(sequences)]
+        decoder = BatchedDecoder(
+            self._lib,
+            self.llm.model,
+            self.llm.context_params,
+            width=sequences,
+            n_ctx_per_seq=len(ids) + n_decode + 1,
+            n_batch=512,
+        )
+        firsts: list[float] = []
+
+        def never_stop(index: int, tokens: list[int]) -> None:
+            if len(tokens) == 1:
+                firsts.append(time.perf_counter())
+
+        try:
+            started = time.perf_counter()
+            out = decoder.generate(
+                prompts, [n_decode] * sequences, SamplingSetup(), [0] * sequences, never_stop
+            )
+            seconds = time.perf_counter() - started
+        finally:
+            decoder.close()
+        tokens = sum(len(t) for t, _ in out)
+        decode_s = seconds - (max(firsts) - started)
+        return {
+            "sequences": sequences,
+            "prompt_tokens": len(ids),
+            "decode_steps": n_decode,
+            "seconds": round(seconds, 6),
+            "tokens_per_s": round(tokens / seconds, 2),
+            "decode_tokens_per_s": round((tokens - sequences) / decode_s, 2) if decode_s > 0 else None,
+        }
+
     def reset_internal_timings(self) -> None:
         """Zero llama.cpp's perf counters (`llama_perf_context_reset`)."""
         self._lib.llama_perf_context_reset(self.llm.ctx)

@@ -33,7 +33,12 @@ class PyTorchRuntime:
             torch.set_num_interop_threads(1)
         except RuntimeError:  # only settable before the first parallel op of the process
             pass
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+        from common.weights import check_model_weights
+
+        check_model_weights(path)  # safetensors only: a pickle-only or truncated model is refused
+        self.model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=torch.float32, use_safetensors=True
+        ).eval()
         self._cache = None
 
     def _forward(self, ids: Sequence[int]) -> np.ndarray:
