@@ -77,12 +77,15 @@ def naive_scores(
 class SequentialLlamaCpp:
     """The llama_cpp backend's generation before batched decoding (for comparison only): prompts
     sorted by tokens, then one at a time through `Llama.generate`, which re-evaluates only the
-    tokens after the common prefix with the previous prompt; greedy, stop strings cut as now."""
+    tokens after the common prefix with the previous prompt; greedy, stop strings cut as now;
+    flash attention off, as llama-cpp-python opened the model then."""
 
     def __init__(self, cfg: BackendConfig):
+        import dataclasses
+
         from arte.backends.llama_cpp import LlamaCppBackend
 
-        self.inner = LlamaCppBackend(cfg)
+        self.inner = LlamaCppBackend(dataclasses.replace(cfg, flash_attn=False))
 
     def generate(self, prompts, params):
         from arte.backends.base import Generation

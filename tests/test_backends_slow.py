@@ -98,3 +98,30 @@ def test_few_shot_answers_agree(backends):
         print(f"{q:34s} hf={a!r:14s} llama_cpp={b!r}")
     print(f"hf<->llama_cpp answer agreement: {agreement:.2f} ({sum(same)}/{len(same)}); seconds: {timings}")
     assert agreement >= 0.7
+
+
+def test_embedded_f16_is_the_hf_copy_as_f16_converted_once(backends, arte_cache_dir):
+    """`smollm2-135m-f16`: the HF copy's weights as an F16 GGUF in the cache, written once; the same
+    HF copy for training; its answers are the hf backend's (the de-quantized weights)."""
+    from arte.backends import load_backend
+    from arte.models import list_models, resolve_gguf, resolve_hf
+    from common.gguf_header import read_gguf_header
+
+    hf, _ = backends
+    path = resolve_gguf("smollm2-135m-f16")
+    assert path.parent == arte_cache_dir / "models" and path.suffix == ".gguf"
+    _, tensors = read_gguf_header(path, metadata=False)
+    types = {t["type"] for t in tensors if len(t["shape"]) == 2}
+    assert types == {"F16"}, types
+    mtime = path.stat().st_mtime_ns
+    assert resolve_gguf("smollm2-135m-f16") == path and path.stat().st_mtime_ns == mtime  # cached
+    assert resolve_hf("smollm2-135m-f16") == resolve_hf("smollm2-135m")
+    assert any(m.name == "smollm2-135m-f16" and m.path == str(path) for m in list_models())
+    f16 = load_backend(BackendConfig(name="llama_cpp", model="smollm2-135m-f16", threads=1))
+    try:
+        prompts = [FEW_SHOT + f"Question: {q}\nAnswer:" for q in QUESTIONS]
+        a, b = f16.generate(prompts, PARAMS), hf.generate(prompts, PARAMS)
+        same = sum(extract_answer(x.text) == extract_answer(y.text) for x, y in zip(a, b))
+        assert same >= len(prompts) - 1, [(x.text, y.text) for x, y in zip(a, b)]
+    finally:
+        f16.close()

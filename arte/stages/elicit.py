@@ -75,8 +75,19 @@ class QuestionConfig:
     temperature: float = opt(1.0, "Sampling temperature of the brainstorm prompt (paper: 1.0).")
     question_max_new_tokens: int = opt(400, "Decode budget of one brainstorm call (5 questions).")
     max_calls_factor: float = opt(3.0, "Give up after m / 5 * this many brainstorm calls (a weak teacher).")
+    spare_calls: int = opt(
+        2,
+        "Brainstorm calls sent beyond those still needed, in the same batch, against unparsable ones. Calls "
+        "not needed are dropped unrecorded: the questions are the same as one call at a time. Nearly free "
+        "on a batching engine (fewer rounds of long calls); 0 for a paid API.",
+    )
+
+    RUNTIME_ONLY = ("spare_calls",)
+    """Changes how fast the questions come, not which (left out of `arte.provenance`'s record)."""
 
     def __post_init__(self) -> None:
+        if self.spare_calls < 0:
+            raise ValueError(f"--spare_calls must be >= 0, got {self.spare_calls}")
         if self.m < 1:
             raise ValueError(f"--m must be >= 1, got {self.m}")
         if self.temperature < 0:
@@ -134,9 +145,9 @@ def elicit_questions(
     """Sample brainstorm calls until `cfg.m` unique questions exist; returns {questions, stats}.
 
     Call c samples with seed `seed + c`. Up to `parallel` calls go to the teacher together (as many
-    as the questions still missing need, at 5 a call), each with its own seed, and their results
-    are taken in call order until m questions exist: the questions, the log and the counts are the
-    same as one call at a time."""
+    as the questions still missing need, at 5 a call, plus `cfg.spare_calls`), each with its own
+    seed, and their results are taken in call order until m questions exist: the questions, the log
+    and the counts are the same as one call at a time."""
     from tqdm import tqdm
 
     banned = {question_key(ex.input) for ex in task.seeds + task.validation + task.test}
@@ -164,7 +175,7 @@ def elicit_questions(
     while len(questions) < cfg.m and stats["calls"] < max_calls:
         first = stats["calls"]
         need = -(-(cfg.m - len(questions)) // QUESTIONS_PER_CALL)
-        n = max(1, min(parallel, need, max_calls - first))
+        n = max(1, min(parallel, need + cfg.spare_calls, max_calls - first))
         params = SamplingParams(
             max_new_tokens=cfg.question_max_new_tokens,
             temperature=cfg.temperature,

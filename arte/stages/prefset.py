@@ -89,19 +89,30 @@ def respondent_settings(shots: Sequence[int], demo_sets: int) -> list[tuple[int,
 
 
 def respondent_rows(
-    task: Task, backend, settings: Sequence[tuple[int, int]], max_new_tokens: int
+    task: Task, backend, settings: Sequence[tuple[int, int]], max_new_tokens: int, call_size: int = 1
 ) -> list[list[int]]:
-    """One row per (shots, rotation): 1 where `backend` answers the validation question correctly."""
+    """One row per (shots, rotation): 1 where `backend` answers the validation question correctly.
+    Settings go to the backend together until a call holds `call_size` prompts (a batching engine
+    then keeps its batch full; the stage resumes per task, so nothing is lost by bigger calls)."""
     from tqdm import tqdm
 
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=STUDENT_STOP)
-    rows = []
-    for s, r in tqdm(settings, desc=f"prefset {task.name}", unit="setting"):
-        seeds = task.seeds[r:] + task.seeds[:r]
-        demos = [(ex.input, answer_only_rationale(ex.target)) for ex in seeds[:s]]
-        prompts = [icl_prompt(task.description, demos, ex.input) for ex in task.validation]
+    rows, n = [], len(task.validation)
+    group = max(1, -(-call_size // max(1, n)))  # settings per call
+    bar = tqdm(total=len(settings), desc=f"prefset {task.name}", unit="setting")
+    for start in range(0, len(settings), group):
+        prompts = []
+        for s, r in settings[start : start + group]:
+            seeds = task.seeds[r:] + task.seeds[:r]
+            demos = [(ex.input, answer_only_rationale(ex.target)) for ex in seeds[:s]]
+            prompts += [icl_prompt(task.description, demos, ex.input) for ex in task.validation]
         gens = backend.generate(prompts, params)
-        rows.append([int(task.is_correct(g.text, ex.target)) for g, ex in zip(gens, task.validation)])
+        for k in range(0, len(gens), n):
+            rows.append(
+                [int(task.is_correct(g.text, ex.target)) for g, ex in zip(gens[k : k + n], task.validation)]
+            )
+        bar.update(len(prompts) // max(1, n))
+    bar.close()
     return rows
 
 
@@ -121,7 +132,7 @@ def select_pref_set(
         reuse = student is not None and i == 0
         backend = student if reuse else load_backend(dataclasses.replace(student_cfg, model=model))
         try:
-            matrix += respondent_rows(task, backend, settings, cfg.max_new_tokens)
+            matrix += respondent_rows(task, backend, settings, cfg.max_new_tokens, student_cfg.call_size)
         finally:
             if not reuse:
                 backend.close()
