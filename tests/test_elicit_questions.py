@@ -6,22 +6,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from counting_backend import CountingBackend
 
-from arte.backends import BackendConfig, load_backend
 from arte.stages.elicit import QuestionConfig, elicit_questions
 from common.records import RecordLog
 from common.tasks import load_task
-
-
-class Counting:
-    """The fake teacher, counting generate calls and prompts."""
-
-    def __init__(self):
-        self.inner, self.calls = load_backend(BackendConfig(name="fake", model="teacher")), []
-
-    def generate(self, prompts, params):
-        self.calls.append(len(prompts))
-        return self.inner.generate(prompts, params)
 
 
 @pytest.mark.parametrize("task_name", ["boolean_expressions", "object_counting"])
@@ -30,7 +19,7 @@ def test_grouped_and_spare_calls_change_nothing_but_the_rounds(tmp_path, task_na
     cfg = QuestionConfig(m=23, temperature=1.0, question_max_new_tokens=200, spare_calls=0)
     runs = {}
     for name, parallel, spare in [("one", 1, 0), ("grouped", 8, 0), ("spare", 16, 3)]:
-        teacher, log = Counting(), RecordLog(tmp_path / f"{name}.jsonl")
+        teacher, log = CountingBackend("teacher"), RecordLog(tmp_path / f"{name}.jsonl")
         got = elicit_questions(
             task, teacher, dataclasses.replace(cfg, spare_calls=spare), log, seed=5, parallel=parallel
         )

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from smoke_runs import arte_bg
 
 from arte.pipeline import RunConfig, run_pipeline
 from arte.run_dir import RunDir
@@ -99,20 +98,9 @@ def test_smoke_pipeline_end_to_end_and_rerun_skips(tmp_path, capsys):
         assert same >= 0.9, f"{variant}: only {same:.0%} identical completions across engines"
 
 
-def _arte(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "arte.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _stages_up_to_score(run_dir: Path) -> None:
     for stage in STAGES[: STAGES.index("pairs")]:
-        proc = _arte(stage, "--config", str(SMOKE), "--run_dir", str(run_dir))
+        proc = arte_bg(stage, "--config", str(SMOKE), "--run_dir", str(run_dir))
         assert proc.wait(timeout=120) == 0, proc.stderr.read()
 
 
@@ -120,10 +108,11 @@ def test_score_stage_killed_half_way_resumes_without_loss_or_duplicates(tmp_path
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     _stages_up_to_score(reference)
     for stage in STAGES[: STAGES.index("score")]:
-        assert _arte(stage, "--config", str(SMOKE), "--run_dir", str(killed)).wait(timeout=120) == 0
+        assert arte_bg(stage, "--config", str(SMOKE), "--run_dir", str(killed)).wait(timeout=120) == 0
 
     cache = killed / "score" / "cache.jsonl"
-    proc = _arte("score", "--config", str(SMOKE), "--run_dir", str(killed), env={"ARTE_FAKE_DELAY_S": "0.05"})
+    slow = {"ARTE_FAKE_DELAY_S": "0.05"}
+    proc = arte_bg("score", "--config", str(SMOKE), "--run_dir", str(killed), env=slow)
     deadline = time.time() + 60
     while time.time() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 10):
         time.sleep(0.02)
@@ -133,7 +122,7 @@ def test_score_stage_killed_half_way_resumes_without_loss_or_duplicates(tmp_path
     assert 10 <= done_before < 20, "the kill should land half-way through the drafts"
     assert not (killed / "score" / "done.json").exists()
 
-    proc = _arte("score", "--config", str(SMOKE), "--run_dir", str(killed))
+    proc = arte_bg("score", "--config", str(SMOKE), "--run_dir", str(killed))
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
     keys = [r["key"] for r in RecordLog(cache)]
     reference_keys = {r["key"] for r in RecordLog(reference / "score" / "cache.jsonl")}
@@ -173,7 +162,7 @@ def test_align_writes_a_gguf_of_the_aligned_teacher_for_llama_cpp_generation(tmp
 
     run = tmp_path / "run"
     for stage in STAGES[: STAGES.index("generate")]:
-        proc = _arte(
+        proc = arte_bg(
             stage, "--config", str(SMOKE), "--run_dir", str(run), "--aligned_teacher.name", "llama_cpp"
         )
         assert proc.wait(timeout=300) == 0, proc.stderr.read()

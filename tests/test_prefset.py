@@ -38,21 +38,13 @@ def test_too_few_validation_questions_is_refused():
 def test_settings_grouped_into_calls_give_the_same_rows():
     """respondent_rows hands several settings to one generate call (call_size prompts or more): the
     same rows as one setting per call, in the same order."""
-    from arte.backends import load_backend
+    from counting_backend import CountingBackend
+
     from arte.stages.prefset import respondent_rows
 
     task = load_task("boolean_expressions", n_validation=20, n_test=5)
     settings = respondent_settings([0, 1, 2, 3], 3)
-
-    class Counting:
-        def __init__(self):
-            self.inner, self.calls = load_backend(BackendConfig(name="fake", model="s")), []
-
-        def generate(self, prompts, params):
-            self.calls.append(len(prompts))
-            return self.inner.generate(prompts, params)
-
-    one, grouped = Counting(), Counting()
+    one, grouped = CountingBackend("s"), CountingBackend("s")
     want = respondent_rows(task, one, settings, 48)
     got = respondent_rows(task, grouped, settings, 48, call_size=64)
     assert got == want and len(got) == 10
