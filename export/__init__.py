@@ -7,7 +7,8 @@ quantized and verified against the PyTorch model. Imports `common`, never `arte`
     manifest.py       OUT/manifest.json: source hash, checks, tool versions, one record per variant
     reference.py      the fp32 PyTorch reference, top-1 / KL, greedy-text match, pass/flag thresholds
     gguf.py           GGUF orchestrator (export_gguf): convert, quantize, census, Modelfile, verify
-    gguf_convert.py   our HF -> F32/F16 GGUF converter (Llama, Qwen2), tokenizer carried into the file
+    gguf_convert.py   HF -> F32/F16 GGUF by llama.cpp's own converter; architecture checked first
+    llama_cpp_converter.py  that converter, unpacked from the llama-cpp-python sdist at set-up
     gguf_quantize.py  llama.cpp quantization, quant type names, tensor-type census
     gguf_verify.py    llama.cpp logits / greedy / tokenizer parity vs the reference, verify_gguf
     onnx.py           ONNX orchestrator (export_onnx): fp32, int8, int4, load checks, verify, records

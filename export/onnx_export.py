@@ -1,6 +1,6 @@
-"""The fp32 ONNX export of a Llama- or Qwen2-family causal LM, and the ONNX-directory plumbing the
-quantizers share (load, save with or without external data, publish a finished directory, copy the
-tokenizer files, initializer byte sizes).
+"""The fp32 ONNX export of a causal LM of a tested family (SUPPORTED_ARCHITECTURES), and the
+ONNX-directory plumbing the quantizers share (load, save with or without external data, publish a
+finished directory, copy the tokenizer files, initializer byte sizes).
 
 `export_onnx_fp32` runs optimum-onnx's `main_export` with task text-generation-with-past: one
 `model.onnx` that takes `past_key_values.*` and returns `present.*`; the tokenizer and generation
@@ -22,11 +22,22 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError, missing_dependency
+from common.hf_models import attention_kwargs
 from common.onnx_decode import EXTERNAL_DATA_FILE, ONNX_FILE
 from common.onnx_tensors import tensor_bytes
 
-SUPPORTED_ARCHITECTURES = {"llama": "Llama", "qwen2": "Qwen2"}
-"""config.json model_type -> the causal-LM family this exporter supports."""
+SUPPORTED_ARCHITECTURES = {
+    "llama": "Llama",
+    "qwen2": "Qwen2",
+    "qwen3": "Qwen3",
+    "mistral": "Mistral",
+    "phi3": "Phi-3",
+    "gemma2": "Gemma 2",
+    "gemma3_text": "Gemma 3 (text)",
+}
+"""config.json model_type -> the causal-LM family this exporter supports: each is exported and
+verified against torch through the KV cache by tests/test_architectures.py. optimum-onnx registers
+more; they are refused until tested."""
 
 EXTERNAL_DATA_MIN_BYTES = 1 << 30
 """Weights above this go to `model.onnx_data` (a protobuf file cannot exceed 2 GB)."""
@@ -160,6 +171,19 @@ def _share_duplicate_weights(model) -> list[str]:
     return list(dropped)
 
 
+def _export_eager(model_dir: Path, out_dir: Path) -> None:
+    """optimum-onnx's export of the model loaded here with eager attention (Gemma 2's soft-capped
+    attention; `common.hf_models.attention_kwargs`)."""
+    import torch
+    from optimum.exporters.onnx import onnx_export_from_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.float32, local_files_only=True, **attention_kwargs(model_dir)
+    ).eval()
+    onnx_export_from_model(model, out_dir, task="text-generation-with-past", do_validation=False)
+
+
 def export_onnx_fp32(model_dir: Path, out_dir: Path, threads: int = 1) -> Path:
     """optimum-onnx export (text-generation-with-past, fp32) of `model_dir` into `out_dir`, the tied
     embedding stored once, the source tokenizer/generation files beside it. Returns `out_dir`."""
@@ -171,16 +195,19 @@ def export_onnx_fp32(model_dir: Path, out_dir: Path, threads: int = 1) -> Path:
     check_model_dir(model_dir)
     tmp = fresh_dir(out_dir)
     with _torch_threads(threads):
-        main_export(
-            str(model_dir),
-            tmp,
-            task="text-generation-with-past",
-            dtype="fp32",
-            device="cpu",
-            local_files_only=True,
-            do_validation=False,
-            library_name="transformers",
-        )
+        if attention_kwargs(model_dir):  # main_export would load it with SDPA, which drops the caps
+            _export_eager(model_dir, tmp)
+        else:
+            main_export(
+                str(model_dir),
+                tmp,
+                task="text-generation-with-past",
+                dtype="fp32",
+                device="cpu",
+                local_files_only=True,
+                do_validation=False,
+                library_name="transformers",
+            )
     model = load_model(tmp)
     if _share_duplicate_weights(model):
         (tmp / EXTERNAL_DATA_FILE).unlink(missing_ok=True)

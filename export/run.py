@@ -82,6 +82,14 @@ def export_model(
         runtime["llama_cpp"] = {"system_info": llama_system_info(), "extra_bufts": decision.as_record()}
     writable_dir(out_dir, "--out")
     source = prepare_source(model, base, out_dir, allow_pickle)
+    if gguf:  # each format refuses an architecture it cannot export, before the shared checks
+        from export.gguf_convert import read_model_config
+
+        read_model_config(source)
+    if onnx:
+        from export.onnx_export import check_model_dir
+
+        check_model_dir(source)
     checks = pre_export_checks(source)
     weights: dict = {"allow_pickle": allow_pickle}
     if source.parent == out_dir / "safetensors-source":

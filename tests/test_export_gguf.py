@@ -4,9 +4,11 @@ the fp32 torch model (llama.cpp logits with the KV cache, top-1 / KL), the HF to
 SmolLM2 GGUF that llama.cpp's own converter wrote (tokenizer metadata), gguf.GGUFReader's view of
 every written file (census), and KL values computed by hand.
 
-Fast: a tiny random Llama (SmolLM2 tokenizer, tied embeddings) and a tiny random Qwen2 built here
-(its own byte-level BPE with Qwen2's pre-tokenizer regex, random q/k/v biases, untied output, and an
-embedding padded beyond the tokenizer like real Qwen2 checkpoints). Slow: the embedded SmolLM2-135M.
+Fast: a tiny random Llama (SmolLM2 tokenizer, tied embeddings) and a tiny random Qwen2
+(arte.tiny_model: random q/k/v biases, untied output, an embedding padded beyond the tokenizer like
+real Qwen2 checkpoints), both converted by llama.cpp's own converter. A Qwen2 with its own freshly
+trained BPE shows what that converter does with a pre-tokenizer it does not know: it refuses.
+Slow: the embedded SmolLM2-135M. Every other architecture: tests/test_architectures.py.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ pytest.importorskip("llama_cpp")
 
 from common.gguf_header import read_gguf_header  # noqa: E402
 from export.gguf import default_system_prompt, export_gguf  # noqa: E402
-from export.gguf_convert import SUPPORTED_ARCHITECTURES, pre_tokenizer_name  # noqa: E402
+from export.gguf_convert import TESTED_ARCHITECTURES, supported_architectures  # noqa: E402
 from export.gguf_quantize import QUANT_TYPES, quantize_gguf  # noqa: E402
 from export.gguf_verify import gguf_logits, tokenizer_parity, verify_gguf  # noqa: E402
 from export.reference import ExportVerificationError, compare_distributions, reference_logits  # noqa: E402
@@ -51,13 +53,19 @@ CHATML = (
 )
 
 
-def build_tiny_qwen2(out_dir: Path) -> Path:
-    """A 2-layer Qwen2 (hidden 32) with a ~540-token byte-level BPE using Qwen2's pre-tokenizer; the
-    embedding has 640 rows (the rest unused, as real Qwen2 checkpoints pad theirs)."""
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def build_qwen2_own_bpe(out_dir: Path) -> Path:
+    """A 2-layer Qwen2 (hidden 32) with a ~540-token byte-level BPE trained here with Qwen2's
+    pre-tokenizer regex: a vocabulary llama.cpp's converter has never seen."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    from export.gguf_convert import _QWEN2_SPLIT
+    _QWEN2_SPLIT = QWEN2_SPLIT
 
     bpe = Tokenizer(models.BPE())
     bpe.normalizer = normalizers.NFC()
@@ -104,8 +112,10 @@ def build_tiny_qwen2(out_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def qwen2_dir(tmp_path_factory) -> Path:
-    return build_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2") / "hf")
+def qwen2_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+    from tiny_models import build_tiny_arch
+
+    return build_tiny_arch("qwen2", smollm2_tokenizer, tmp_path_factory.mktemp("tiny-qwen2") / "hf")
 
 
 @pytest.fixture(scope="module")
@@ -215,21 +225,21 @@ def test_llama_tokenizer_equals_llama_cpp_conversion(exports, smollm2_gguf):
 
 
 def test_qwen2_tokenizer_metadata(exports, qwen2_dir):
+    """The padded embedding rows become [PADi] tokens (UNUSED), special ids and the template kept."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(qwen2_dir)
     reader = _reader(exports["qwen2"]["f16"])
     assert _field(reader, "tokenizer.ggml.model") == "gpt2"
-    assert _field(reader, "tokenizer.ggml.pre") == "qwen2"  # unknown hash: found from tokenizer.json's regex
+    assert _field(reader, "tokenizer.ggml.pre") == "smollm"  # found by llama.cpp's hash
     tokens, types = _field(reader, "tokenizer.ggml.tokens"), _field(reader, "tokenizer.ggml.token_type")
     n = len(tok)
-    assert len(tokens) == 640 > n
+    assert len(tokens) == n + 64
     assert tokens[n] == f"[PAD{n}]" and types[n] == gguf.TokenType.UNUSED
     assert types[tok.convert_tokens_to_ids("<|im_end|>")] == gguf.TokenType.CONTROL
     assert _field(reader, "tokenizer.ggml.eos_token_id") == tok.eos_token_id
-    assert _field(reader, "tokenizer.ggml.padding_token_id") == tok.pad_token_id
     assert _field(reader, "tokenizer.ggml.add_bos_token") is False
-    assert _field(reader, "tokenizer.chat_template") == CHATML
+    assert _field(reader, "tokenizer.chat_template") == tok.chat_template
     assert len(_field(reader, "tokenizer.ggml.merges")) == len(
         json.loads((qwen2_dir / "tokenizer.json").read_text())["model"]["merges"]
     )
@@ -274,7 +284,9 @@ def test_quantized_verification_is_recorded(exports, arch):
     for v in (q8, q4):
         assert v["flagged"] == (v["top1_agreement"] < 0.9 or v["mean_kl"] > 0.1) == (v["reason"] is not None)
         assert v["tokenizer_parity"]["match"]
-    assert q8["mean_kl"] < q4["mean_kl"] < 0.1  # more bits, closer to torch
+    assert q8["mean_kl"] < q4["mean_kl"]  # more bits, closer to torch
+    if arch == "llama":  # the tiny Qwen2's larger weights (initializer_range 0.5) quantize worse
+        assert q4["mean_kl"] < 0.1
 
 
 def test_modelfile(exports, arch):
@@ -350,39 +362,18 @@ def test_a_different_model_fails_loudly_as_f16_and_is_flagged_as_quant(tiny_mode
     assert result["flagged"] and "top-1 agreement" in result["reason"] and result["top1_agreement"] < 0.5
 
 
-def test_tokenizer_parity_reports_the_first_mismatch(exports, qwen2_dir):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(qwen2_dir)
-    parity = tokenizer_parity(tok, Path(exports["llama"]["f16"]["path"]))  # SmolLM2 vocabulary
+def test_tokenizer_parity_reports_the_first_mismatch(exports, gemma3_tokenizer):
+    parity = tokenizer_parity(gemma3_tokenizer, Path(exports["llama"]["f16"]["path"]))  # SmolLM2 vocab
     assert not parity["match"] and parity["first_mismatch"]["index"] == 0
 
 
-def test_unrecognised_pre_tokenizer_falls_back_loudly(qwen2_dir, caplog):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(qwen2_dir)
-    assert pre_tokenizer_name(tok, {"pre_tokenizer": {"type": "Whitespace"}}) == "default"
-    assert "pre-tokenizer not recognised" in caplog.text
-
-
-def test_tokenizer_copied_from_the_recorded_source_gguf(tiny_model, smollm2_gguf, tmp_path):
-    """Without a usable tokenizer.json, a materialised copy's source GGUF provides the tokenizer."""
-    import shutil
-
-    from export.gguf_convert import convert_hf_to_gguf
-
-    model_dir = tmp_path / "hf"
-    shutil.copytree(tiny_model.hf_dir, model_dir)
-    (model_dir / "tokenizer.json").unlink()
-    with pytest.raises(UserError, match="byte-level BPE tokenizer.json"):
-        convert_hf_to_gguf(model_dir, tmp_path / "x.gguf", "f32")
-    (model_dir / "arte-materialized.json").write_text(json.dumps({"source_gguf": str(smollm2_gguf)}))
-    meta = read_gguf_header(convert_hf_to_gguf(model_dir, tmp_path / "x.gguf", "f32"))[0]
-    source = _gguf_reader(str(smollm2_gguf))
-    copied = [k for k in meta if k.startswith("tokenizer.")]
-    assert sorted(copied) == sorted(k for k in source.fields if k.startswith("tokenizer."))
-    assert all(meta[k] == _field(source, k) for k in copied)
+def test_an_unknown_pre_tokenizer_is_refused_by_the_converter(tmp_path):
+    """llama.cpp identifies a BPE pre-tokenizer by hashing the tokenization of a probe text; for one
+    it has never seen it stops rather than guess (our old converter guessed), as one UserError."""
+    model_dir = build_qwen2_own_bpe(tmp_path / "hf")
+    with pytest.raises(UserError, match="converter failed on .*BPE pre-tokenizer was not recognized"):
+        export_gguf(model_dir, tmp_path / "out", ["f16"], verify=False)
+    assert not list((tmp_path / "out").glob("*.gguf*"))
 
 
 # ---- bad input --------------------------------------------------------------------------------------
@@ -393,13 +384,13 @@ def test_bad_inputs(tmp_path, tiny_model):
 
     with pytest.raises(UserError, match="does not exist"):
         export_gguf(tmp_path / "nope", tmp_path / "out", ["f16"])
-    GPT2Config(n_layer=1, n_embd=8, n_head=2, architectures=["GPT2LMHeadModel"]).save_pretrained(
-        tmp_path / "gpt2"
+    GPT2Config(n_layer=1, n_embd=8, n_head=2, architectures=["NotARealModelForCausalLM"]).save_pretrained(
+        tmp_path / "fake"
     )
     with pytest.raises(
-        UserError, match="'GPT2LMHeadModel' is not supported.*LlamaForCausalLM, Qwen2ForCausalLM"
+        UserError, match="'NotARealModelForCausalLM' is not supported.*LlamaForCausalLM, Qwen2"
     ):
-        export_gguf(tmp_path / "gpt2", tmp_path / "out", ["f16"])
+        export_gguf(tmp_path / "fake", tmp_path / "out", ["f16"])
     (tmp_path / "lora").mkdir()
     (tmp_path / "lora" / "adapter_config.json").write_text("{}")
     with pytest.raises(UserError, match="LoRA adapter without its base"):
@@ -409,7 +400,7 @@ def test_bad_inputs(tmp_path, tiny_model):
     with pytest.raises(UserError, match="unknown GGUF quant type 'q3'.*q2_k"):
         quantize_gguf(tiny_model.gguf_path, tmp_path / "x.gguf", "q3")
     assert not (tmp_path / "out").exists()  # rejected before any work
-    assert set(SUPPORTED_ARCHITECTURES) == {"LlamaForCausalLM", "Qwen2ForCausalLM"}
+    assert set(TESTED_ARCHITECTURES) <= supported_architectures()
     assert {"f16", "q8_0", "q4_k_m", "q5_k_m", "q6_k", "q4_0"} <= set(QUANT_TYPES)
 
 
@@ -460,3 +451,10 @@ def test_smollm2_export(tmp_path):
     assert records["q8_0"]["verification"]["mean_kl"] < records["q4_k_m"]["verification"]["mean_kl"] < 0.1
     q4 = records["q4_k_m"]["census"]
     assert "Q4_K" in q4 and "Q5_0" in q4  # hidden 576 = 2.25 x 256: most rows fall back
+
+
+def test_a_missing_converter_names_the_command_that_installs_it(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARTE_LLAMA_CPP_CONVERTER", str(tmp_path / "nowhere"))
+    with pytest.raises(UserError, match=r"converter .*not installed.*export.llama_cpp_converter install"):
+        export_gguf(tiny_model.hf_dir, tmp_path / "out", ["f16"])
+    assert not (tmp_path / "out").exists()

@@ -237,7 +237,7 @@ def test_unsupported_architecture_lists_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text(
         json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
     )
-    with pytest.raises(UserError, match="Supported: Llama, Qwen2"):
+    with pytest.raises(UserError, match="Supported: Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma 2"):
         ox.export_onnx(tmp_path, tmp_path / "out", ["fp32"])
 
 

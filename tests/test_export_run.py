@@ -47,13 +47,16 @@ def test_eos_disagreement_is_refused(tiny_model, tmp_path):
         pre_export_checks(bad)
 
 
-def test_unsupported_architecture_lists_supported(tmp_path, capsys):
+def test_unsupported_architecture_lists_the_tested_ones(tmp_path, capsys):
     (tmp_path / "config.json").write_text(
-        json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
+        json.dumps({"model_type": "nope", "architectures": ["NotARealModelForCausalLM"]})
     )
     assert main(["export", "gguf", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "GPT2LMHeadModel" in err and "LlamaForCausalLM" in err and "Qwen2ForCausalLM" in err
+    assert "'NotARealModelForCausalLM' is not supported by llama.cpp's converter" in err
+    assert "LlamaForCausalLM" in err and "Gemma3ForCausalLM" in err and "Phi3ForCausalLM" in err
+    assert main(["export", "onnx", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "Supported: Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma 2" in capsys.readouterr().err
 
 
 def test_adapter_without_base_is_refused(tmp_path, capsys):

@@ -15,7 +15,7 @@ class ModelsConfig:
     """List local models; optionally materialise an embedded model's HF copy now."""
 
     materialize: str = opt(
-        "", "Embedded model to write as HF safetensors into the cache now (e.g. smollm2-135m)."
+        "", "Embedded model to write as HF safetensors into the cache now (smollm2-135m, gemma3-270m)."
     )
     to_safetensors: str = opt(
         "",

@@ -33,11 +33,12 @@ class PyTorchRuntime:
             torch.set_num_interop_threads(1)
         except RuntimeError:  # only settable before the first parallel op of the process
             pass
+        from common.hf_models import attention_kwargs
         from common.weights import check_model_weights
 
         check_model_weights(path)  # safetensors only: a pickle-only or truncated model is refused
         self.model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=torch.float32, use_safetensors=True
+            str(path), dtype=torch.float32, use_safetensors=True, **attention_kwargs(path)
         ).eval()
         self._cache = None
 
