@@ -106,7 +106,18 @@ def load_for_training(model_dir: str, threads: int = 0, allow_pickle: bool = Fal
     from common.threads import configure_torch_threads, pick_threads
 
     configure_torch_threads(pick_threads(threads))
-    return load_hf_model(resolve_hf(model_dir), allow_pickle=allow_pickle, flag=flag)
+    tokenizer, model = load_hf_model(resolve_hf(model_dir), allow_pickle=allow_pickle, flag=flag)
+    point_base_model_at_backbone(model)
+    return tokenizer, model
+
+
+def point_base_model_at_backbone(model) -> None:
+    """Make `model.base_model` the decoder backbone. transformers 4.57's Gemma3ForCausalLM names its
+    base_model_prefix "language_model" but keeps the backbone in `.model`, so `base_model` is the
+    whole model, and trl 1.16's fused LM head (SFTTrainer) then reads `last_hidden_state` from the
+    LM's own output and fails. Set on this instance only."""
+    if model.base_model is model and hasattr(model, "model") and hasattr(model, "lm_head"):
+        model.base_model_prefix = "model"
 
 
 def lora_config(cfg: Any):

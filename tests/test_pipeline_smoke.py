@@ -169,3 +169,32 @@ def test_align_writes_a_gguf_of_the_aligned_teacher_for_llama_cpp_generation(tmp
     gguf = run / "align" / "teacher-f16.gguf"
     backend = load_backend(BackendConfig(name="llama_cpp", model=str(gguf), threads=1))
     assert backend.generate(["Question: 1 + 1 ="], SamplingParams(max_new_tokens=4))[0].completion_tokens > 0
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_with_a_gemma_student_evaluated_by_llama_cpp(tmp_path, gemma3_tokenizer):
+    """The student is a tiny random Gemma 3 (Gemma's SentencePiece tokenizer, sliding window 8):
+    SFT trains it, and evaluation runs its trained copies on llama.cpp, converted to F16 GGUF by
+    llama.cpp's own converter (`evaluate._engine_model`). Slow (~2.5 min alone on 2 cores, 6.5 min
+    beside another job): SFT computes logits over Gemma's 262k-token vocabulary."""
+    cfg = smoke_config(
+        tmp_path / "run",
+        **{
+            "student.model": "tiny-random-gemma3",
+            "evaluate.backend.name": "llama_cpp",
+            "evaluate.shots": [0],
+            "evaluate.n_test": 4,
+        },
+    )
+    manifest = run_pipeline(cfg)
+    run = tmp_path / "run"
+    assert list(manifest["stages"]) == STAGES
+    for variant in ("arte", "original"):
+        config = json.loads((run / "train" / variant / "config.json").read_text())
+        assert config["architectures"] == ["Gemma3ForCausalLM"]
+        assert (run / "evaluate" / f"{variant}-f16.gguf").is_file()
+    for variant in ("vanilla", "original", "arte"):
+        recs = RecordLog(run / "evaluate" / f"{variant}.jsonl").read()
+        assert len({(r["task"], r["shots"], r["index"]) for r in recs}) == len(recs) == 2 * 1 * 4
+    summary = json.loads((run / "summary.json").read_text())
+    assert {row["variant"] for row in summary["accuracy"]["accuracy"]} == {"vanilla", "original", "arte"}
