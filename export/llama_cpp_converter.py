@@ -5,7 +5,7 @@ and the runtime that loads its files are the same llama.cpp.
 The converter is not in the llama-cpp-python wheel, only in its sdist under `vendor/llama.cpp/`.
 `make setup` runs `python -m export.llama_cpp_converter install`: pip downloads the sdist (from its
 cache after llama-cpp-python's own build) and the three parts are unpacked into the virtualenv
-(`{sys.prefix}/share/arte/llama.cpp-VERSION/`). Nothing is downloaded at run time: a missing
+(`{sys.prefix}/share/arte-edge/llama.cpp-VERSION/`). Nothing is downloaded at run time: a missing
 converter is a UserError that names the command above.
 
 `supported_architectures()` reads the HF architecture names the converter registers
@@ -53,7 +53,7 @@ def llama_cpp_version() -> str:
 
 def install_dir(version: str | None = None) -> Path:
     """Where `install` puts the converter of llama-cpp-python `version` (default: the installed one)."""
-    return Path(sys.prefix) / "share" / "arte" / f"llama.cpp-{version or llama_cpp_version()}"
+    return Path(sys.prefix) / "share" / "arte-edge" / f"llama.cpp-{version or llama_cpp_version()}"
 
 
 def install_command() -> str:
