@@ -175,8 +175,8 @@ def test_align_writes_a_gguf_of_the_aligned_teacher_for_llama_cpp_generation(tmp
 def test_smoke_pipeline_with_a_gemma_student_evaluated_by_llama_cpp(tmp_path, gemma3_tokenizer):
     """The student is a tiny random Gemma 3 (Gemma's SentencePiece tokenizer, sliding window 8):
     SFT trains it, and evaluation runs its trained copies on llama.cpp, converted to F16 GGUF by
-    llama.cpp's own converter (`evaluate._engine_model`). Slow (~2.5 min alone on 2 cores, 6.5 min
-    beside another job): SFT computes logits over Gemma's 262k-token vocabulary."""
+    llama.cpp's own converter (`evaluate._engine_model`). Slow (6.7 min measured on 2 cores shared
+    with other jobs): SFT computes logits over Gemma's 262k-token vocabulary."""
     cfg = smoke_config(
         tmp_path / "run",
         **{
