@@ -7,6 +7,10 @@ The student's in-context prompt (preference scoring and evaluation):
     Question: {question} Answer: Let's think step by step.
 
 where ANSWER_HINT is "Remember you should include your final answer with the tag <ans> and </ans>."
+
+The teacher's rationale prompts (strategy prompts, `arte.stages.elicit`; the naive prompt, here) all
+end their instructions with ANSWER_FORMAT. Prompt erasure removes the reasoning strategy from the
+naive prompt, not the output format (docs/method.md, "Output format").
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ from collections.abc import Sequence
 
 ANSWER_HINT = "Remember you should include your final answer with the tag <ans> and </ans>."
 STEP_BY_STEP = "Let's think step by step."
+ANSWER_FORMAT = "Give your final answer as <ans>...</ans>."
 STUDENT_STOP = ("</ans>", "\nQuestion:")
 """Stop decoding at the closing tag, or when the model starts inventing the next question."""
+TEACHER_STOP = STUDENT_STOP
+"""The same for the teacher's rationales: a small teacher that skips the tag goes on with a new
+"Question:"; what it wrote before is kept (and may be repaired: `arte.stages.training_set.tag_repair`)."""
 
 
 def demonstration(question: str, rationale: str) -> str:
@@ -37,19 +45,21 @@ def icl_prompt(description: str, demos: Sequence[tuple[str, str]], question: str
     return "\n".join(lines)
 
 
-def worked_example(question: str, target: str) -> str:
+def worked_example(question: str, target: str, rationale: str | None = None) -> str:
     """A solved example placed before the question in the teacher's rationale prompts (optional:
     `RunConfig.teacher_worked_example`). Small teachers need it to stay on the `<ans>` format; the
-    paper's 70B teacher did not."""
-    return f"Question: {question} Answer: {STEP_BY_STEP} The answer is {target}. <ans>{target}</ans>\n"
+    paper's 70B teacher did not. `rationale` is written reasoning ending in `<ans>target</ans>` (the
+    seed's, or the task's explainer); without one the example only states the answer."""
+    shown = rationale.strip() if rationale else f"The answer is {target}. <ans>{target}</ans>"
+    return f"Question: {question} Answer: {STEP_BY_STEP} {shown}\n"
 
 
 def naive_prompt(description: str, question: str, example: str = "") -> str:
     """The rationale prompt without a reasoning strategy (prompt erasure): the aligned teacher must
-    choose one itself. Used for rationale-level DPO pairs and tailored generation. `example` is an
-    optional `worked_example` shown before the question."""
-    sep = "\n" if example else " "
-    return f"Task Description: {description}{sep}{example}Question: {question} Answer: {STEP_BY_STEP}"
+    choose one itself. It keeps the output format (ANSWER_FORMAT). Used for rationale-level DPO pairs
+    and tailored generation. `example` is an optional `worked_example` shown before the question."""
+    head = f"Task Description: {description} {ANSWER_FORMAT}\n"
+    return f"{head}{example}Question: {question} Answer: {STEP_BY_STEP}"
 
 
 def render_question_block(input: str, target: str, index: int) -> str:

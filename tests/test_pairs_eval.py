@@ -41,10 +41,14 @@ def make_task(name: str = "toy", n_test: int = 4) -> Task:
 # ---------------------------------------------------------------- pairs
 
 
-def test_naive_prompt_is_the_papers_text():
+def test_naive_prompt_is_the_papers_text_plus_the_output_format():
+    """Prompt erasure removes the strategy, not the <ans> instruction (docs/method.md)."""
     assert naive_prompt("Sort the words.", "Sort: b a") == (
-        "Task Description: Sort the words. Question: Sort: b a Answer: Let's think step by step."
+        "Task Description: Sort the words. Give your final answer as <ans>...</ans>.\n"
+        "Question: Sort: b a Answer: Let's think step by step."
     )
+    example = "Question: Sort: d c Answer: Let's think step by step. d > c. <ans>c d</ans>\n"
+    assert naive_prompt("Sort the words.", "Sort: b a", example).count("Question:") == 2
 
 
 def test_question_block_is_what_the_parser_reads():
@@ -110,7 +114,7 @@ def test_rationale_pairs_best_vs_worst_under_naive_prompt():
     rows = build_rationale_pairs(task, drafts, PairsConfig())
     assert [r["chosen_id"] for r in rows] == ["q1/s1", "q3/s3"]
     assert rows[0]["rejected_id"] == "q1/s3" and rows[1]["rejected_id"] in {"q3/s0", "q3/s1", "q3/s2"}
-    assert rows[0]["prompt"] == f"Task Description: {DESC} Question: Q q1? Answer: Let's think step by step."
+    assert rows[0]["prompt"] == naive_prompt(DESC, "Q q1?")
     assert rows[0]["chosen"] == "R q1 s1 <ans>True</ans>" and rows[0]["rejected"] == "R q1 s3 <ans>True</ans>"
     assert (rows[0]["chosen_score"], rows[0]["rejected_score"]) == (0.9, 0.1)
     assert all(r["level"] == "rationale" and r["task"] == "toy" for r in rows)

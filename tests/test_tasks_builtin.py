@@ -15,10 +15,11 @@ from common.tasks.builtin import multistep_arithmetic as arith
 from common.tasks.builtin import object_counting as counting
 from common.tasks.builtin import word_sorting as sorting
 
-NAMES = ["boolean_expressions", "multistep_arithmetic", "object_counting", "word_sorting"]
+NAMES = ["boolean_expressions", "multistep_arithmetic", "navigate", "object_counting", "word_sorting"]
 KINDS = {
     "boolean_expressions": "bool",
     "multistep_arithmetic": "number",
+    "navigate": "text",
     "object_counting": "number",
     "word_sorting": "text",
 }
@@ -39,6 +40,8 @@ def _wrong(name: str, target: str) -> str:
         return "False" if target == "True" else "True"
     if name == "word_sorting":
         return " ".join(reversed(target.split()))
+    if name == "navigate":
+        return "No" if target == "Yes" else "Yes"
     return str(int(target) + 1)
 
 
@@ -215,3 +218,19 @@ def test_solve_agrees_with_generator_targets(name):
     for ex in task.validation + draw_builtin_questions(name, random.Random(1), 50):
         assert task.normalize(solve_builtin(name, ex.input)) == task.normalize(ex.target)
     assert solve_builtin(name, "__import__('os')") is None
+
+
+def test_navigate_solver_walks_both_forms():
+    from common.tasks.builtin import navigate
+
+    head = navigate.HEAD
+    assert (
+        navigate.solve(f"{head} Take 3 steps. Turn around. Take three steps.\nOptions:\n- Yes\n- No") == "Yes"
+    )
+    assert navigate.solve(f"{head} Take 3 steps. Turn left. Take 3 steps.") == "No"
+    assert navigate.solve(f"{head} Always face forward. Take 2 steps left. Take 2 steps right.") == "Yes"
+    assert navigate.solve(f"{head} Always face forward. Turn left. Take 2 steps.") is None  # no turns there
+    assert navigate.solve(f"{head} Take 3 steps. Jump twice.") is None
+    assert navigate.solve(f"{head} Take 3 steps. Take") is None  # a fragment after the last full stop
+    explained = navigate.explain(f"{head} Take 3 steps. Turn around. Take 3 steps.")
+    assert "(0, 3)" in explained and explained.endswith("<ans>Yes</ans>")

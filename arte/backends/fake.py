@@ -9,7 +9,9 @@ run real (tiny) models. It recognises the pipeline's own prompt formats (`common
   blocks malformed, so the filters and the unparsable counter have work;
 - student prompt (with a demonstration): correct with a probability set by a hash of the
   demonstration, so drafts genuinely differ in how much they "help";
-- teacher rationale prompt: "The answer is X. <ans>X</ans>", X right with a hash-set probability.
+- teacher rationale prompt: "The answer is X. <ans>X</ans>", X right with a hash-set probability;
+  sampled (temperature > 0) rationales depend on the seed too, and one in five leaves out the tags
+  ("The answer is X."), as small teachers do.
 
 Everything is a pure function of (prompt, seed): re-runs give identical text. Never used by default.
 $ARTE_FAKE_DELAY_S (seconds per generate call) slows it down so tests can kill a stage half-way.
@@ -65,7 +67,8 @@ class FakeBackend:
 
     def _one(self, prompt: str, params: SamplingParams, seed: int) -> Generation:
         name = _TASK_NAME.match(prompt)
-        text = self._brainstorm(name.group(1), prompt, seed) if name else self._answer(prompt)
+        sampled = seed if params.temperature > 0 else None
+        text = self._brainstorm(name.group(1), prompt, seed) if name else self._answer(prompt, sampled)
         words = text.split(" ")
         finish = "stop"
         if len(words) > params.max_new_tokens:
@@ -90,7 +93,7 @@ class FakeBackend:
             blocks.append(f"<Question_{i}><input>{ex.input}</input><target>{target}</target></Question_{i}>")
         return blocks[0].removeprefix("<Question_4><input>") + "\n" + "\n".join(blocks[1:])
 
-    def _answer(self, prompt: str) -> str:
+    def _answer(self, prompt: str, sampled: int | None = None) -> str:
         from common.tasks.builtin import BUILTIN_TASKS, solve_builtin
 
         m = _LAST_QUESTION.search(prompt)
@@ -105,7 +108,10 @@ class FakeBackend:
             skill = 0.15 + 0.7 * _unit("demo", self.cfg.model, head)
         else:  # the teacher writing a rationale
             skill = 0.5 + 0.45 * _unit("teacher", head[:200])
-        answer = truth if _unit("q", head, question) < skill else _wrong(truth)
+        key = ("q", head, question) if sampled is None else ("q", head, question, sampled)
+        answer = truth if _unit(*key) < skill else _wrong(truth)
+        if sampled is not None and _unit("untagged", *key) < 0.2:
+            return f" The answer is {answer}."
         return f" The answer is {answer}. <ans>{answer}</ans>"
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:

@@ -8,8 +8,9 @@ reads what earlier stages wrote and returns the counts recorded in `STAGE/done.j
 `DEPENDS_ON` / `READS`: the config fields and the earlier stages' files its own files are made from
 (recorded in done.json and checked on every later command: `arte.provenance`). A module with
 `TRAINS = True` also runs under `arte.train_launch` (every process of a launcher). Helpers that
-serve one stage sit beside it: `draft_parsing` (elicit), `irt` (prefset), `evaluate_stats`
-(evaluate).
+serve one stage sit beside it: `draft_parsing` (elicit), `irt` (prefset), `training_set/`
+(generate: question checks, labels, tag repair, label caps, the draw-until-enough loop),
+`evaluate_stats` and `summary` (evaluate).
 
 Files, relative to the run directory:
 
@@ -20,6 +21,7 @@ Files, relative to the run directory:
     align/teacher/                         the aligned teacher, merged, HF format (+ teacher-adapter/
                                            with LoRA, teacher-f16.gguf when it runs on llama.cpp)
     generate/arte.jsonl, generate/original.jsonl   SFT data (tailored; original-teacher baseline)
+    generate/{arte,original}/TASK.*.jsonl  each teacher's brainstorm calls, rationales, label check
     train/arte/, train/original/           the fine-tuned students, HF format
     evaluate/VARIANT.jsonl, summary.md, summary.json
 

@@ -15,6 +15,7 @@ stopped and never asks the teacher for a finished prompt again.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ from arte.backends.base import Backend, SamplingParams
 from arte.stages.draft_parsing import parse_question_blocks, question_key
 from common.config import opt
 from common.errors import UserError
-from common.prompts import STEP_BY_STEP, render_question_block, worked_example
+from common.prompts import ANSWER_FORMAT, STEP_BY_STEP, TEACHER_STOP, render_question_block, worked_example
 from common.records import RecordLog, write_jsonl_atomic
 from common.tasks.base import Task
 
@@ -126,28 +127,37 @@ def question_prompt(task: Task) -> str:
 
 
 def teacher_example(task: Task, enabled: bool) -> str:
-    """The worked example (the task's first seed) for the teacher's rationale prompts, or ""."""
-    return worked_example(task.seeds[0].input, task.seeds[0].target) if enabled else ""
+    """The worked example (the task's first seed, with its written reasoning where the seed or the
+    task has one: `Task.worked_rationale`) for the teacher's rationale prompts, or ""."""
+    if not enabled:
+        return ""
+    seed = task.seeds[0]
+    return worked_example(seed.input, seed.target, task.worked_rationale(seed))
 
 
 def strategy_prompt(task: Task, strategy: str, question: str, example: str = "") -> str:
     """A rationale prompt: the strategy's instructions, an optional worked example, the question."""
     head = DEFAULT_STRATEGIES[strategy].format(task=task.name, description=task.description)
-    return (
-        f"{head} Give your final answer as <ans>...</ans>.\n"
-        f"{example}Question: {question} Answer: {STEP_BY_STEP}"
-    )
+    return f"{head} {ANSWER_FORMAT}\n{example}Question: {question} Answer: {STEP_BY_STEP}"
 
 
 def elicit_questions(
-    task: Task, teacher: Backend, cfg: QuestionConfig, log: RecordLog, seed: int = 0, parallel: int = 1
+    task: Task,
+    teacher: Backend,
+    cfg: QuestionConfig,
+    log: RecordLog,
+    seed: int = 0,
+    parallel: int = 1,
+    call_limit: int | None = None,
 ) -> dict:
     """Sample brainstorm calls until `cfg.m` unique questions exist; returns {questions, stats}.
 
     Call c samples with seed `seed + c`. Up to `parallel` calls go to the teacher together (as many
-    as the questions still missing need, at 5 a call, plus `cfg.spare_calls`), each with its own
+    as the questions still missing need, at the rate of new questions per call seen so far, 5 at
+    first, plus `cfg.spare_calls`), each with its own
     seed, and their results are taken in call order until m questions exist: the questions, the log
-    and the counts are the same as one call at a time."""
+    and the counts are the same as one call at a time. `call_limit` caps the calls in the log (a
+    caller's budget) below the config's own limit."""
     from tqdm import tqdm
 
     banned = {question_key(ex.input) for ex in task.seeds + task.validation + task.test}
@@ -170,11 +180,14 @@ def elicit_questions(
     for rec in log:
         absorb(rec)
     max_calls = max(1, round(cfg.m / QUESTIONS_PER_CALL * cfg.max_calls_factor))
+    if call_limit is not None:
+        max_calls = min(max_calls, call_limit)
     prompt = question_prompt(task)
-    bar = tqdm(total=cfg.m, initial=len(questions), desc=f"elicit {task.name}", unit="q")
+    bar = tqdm(total=cfg.m, initial=min(cfg.m, len(questions)), desc=f"questions {task.name}", unit="q")
     while len(questions) < cfg.m and stats["calls"] < max_calls:
         first = stats["calls"]
-        need = -(-(cfg.m - len(questions)) // QUESTIONS_PER_CALL)
+        rate = len(questions) / first if first >= parallel else QUESTIONS_PER_CALL  # new questions per call
+        need = math.ceil((cfg.m - len(questions)) / max(rate, 0.25))
         n = max(1, min(parallel, need + cfg.spare_calls, max_calls - first))
         params = SamplingParams(
             max_new_tokens=cfg.question_max_new_tokens,
@@ -211,20 +224,23 @@ def elicit_rationales(
     batch: int = 8,
     example: str = "",
 ) -> list[Draft]:
-    """One greedy rationale per (question, strategy); returns the drafts in a stable order."""
+    """One greedy rationale per (question, strategy), cut where the teacher starts a new question;
+    returns the drafts in a stable order."""
     from tqdm import tqdm
+
+    from arte.stages.training_set.tag_repair import clean_rationale
 
     done = {(r["qid"], r["strategy"]): r["rationale"] for r in log}
     jobs = [(q, s) for q in questions for s in cfg.strategies]
     todo = [(q, s) for q, s in jobs if (q["qid"], s) not in done]
-    params = SamplingParams(max_new_tokens=cfg.rationale_max_new_tokens, temperature=0.0, stop=("</ans>",))
+    params = SamplingParams(max_new_tokens=cfg.rationale_max_new_tokens, temperature=0.0, stop=TEACHER_STOP)
     for start in tqdm(
         range(0, len(todo), batch), desc=f"rationales {task.name}", unit="batch", disable=not todo
     ):
         chunk = todo[start : start + batch]
         gens = teacher.generate([strategy_prompt(task, s, q["input"], example) for q, s in chunk], params)
         records = [
-            {"qid": q["qid"], "strategy": s, "rationale": g.text.strip(), "finish": g.finish_reason}
+            {"qid": q["qid"], "strategy": s, "rationale": clean_rationale(g.text), "finish": g.finish_reason}
             for (q, s), g in zip(chunk, gens)
         ]
         log.extend(records)

@@ -1,7 +1,7 @@
 """The pipeline's last stage: evaluate the vanilla, original-teacher and ARTE students on the same
 test questions, zero- and few-shot, then write `summary.md` and `summary.json` (accuracy table with
-bootstrap intervals, paired differences, data counts, stage timings). The statistics are in
-`arte.stages.evaluate_stats`."""
+bootstrap intervals, paired differences, caveats, training-set yields, stage timings). The
+statistics are in `arte.stages.evaluate_stats`, the summary in `arte.stages.summary`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from arte.backends import BackendConfig, load_backend
 from arte.run_dir import RunDir
 from common.config import opt
 from common.errors import UserError
-from common.records import RecordLog, read_json, write_json_atomic
+from common.records import RecordLog
 
 if TYPE_CHECKING:
     from arte.pipeline import RunConfig
@@ -99,6 +99,8 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
                 backend.close()
         records[variant] = log.read()
         _refuse_duplicates(log.path, records[variant])
+    from arte.stages.summary import write_summary
+
     return write_summary(cfg, run_dir, tasks, records)
 
 
@@ -124,38 +126,3 @@ def _engine_model(backend: BackendConfig, model: str, out: Path, variant: str) -
 
     gguf = out / f"{variant}-f16.gguf"
     return str(gguf if gguf.is_file() else convert_hf_to_gguf(Path(resolve_hf(model)), gguf, "f16"))
-
-
-def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: dict[str, list[dict]]) -> dict:
-    from arte.stages.evaluate_stats import accuracy_table, format_table_markdown
-
-    table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
-    manifest = read_json(run_dir.path / "manifest.json")
-    stages = {name: info for name, info in manifest.get("stages", {}).items()}
-    data = {
-        "drafts": _count_lines(run_dir.path / "elicit" / "drafts.jsonl"),
-        "pairs": _count_lines(run_dir.path / "pairs" / "dpo.jsonl"),
-        "sft_examples": {
-            v: _count_lines(run_dir.path / "generate" / f"{v}.jsonl") for v in ("original", "arte")
-        },
-        "prefset": {t.name: read_json(run_dir.path / "prefset" / f"{t.name}.json")["method"] for t in tasks},
-    }
-    summary = {"accuracy": table, "data": data, "stages": stages}
-    write_json_atomic(run_dir.path / "summary.json", summary)
-    lines = [f"# ARTE run: {run_dir.path}", "", format_table_markdown(table), "", "## Data", ""]
-    lines += [
-        f"- drafts: {data['drafts']}; DPO pairs: {data['pairs']}",
-        f"- SFT examples after filters: original {data['sft_examples']['original']}, "
-        f"ARTE {data['sft_examples']['arte']}",
-        f"- D_pref selection per task: {data['prefset']}",
-        "",
-        "## Stage timings (s)",
-        "",
-    ]
-    lines += [f"- {name}: {info.get('seconds')}" for name, info in stages.items()]
-    (run_dir.path / "summary.md").write_text("\n".join(lines) + "\n")
-    return {"variants": list(records), "evaluated": {v: len(r) for v, r in records.items()}}
-
-
-def _count_lines(path: Path) -> int:
-    return sum(1 for _ in RecordLog(path)) if path.exists() else 0

@@ -262,9 +262,11 @@ def _columns(rows: Sequence[Mapping[str, Any]], shots: int) -> list[str]:
     return tasks + [MACRO]
 
 
-def format_table_markdown(table: Mapping[str, Any]) -> str:
+def format_table_markdown(table: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
     """Markdown: per shot count, accuracy (%) ± half the CI width per variant × task, then the paired
-    differences (points) with their [low, high] interval; * marks an interval that excludes 0."""
+    differences (points) with their [low, high] interval; * marks an interval that excludes 0.
+    `names` shows a variant under another name (with its training set size, say)."""
+    names = names or {}
     pct = round(100 * table["ci"])
     out: list[str] = []
     for shots in sorted({r["shots"] for r in table["accuracy"]}):
@@ -280,7 +282,7 @@ def format_table_markdown(table: Mapping[str, Any]) -> str:
         for v in table["variants"]:
             vals = [cell.get((v, t)) for t in cols]
             text = [f"{100 * r['acc']:.1f} ± {50 * (r['high'] - r['low']):.1f}" if r else "-" for r in vals]
-            out.append(f"| {v} | " + " | ".join(text) + " |")
+            out.append(f"| {names.get(v, v)} | " + " | ".join(text) + " |")
         out.append("")
         diffs = [r for r in table["differences"] if r["shots"] == shots]
         if not diffs:

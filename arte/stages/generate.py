@@ -1,13 +1,19 @@
-"""ARTE step 4a: the aligned teacher writes the tailored training set.
+"""ARTE step 4a: the aligned teacher writes the tailored training set; the original teacher writes
+the baseline's the same way.
 
-Questions come from the same brainstorm prompt (temperature 1.0, `arte.stages.elicit.elicit_questions`,
-with the settings in `generate.questions`);
-each gets one greedy rationale from the *naive* prompt (the aligned teacher picks its own strategy).
-Then three filters, each counted: the rationale's `<ans>` must agree with the question's target;
-duplicates go; and where the task has an exact verifier, examples whose target is wrong go.
+Per task and teacher, candidates are drawn until `n_examples` survive or `max_calls` generations are
+spent (`arte.stages.training_set.collect`): questions from the brainstorm prompt (temperature 1.0,
+`generate.questions`), rationales from the *naive* prompt (the teacher picks its own strategy;
+rationale 0 greedy, as in the paper, more sampled where a label needs them). Questions are checked
+against the task's own (length, unfilled templates, fragments); labels come from the task's exact
+solver where it has one (the teacher's target is only checked), else from a majority vote over
+sampled rationales inside the task's answer space; untagged rationales whose final sentence states
+an answer are repaired; labels are capped to the validation set's distribution. Every drop is
+counted per task.
 
-The same row format serves the baseline built from the original teacher's drafts
-(`sft_rows_from_drafts`): prompt = the student's zero-shot prompt, completion = the rationale.
+The baseline (`generate.original`): "teacher" runs the original teacher through exactly this
+procedure, so the two sets differ only by alignment; "drafts" takes elicit's drafts with their
+best-scoring rationale that agrees with the label (no new calls; at most elicit's m questions).
 """
 
 from __future__ import annotations
@@ -15,17 +21,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from arte.backends.base import Backend, SamplingParams
-from arte.stages.draft_parsing import question_key
-from arte.stages.elicit import QuestionConfig, elicit_questions
+from arte.backends.base import Backend
+from arte.stages.elicit import QuestionConfig
 from arte.stages.score import ScoredDraft
+from arte.stages.training_set.collect import collect_training_set, draw_rationales, select
+from arte.stages.training_set.labels import majority
+from arte.stages.training_set.tag_repair import read_rationale
 from common.config import opt
 from common.errors import UserError
-from common.prompts import icl_prompt, naive_prompt
 from common.records import RecordLog, write_jsonl_atomic
-from common.tasks.answers import extract_answer
+from common.tasks.answer_space import task_answer_space
 from common.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -33,9 +41,9 @@ if TYPE_CHECKING:
     from arte.pipeline import RunConfig
     from arte.run_dir import RunDir
 
-HELP = "Step 4a: the aligned teacher writes the tailored training set (filtered)."
+HELP = "Step 4a: the aligned teacher writes the tailored training set, the original teacher the baseline's."
 
-DEPENDS_ON = ("seed", "teacher.model", "aligned_teacher", "generate", "teacher_worked_example")
+DEPENDS_ON = ("seed", "teacher", "aligned_teacher", "generate", "teacher_worked_example")
 """The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
 READS: tuple[str, ...] = ("align", "score/scores.jsonl")
 """Files of earlier stages it reads, relative to the run directory."""
@@ -43,113 +51,109 @@ READS: tuple[str, ...] = ("align", "score/scores.jsonl")
 
 @dataclass
 class GenerateConfig:
-    """Tailored data generation by the aligned teacher (ARTE step 4)."""
+    """Tailored data generation by the aligned teacher (ARTE step 4), and the baseline's data."""
 
     questions: QuestionConfig = opt(
-        QuestionConfig(), "Candidate questions per task before filtering, drafted with the brainstorm prompt."
+        QuestionConfig(),
+        "Brainstorm settings; m = questions drafted in the first round (later rounds are sized by the "
+        "share kept so far).",
+    )
+    n_examples: int = opt(250, "Examples to keep per task and teacher (paper: ~250 per BBH task).")
+    max_calls: int = opt(
+        4000, "Call budget: teacher generations (brainstorm calls + rationales) per task and teacher."
     )
     rationale_max_new_tokens: int = opt(160, "Decode budget of one rationale.")
-    verify: bool = opt(True, "Drop examples whose target the task's exact verifier rejects.")
+    samples: int = opt(
+        4,
+        "Rationales per question at most: the greedy one, then sampled ones where the label needs them "
+        "(a vote, or a solver label the greedy one missed).",
+    )
+    sample_temperature: float = opt(0.7, "Temperature of the sampled rationales.")
+    min_votes: int = opt(2, "Votes the majority answer needs to become a label (tasks without a solver).")
+    balance_tolerance: float = opt(
+        0.05, "Each label is capped at its validation share plus this (0.05 = 5 points) of n_examples."
+    )
+    verify: bool = opt(
+        True,
+        "Label with the task's exact solver where it has one (the teacher's target is only checked); off: "
+        "majority vote everywhere.",
+    )
+    label_check: int = opt(
+        20,
+        "Validation questions labelled by the vote, without the solver, and compared with their gold "
+        "labels: how far the vote can be trusted (0 = skip).",
+    )
+    original: Literal["teacher", "drafts"] = opt(
+        "teacher",
+        "The original-teacher baseline: the original teacher through this same procedure, or elicit's "
+        "drafts with their best-scoring agreeing rationale (no new calls, at most elicit.m questions).",
+    )
 
     def __post_init__(self) -> None:
-        if self.rationale_max_new_tokens < 1:
-            raise ValueError(f"--rationale_max_new_tokens must be >= 1, got {self.rationale_max_new_tokens}")
+        for flag, value in (
+            ("--rationale_max_new_tokens", self.rationale_max_new_tokens),
+            ("--n_examples", self.n_examples),
+            ("--max_calls", self.max_calls),
+            ("--samples", self.samples),
+            ("--min_votes", self.min_votes),
+        ):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        if self.min_votes > self.samples:
+            raise ValueError(f"--min_votes ({self.min_votes}) is more than --samples ({self.samples})")
+        if not 0 <= self.balance_tolerance <= 1:
+            raise ValueError(f"--balance_tolerance must be within 0..1, got {self.balance_tolerance}")
+        if self.label_check < 0 or self.sample_temperature < 0:
+            raise ValueError("--label_check and --sample_temperature must be >= 0")
 
 
-def sft_row(task: Task, question: str, target: str, rationale: str, source: str) -> dict:
-    """One student training example in the format the student is evaluated with (zero-shot prompt)."""
-    return {
-        "task": task.name,
-        "prompt": icl_prompt(task.description, [], question),
-        "completion": " " + rationale.strip(),
-        "question": question,
-        "target": target,
-        "source": source,
-    }
-
-
-def filter_examples(task: Task, candidates: Sequence[dict], verify: bool) -> tuple[list[dict], dict]:
-    """Apply the answer-agreement, duplicate and verifier filters; return kept rows and counts."""
-    counts = {
-        "candidates": len(candidates),
-        "no_answer_tag": 0,
-        "answer_disagrees": 0,
-        "duplicate": 0,
-        "verifier_rejected": 0,
-        "verifier_unparsable": 0,
-    }
-    kept, seen = [], set()
-    for c in candidates:
-        answer = extract_answer(c["rationale"])
-        if answer is None:
-            counts["no_answer_tag"] += 1
-            continue
-        if task.normalize(answer) != task.normalize(c["target"]):
-            counts["answer_disagrees"] += 1
-            continue
-        key = question_key(c["question"])
-        if key in seen:
-            counts["duplicate"] += 1
-            continue
-        if verify and task.verifier is not None:
-            verdict = task.verifier(c["question"], c["target"])
-            if verdict is None:
-                counts["verifier_unparsable"] += 1  # kept: the verifier could not read the question
-            elif not verdict:
-                counts["verifier_rejected"] += 1
-                continue
-        seen.add(key)
-        kept.append(sft_row(task, c["question"], c["target"], c["rationale"], c.get("source", "arte")))
-    counts["kept"] = len(kept)
-    return kept, counts
-
-
-def generate_tailored(
+def check_labels(
     task: Task,
     teacher: Backend,
     cfg: GenerateConfig,
-    questions_log: RecordLog,
-    rationales_log: RecordLog,
+    log: RecordLog,
     *,
-    seed: int = 0,
-    batch: int = 8,
-    example: str = "",
+    seed: int,
+    call_size: int,
+    example: str,
+) -> dict:
+    """The vote's labels on `cfg.label_check` validation questions against their gold labels."""
+    space = task_answer_space(task)
+    questions = [
+        {"qid": f"{task.name}-val{i:04d}", "input": ex.input, "target": ex.target}
+        for i, ex in enumerate(task.validation[: cfg.label_check])
+    ]
+    done = {(r["qid"], r["sample"]): r["text"] for r in log}
+    needs = [(q, i) for q in questions for i in range(cfg.samples) if (q["qid"], i) not in done]
+    draw_rationales(task, teacher, needs, cfg, log, seed=seed, call_size=call_size, example=example)
+    done = {(r["qid"], r["sample"]): r["text"] for r in log}
+    labelled = agree = 0
+    for q in questions:
+        reads = [read_rationale(done[(q["qid"], i)], space).answer for i in range(cfg.samples)]
+        vote = majority(reads, cfg.min_votes)
+        labelled += vote.label is not None
+        agree += vote.label is not None and vote.label == space.canonical(q["target"])
+    return {
+        "questions": len(questions),
+        "labelled": labelled,
+        "agree": agree,
+        "accuracy": round(agree / labelled, 3) if labelled else None,
+    }
+
+
+def baseline_from_drafts(
+    task: Task, scored: Sequence[ScoredDraft], cfg: GenerateConfig
 ) -> tuple[list[dict], dict]:
-    """Questions + one naive-prompt rationale each from the aligned teacher, then the filters."""
-    from tqdm import tqdm
-
-    drafted = elicit_questions(task, teacher, cfg.questions, questions_log, seed=seed, parallel=batch)
-    done = {r["qid"]: r["rationale"] for r in rationales_log}
-    todo = [q for q in drafted["questions"] if q["qid"] not in done]
-    params = SamplingParams(max_new_tokens=cfg.rationale_max_new_tokens, temperature=0.0, stop=("</ans>",))
-    for start in tqdm(
-        range(0, len(todo), batch), desc=f"generate {task.name}", unit="batch", disable=not todo
-    ):
-        chunk = todo[start : start + batch]
-        gens = teacher.generate([naive_prompt(task.description, q["input"], example) for q in chunk], params)
-        records = [{"qid": q["qid"], "rationale": g.text.strip()} for q, g in zip(chunk, gens)]
-        rationales_log.extend(records)
-        done.update({r["qid"]: r["rationale"] for r in records})
-    candidates = [
-        {"question": q["input"], "target": q["target"], "rationale": done[q["qid"]], "source": "arte"}
-        for q in drafted["questions"]
-    ]
-    kept, counts = filter_examples(task, candidates, cfg.verify)
-    return kept, {"elicit": drafted["stats"], "filters": counts}
-
-
-def sft_rows_from_drafts(task: Task, scored: Sequence[ScoredDraft], verify: bool) -> tuple[list[dict], dict]:
-    """The 'original teacher' baseline: each draft question with its best-scoring rationale (no
-    alignment), through the same filters as the tailored set."""
-    best: dict[str, ScoredDraft] = {}
+    """The 'drafts' baseline: elicit's questions with their strategy rationales as the samples, the
+    best-scoring one that agrees with the label kept; nothing is generated."""
+    questions: dict[str, dict] = {}
+    rationales: dict[tuple[str, int], str] = {}
     for d in scored:
-        if d.qid not in best or d.score > best[d.qid].score:
-            best[d.qid] = d
-    candidates = [
-        {"question": d.question, "target": d.target, "rationale": d.rationale, "source": "original"}
-        for d in best.values()
-    ]
-    return filter_examples(task, candidates, verify)
+        q = questions.setdefault(d.qid, {"qid": d.qid, "input": d.question, "target": d.target, "scores": []})
+        rationales[(d.qid, len(q["scores"]))] = d.rationale
+        q["scores"].append(d.score)
+    sel = select(task, list(questions.values()), rationales, cfg, "original", can_sample=False)
+    return sel.rows, {"stop": "drafts", "kept": len(sel.rows), "selection": dict(sel.counts)}
 
 
 def aligned_teacher_config(cfg: RunConfig, run_dir: RunDir) -> BackendConfig:
@@ -167,39 +171,53 @@ def aligned_teacher_config(cfg: RunConfig, run_dir: RunDir) -> BackendConfig:
     return dataclasses.replace(cfg.aligned_teacher, model=str(aligned))
 
 
-def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
-    """The tailored set (generate/arte.jsonl) from the aligned teacher, and the original-teacher
-    baseline (generate/original.jsonl) from the scored drafts, both through the same filters."""
+def _teacher_sets(
+    cfg: RunConfig, backend_cfg: BackendConfig, out: Path, tasks: list[Task], source: str
+) -> tuple[list[dict], dict]:
+    """Every task's set from one teacher (loaded once), with its label check."""
     from arte.backends import load_backend
     from arte.stages.elicit import teacher_example
-    from arte.stages.score import read_scored_drafts
 
-    out, counts, arte_rows, original_rows = run_dir.stage("generate"), {}, [], []
-    teacher = load_backend(aligned_teacher_config(cfg, run_dir))
-    scored = read_scored_drafts(run_dir)
+    rows, counts = [], {}
+    teacher = load_backend(backend_cfg)
     try:
         for task in tasks:
-            rows, stats = generate_tailored(
-                task,
-                teacher,
-                cfg.generate,
-                RecordLog(out / f"{task.name}.questions.jsonl", resume=True),
-                RecordLog(out / f"{task.name}.rationales.jsonl", resume=True),
-                seed=cfg.seed + 10_000,
-                batch=cfg.aligned_teacher.call_size,
-                example=teacher_example(task, cfg.teacher_worked_example),
-            )
-            mine = [d for d in scored if d.task == task.name]
-            base, base_counts = sft_rows_from_drafts(task, mine, cfg.generate.verify)
-            arte_rows += rows
-            original_rows += base
-            counts[task.name] = {"arte": stats, "original_filters": base_counts}
+            example = teacher_example(task, cfg.teacher_worked_example)
+            kw = {"seed": cfg.seed + 10_000, "call_size": backend_cfg.call_size, "example": example}
+            got, report = collect_training_set(task, teacher, cfg.generate, out, source=source, **kw)
+            if cfg.generate.label_check:
+                log = RecordLog(out / f"{task.name}.label_check.jsonl", resume=True)
+                report["label_check"] = check_labels(task, teacher, cfg.generate, log, **kw)
+            rows += got
+            counts[task.name] = report
     finally:
         teacher.close()
+    return rows, counts
+
+
+def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
+    """generate/arte.jsonl from the aligned teacher (logs in generate/arte/), generate/original.jsonl
+    for the baseline (logs in generate/original/); counts per task and teacher."""
+    from arte.stages.score import read_scored_drafts
+
+    out = run_dir.stage("generate")
+    arte_rows, arte_counts = _teacher_sets(
+        cfg, aligned_teacher_config(cfg, run_dir), out / "arte", tasks, "arte"
+    )
+    if cfg.generate.original == "teacher":
+        original_rows, original_counts = _teacher_sets(cfg, cfg.teacher, out / "original", tasks, "original")
+    else:
+        scored, original_rows, original_counts = read_scored_drafts(run_dir), [], {}
+        for task in tasks:
+            got, original_counts[task.name] = baseline_from_drafts(
+                task, [d for d in scored if d.task == task.name], cfg.generate
+            )
+            original_rows += got
+    counts = {t.name: {"arte": arte_counts[t.name], "original": original_counts[t.name]} for t in tasks}
     for name, rows in (("arte", arte_rows), ("original", original_rows)):
         if not rows:
             raise UserError(
-                f"the {name} training set is empty after filtering; see {out} and the counts: {counts}"
+                f"the {name} training set is empty after filtering; see {out / name} and the counts: {counts}"
             )
         write_jsonl_atomic(out / f"{name}.jsonl", rows)
     return counts

@@ -18,15 +18,21 @@ AnswerKind = Literal["text", "choice", "number", "bool"]
 class Example:
     """One labelled example. `input` is the full question text shown to a model (multiple-choice
     options already rendered BBH-style, "Options:\\n(A) ..."); `target` the gold answer
-    (the letter, for multiple choice)."""
+    (the letter, for multiple choice); `rationale` optional written reasoning that ends in
+    `<ans>target</ans>` (a JSONL record's "rationale" field), shown to the teacher as a worked example."""
 
     input: str
     target: str
     options: tuple[str, ...] = ()
+    rationale: str = ""
 
 
 Verifier = Callable[[str, str], "bool | None"]
 """verify(question_text, answer) -> True/False, or None when the question cannot be parsed."""
+Solver = Callable[[str], "str | None"]
+"""solve(question_text) -> the exact answer, or None when the question cannot be parsed."""
+Explainer = Callable[[str], "str | None"]
+"""explain(question_text) -> a short step-by-step rationale ending in `<ans>answer</ans>`, or None."""
 
 
 @dataclass
@@ -46,6 +52,15 @@ class Task:
     answer_kind: AnswerKind = "text"
     verifier: Verifier | None = field(default=None, repr=False)
     source: str = "builtin"
+    solver: Solver | None = field(default=None, repr=False)
+    explainer: Explainer | None = field(default=None, repr=False)
+
+    def worked_rationale(self, example: Example) -> str | None:
+        """Written reasoning for `example` (a seed): its own `rationale`, else the task's explainer;
+        None when neither exists."""
+        if example.rationale.strip():
+            return example.rationale.strip()
+        return self.explainer(example.input) if self.explainer is not None else None
 
     def normalize(self, answer: str) -> str:
         from common.tasks.answers import normalize_answer

@@ -2,8 +2,9 @@
 files, and Hugging Face datasets (hub or `save_to_disk` directories; `datasets` imported lazily).
 
 Every record needs `input` and `target` (or BIG-bench `target_scores`); optional `options` are rendered
-BBH-style ("Options:\\n(A) ...") and the target becomes the option's letter. The first bad record
-stops loading with `file:line: what is wrong`, so nothing runs on half-read data.
+BBH-style ("Options:\\n(A) ...") and the target becomes the option's letter; an optional `rationale`
+(written reasoning ending in `<ans>target</ans>`) is what the teacher is shown as a worked example.
+The first bad record stops loading with `file:line: what is wrong`, so nothing runs on half-read data.
 """
 
 from __future__ import annotations
@@ -111,7 +112,10 @@ def record_to_example(record: Any, where: str) -> Example:
             target = _option_letter(target, options, where)
     if options and not _RENDERED_OPTIONS.search(question):
         question = render_options(question, options)
-    return Example(input=question.strip(), target=target, options=tuple(options))
+    rationale = record.get("rationale") or ""
+    if not isinstance(rationale, str):
+        raise UserError(f'{where}: "rationale" must be a string, got {_type_name(rationale)}')
+    return Example(input=question.strip(), target=target, options=tuple(options), rationale=rationale.strip())
 
 
 def infer_answer_kind(examples: Iterable[Example]) -> AnswerKind:
@@ -312,10 +316,11 @@ def _hf_examples(columns: list[str], rows: Iterable[Mapping[str, Any]], where: s
         )
     examples = []
     for i, row in enumerate(rows):
-        answer = row[answer_col]
+        answer, rationale = row[answer_col], row.get("rationale")
         if isinstance(answer, str) and "####" in answer:  # GSM8K: rationale, then "#### 42"
-            answer = answer.rsplit("####", 1)[1].strip()
-        record = {"input": row[question_col], "target": answer}
+            steps, answer = (part.strip() for part in answer.rsplit("####", 1))
+            rationale = f"{steps} <ans>{answer}</ans>" if steps else rationale
+        record = {"input": row[question_col], "target": answer, "rationale": rationale}
         if row.get("options") is not None:
             record["options"] = list(row["options"])
         examples.append(record_to_example(record, f"{where}: row {i}"))

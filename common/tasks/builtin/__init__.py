@@ -1,9 +1,11 @@
 """Built-in procedural tasks modelled on BIG-Bench Hard: generated offline from a seed, any split size,
 exact answers, and an exact verifier that recomputes the answer from the question text.
 
-Each task is one module with NAME, DESCRIPTION, ANSWER_KIND, `generate(rng) -> Example` and
-`verify(question, answer) -> bool | None`. The verifiers parse the text themselves (no eval/exec), so
-they can check teacher-written questions and return None when a question is not in the task's form.
+Each task is one module with NAME, DESCRIPTION, ANSWER_KIND, `generate(rng) -> Example`,
+`verify(question, answer) -> bool | None`, `solve(question) -> str | None` and `explain(question) ->
+str | None` (a short step-by-step rationale, the teacher's worked example). The verifiers parse the
+text themselves (no eval/exec), so they can check teacher-written questions and return None when a
+question is not in the task's form.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ from types import ModuleType
 
 from common.errors import UserError, unknown_name
 from common.tasks.base import Example, Task
-from common.tasks.builtin import boolean_expressions, multistep_arithmetic, object_counting, word_sorting
+from common.tasks.builtin import (
+    boolean_expressions,
+    multistep_arithmetic,
+    navigate,
+    object_counting,
+    word_sorting,
+)
 
 _MODULES: dict[str, ModuleType] = {
-    m.NAME: m for m in (boolean_expressions, multistep_arithmetic, object_counting, word_sorting)
+    m.NAME: m for m in (boolean_expressions, multistep_arithmetic, navigate, object_counting, word_sorting)
 }
 BUILTIN_TASKS: dict[str, str] = {name: m.DESCRIPTION for name, m in _MODULES.items()}
 """Built-in task name -> description."""
@@ -66,6 +74,8 @@ def make_builtin_task(
         answer_kind=module.ANSWER_KIND,
         verifier=module.verify,
         source="builtin",
+        solver=module.solve,
+        explainer=module.explain,
     )
 
 

@@ -162,3 +162,41 @@ def solve(question: str) -> str | None:
     """The answer ("True"/"False") to `question`, or None if it cannot be parsed."""
     value = evaluate(question)
     return None if value is None else str(value)
+
+
+# ---------------------------------------------------------------- worked rationale
+
+
+def _value_of(tokens: list[str]) -> bool:
+    parser = _Parser(tokens)
+    value = parser.or_expr()
+    if parser.pos != len(tokens):
+        raise ValueError("trailing tokens")
+    return value
+
+
+def explain(question: str) -> str | None:
+    """Step-by-step reasoning: each innermost parenthesis in turn, then the rest; None if unparsable.
+    "not ( True ) and ( False or True ) is" -> "False or True is True. not True and True is False.
+    So the answer is False. <ans>False</ans>"."""
+    value = evaluate(question)
+    if value is None:
+        return None
+    text = _HEAD.sub("", _TAIL.sub("", question.rsplit(":", 1)[-1]))
+    tokens = [t.casefold() for t in _TOKEN.findall(text)]
+    steps = []
+    while ")" in tokens:
+        close = tokens.index(")")
+        open_ = max(i for i in range(close) if tokens[i] == "(")
+        inner = tokens[open_ + 1 : close]
+        result = str(_value_of(inner)).casefold()
+        if len(inner) > 1:
+            steps.append(f"{_show(inner)} is {_show([result])}.")
+        tokens[open_ : close + 1] = [result]
+    if len(tokens) > 1:
+        steps.append(f"{_show(tokens)} is {value}.")
+    return " ".join(steps + [f"So the answer is {value}. <ans>{value}</ans>"])
+
+
+def _show(tokens: list[str]) -> str:
+    return " ".join(t.capitalize() if t in ("true", "false") else t for t in tokens)

@@ -151,3 +151,42 @@ def solve(question: str) -> str | None:
     """The integer answer to `question`, or None if it is unparsable or not a whole number."""
     value = evaluate(question)
     return str(value.numerator) if value is not None and value.denominator == 1 else None
+
+
+# ---------------------------------------------------------------- worked rationale
+
+_UNARY_MINUS = re.compile(r"(^|[-+*/(] )- (\d)")
+
+
+def _show(tokens: list[str]) -> str:
+    return _UNARY_MINUS.sub(r"\1-\2", " ".join(tokens))
+
+
+def _number_tokens(value: Fraction) -> list[str]:
+    text = str(value.numerator) if value.denominator == 1 else f"{value.numerator} / {value.denominator}"
+    return ["-", text.lstrip("-")] if value < 0 else [text]
+
+
+def explain(question: str) -> str | None:
+    """Step-by-step reasoning: each innermost parenthesis in turn, then the rest; None if the
+    question is unparsable or its value is not a whole number.
+    "((-1 + 2) * (3 - -4)) =" -> "-1 + 2 = 1. 3 - -4 = 7. 1 * 7 = 7. So the answer is 7. <ans>7</ans>"."""
+    answer = solve(question)
+    if answer is None:
+        return None
+    text = _HEAD.sub("", _TAIL.sub("", question.translate(_SYMBOLS).rsplit(":", 1)[-1]))
+    tokens = _TOKEN.findall(text)
+    steps = []
+    while ")" in tokens:
+        close = tokens.index(")")
+        open_ = max(i for i in range(close) if tokens[i] == "(")
+        inner = tokens[open_ + 1 : close]
+        parser = _Parser(inner)
+        value = parser.expr()
+        result = _number_tokens(value)
+        if len(inner) > 1 or inner != result:
+            steps.append(f"{_show(inner)} = {_show(result)}.")
+        tokens[open_ : close + 1] = result
+    if len(tokens) > 1 and _show(tokens) != answer:
+        steps.append(f"{_show(tokens)} = {answer}.")
+    return " ".join(steps + [f"So the answer is {answer}. <ans>{answer}</ans>"])

@@ -44,7 +44,25 @@ LEXICON: dict[str, list[tuple[str, str]]] = {
     ),
     "objects": _nouns("bed, car, chair, couch:couches, fridge, lamp, microwave, oven, stove, table, toaster"),
 }
-"""Category (as asked in the question) -> (singular, plural) nouns."""
+"""Category (as asked in the question) -> (singular, plural) nouns the generator draws from."""
+
+KNOWN: dict[str, list[tuple[str, str]]] = {
+    "musical instruments": _nouns(
+        "banjo, cello, guitar, harp, harmonica, saxophone, tuba, ukulele, xylophone"
+    ),
+    "fruits": _nouns(
+        "cherry:cherries, kiwi, lemon, lime, mango:mangoes, melon, pear, pineapple, watermelon, apricot"
+    ),
+    "vegetables": _nouns(
+        "cucumber, eggplant, leek, pepper, pumpkin, radish:radishes, tomato:tomatoes, zucchini"
+    ),
+    "animals": _nouns(
+        "bee, bird, butterfly:butterflies, camel, deer:deer, elephant, fox:foxes, goose:geese, horse, lamb, "
+        "lion, monkey, owl, sheep:sheep, tiger, turkey, wolf:wolves, zebra"
+    ),
+    "objects": _nouns("bookshelf:bookshelves, clock, desk, dishwasher, sofa, television, washing machine"),
+}
+"""More nouns the verifier knows (never generated): teachers name them in the questions they write."""
 
 _CATEGORY_ALIASES = {
     "musical instruments": "musical instruments",
@@ -55,7 +73,13 @@ _CATEGORY_ALIASES = {
     "animals": "animals",
     "objects": "objects",
 }
-_NOUN_CATEGORY = {form: cat for cat, nouns in LEXICON.items() for pair in nouns for form in pair}
+_NOUN_CATEGORY = {
+    form: cat
+    for lexicon in (LEXICON, KNOWN)
+    for cat, nouns in lexicon.items()
+    for pair in nouns
+    for form in pair
+}
 _COUNT_WORDS = ["one", "two", "three", "four", "five"]
 
 # ---------------------------------------------------------------- generator
@@ -107,15 +131,16 @@ def _quantity(word: str) -> int | None:
     return value if value is not None and value > 0 else None
 
 
-def count_items(question: str) -> int | None:
-    """How many things of the asked category the question lists, or None if it cannot be read."""
+def counted_items(question: str) -> tuple[str, list[tuple[str, int]]] | None:
+    """The asked category and the (item as written, quantity) pairs that belong to it, or None if
+    the question cannot be read."""
     m = _QUESTION.search(" ".join(question.split()))
     if not m:
         return None
     category = _CATEGORY_ALIASES.get(m.group(2).casefold().strip())
     if category is None:
         return None
-    total = 0
+    counted = []
     for item in _SPLIT.split(m.group(1).strip()):
         quantity_word, _, noun = item.strip().partition(" ")
         quantity = _quantity(quantity_word)
@@ -125,8 +150,14 @@ def count_items(question: str) -> int | None:
         if category == "objects" and noun_category != "objects":
             return None  # "how many objects" over animals and fruit is ambiguous
         if noun_category == category:
-            total += quantity
-    return total
+            counted.append((item.strip(), quantity))
+    return category, counted
+
+
+def count_items(question: str) -> int | None:
+    """How many things of the asked category the question lists, or None if it cannot be read."""
+    found = counted_items(question)
+    return None if found is None else sum(q for _, q in found[1])
 
 
 def verify(question: str, answer: str) -> bool | None:
@@ -141,3 +172,22 @@ def solve(question: str) -> str | None:
     """The count asked for, in digits, or None if the question cannot be read."""
     total = count_items(question)
     return None if total is None else str(total)
+
+
+def explain(question: str) -> str | None:
+    """Step-by-step reasoning: the items of the asked category with their counts, then the sum.
+    "I have a flute, two pianos, and a carrot. How many musical instruments do I have?" -> "The
+    musical instruments are a flute (1) and two pianos (2). 1 + 2 = 3. So the answer is 3.
+    <ans>3</ans>"."""
+    found = counted_items(question)
+    if found is None:
+        return None
+    category, items = found
+    total = sum(q for _, q in items)
+    if not items:
+        steps = [f"None of the items are {category}."]
+    else:
+        steps = [f"The {category} are {_join([f'{item} ({q})' for item, q in items])}."]
+        if len(items) > 1:
+            steps.append(" + ".join(str(q) for _, q in items) + f" = {total}.")
+    return " ".join(steps + [f"So the answer is {total}. <ans>{total}</ans>"])

@@ -108,3 +108,12 @@ def solve(question: str) -> str | None:
     """The question's words in alphabetical order, or None if it has no readable word list."""
     words = words_in(question)
     return None if words is None else " ".join(sorted(w.casefold() for w in words))
+
+
+def explain(question: str) -> str | None:
+    """Step-by-step reasoning: each word's first letter, then the words in alphabetical order."""
+    answer = solve(question)
+    if answer is None:
+        return None
+    firsts = ", ".join(f'"{w}" starts with "{w[0]}"' for w in words_in(question) or [])
+    return f"{firsts}. So, in alphabetical order, the answer is {answer}. <ans>{answer}</ans>"

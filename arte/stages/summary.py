@@ -1,0 +1,148 @@
+"""summary.md and summary.json of a run: the accuracy table with its intervals, the caveats a reader
+needs next to those numbers, and where each training set's candidates went.
+
+Caveats are written whenever they apply:
+- a training set smaller than SMALL_SET, or two compared sets of very different sizes: a difference
+  may come from the amount of data, not from alignment;
+- two compared variants whose answers carry the `<ans>` tag at very different rates: the difference
+  then mostly measures the answer format (an untagged answer is scored wrong).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from common.records import RecordLog, read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from arte.pipeline import RunConfig
+    from arte.run_dir import RunDir
+    from common.tasks import Task
+
+SMALL_SET = 50
+"""Examples per task below which a trained variant is flagged as trained on a handful."""
+SIZE_RATIO = 1.5
+"""Two compared sets whose sizes differ by more than this factor are flagged."""
+FORMAT_GAP = 0.10
+"""Two compared variants whose missing-tag rates differ by more than this are flagged."""
+TRAINED = ("original", "arte")
+DROPS = (
+    "too_short",
+    "too_long",
+    "template",
+    "fragment",
+    "unverifiable",
+    "no_agreeing_rationale",
+    "no_majority",
+    "over_cap",
+)
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for _ in RecordLog(path)) if path.exists() else 0
+
+
+def training_sets(run_dir: RunDir, tasks: list[Task]) -> dict[str, dict[str, int]]:
+    """Kept examples per trained variant and task (generate/VARIANT.jsonl)."""
+    sizes: dict[str, dict[str, int]] = {}
+    for v in TRAINED:
+        path = run_dir.path / "generate" / f"{v}.jsonl"
+        rows = RecordLog(path).read() if path.exists() else []
+        sizes[v] = {t.name: sum(1 for r in rows if r["task"] == t.name) for t in tasks}
+    return sizes
+
+
+def caveats(table: dict[str, Any], sizes: dict[str, dict[str, int]]) -> list[str]:
+    """The warnings that belong next to the accuracy numbers (see module doc)."""
+    out = []
+    for v, per_task in sizes.items():
+        small = {t: n for t, n in per_task.items() if n < SMALL_SET}
+        if small:
+            listed = ", ".join(f"{t} {n}" for t, n in small.items())
+            out.append(
+                f"**{v} was trained on a handful of examples** ({listed}; under {SMALL_SET} per task): "
+                "its differences say little about the method."
+            )
+    a, o = sizes.get("arte", {}), sizes.get("original", {})
+    uneven = [t for t in a if min(a[t], o.get(t, 0)) and max(a[t], o[t]) / min(a[t], o[t]) > SIZE_RATIO]
+    if uneven:
+        listed = ", ".join(f"{t} arte {a[t]} vs original {o[t]}" for t in uneven)
+        out.append(f"**arte and original trained on different amounts of data** ({listed}).")
+    missing = {(r["variant"], r["task"], r["shots"]): r["missing_rate"] for r in table["accuracy"]}
+    for d in table["differences"]:
+        if d["task"] != "macro":
+            continue
+        ra = missing.get((d["variant"], "macro", d["shots"]))
+        rb = missing.get((d["reference"], "macro", d["shots"]))
+        if ra is not None and rb is not None and abs(ra - rb) > FORMAT_GAP:
+            out.append(
+                f"**{d['comparison']}, {d['shots']}-shot, is mostly answer format**: {d['variant']} "
+                f"leaves out the <ans> tag in {100 * ra:.0f}% of answers, {d['reference']} in "
+                f"{100 * rb:.0f}% (an untagged answer is scored wrong)."
+            )
+    return out
+
+
+def _yield_rows(counts: dict[str, Any]) -> list[str]:
+    """Markdown rows of the generate stage's per-task, per-teacher counts."""
+    head = ["task", "set", "kept / wanted", "stop", "calls", "labels", "repaired", "teacher target ok"]
+    head += list(DROPS) + ["balance gap (pts)", "vote check"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for task, by_set in counts.items():
+        for name, c in by_set.items():
+            sel = c.get("selection", {})
+            kept = c.get("kept", 0)
+            check = c.get("label_check") or {}
+            vote = f"{check['agree']}/{check['labelled']} of {check['questions']}" if check else "-"
+            labels = "solver" if sel.get("voted", 0) == 0 and c.get("stop") != "drafts" else "vote"
+            cells = [
+                task,
+                name,
+                f"{kept} / {c.get('wanted', '-')}",
+                c.get("stop", "-"),
+                c.get("teacher_calls", "-"),
+            ]
+            cells += [labels, sel.get("repaired", 0), f"{sel.get('teacher_target_agrees', 0)}/{kept}"]
+            cells += [sel.get(k, 0) for k in DROPS]
+            cells += [(c.get("balance") or {}).get("max_gap_points", "-"), vote]
+            lines.append("| " + " | ".join(str(x) for x in cells) + " |")
+    return lines
+
+
+def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: dict[str, list[dict]]) -> dict:
+    from arte.stages.evaluate_stats import accuracy_table, format_table_markdown
+
+    table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
+    manifest = read_json(run_dir.path / "manifest.json")
+    stages = dict(manifest.get("stages", {}))
+    sizes = training_sets(run_dir, tasks)
+    notes = caveats(table, sizes)
+    data = {
+        "drafts": _count_lines(run_dir.path / "elicit" / "drafts.jsonl"),
+        "pairs": _count_lines(run_dir.path / "pairs" / "dpo.jsonl"),
+        "sft_examples": {v: sum(n.values()) for v, n in sizes.items()},
+        "sft_examples_per_task": sizes,
+        "generate": stages.get("generate", {}).get("counts", {}),
+        "prefset": {t.name: read_json(run_dir.path / "prefset" / f"{t.name}.json")["method"] for t in tasks},
+    }
+    summary = {"accuracy": table, "caveats": notes, "data": data, "stages": stages}
+    write_json_atomic(run_dir.path / "summary.json", summary)
+    names = {v: f"{v} ({sum(sizes[v].values())} ex.)" for v in sizes}
+    lines = [f"# ARTE run: {run_dir.path}", "", format_table_markdown(table, names)]
+    if notes:
+        lines += ["### Read these numbers with care", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["## Data", ""]
+    lines += [
+        f"- drafts: {data['drafts']}; DPO pairs: {data['pairs']}",
+        "- training examples per task: "
+        + "; ".join(f"{v} {', '.join(f'{t} {n}' for t, n in per.items())}" for v, per in sizes.items()),
+        f"- D_pref selection per task: {data['prefset']}",
+        "",
+    ]
+    if data["generate"]:
+        lines += ["### Where the candidates went (generate)", ""] + _yield_rows(data["generate"]) + [""]
+    lines += ["## Stage timings (s)", ""]
+    lines += [f"- {name}: {info.get('seconds')}" for name, info in stages.items()]
+    (run_dir.path / "summary.md").write_text("\n".join(lines) + "\n")
+    return {"variants": list(records), "evaluated": {v: len(r) for v, r in records.items()}}
