@@ -231,6 +231,7 @@ def collect_training_set(
     while True:
         calls_left = cfg.max_calls - drafted["stats"]["calls"] - len(rationales)
         before = len(drafted["questions"])
+        round_calls = max(call_size, 4 * (m - before))  # at 1 question per 4 calls at worst
         drafted = elicit_questions(
             task,
             teacher,
@@ -238,7 +239,7 @@ def collect_training_set(
             questions_log,
             seed=seed,
             parallel=call_size,
-            call_limit=drafted["stats"]["calls"] + max(0, calls_left),
+            call_limit=drafted["stats"]["calls"] + max(0, min(calls_left, round_calls)),
         )
         sel = select(
             task,
