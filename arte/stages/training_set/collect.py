@@ -228,6 +228,20 @@ def collect_training_set(
     m, expected, stop = max(cfg.questions.m, min(logged, 50 * cfg.n_examples)), 0.5, "enough"
     drafted = {"questions": [], "stats": {"calls": 0}}
     bar = tqdm(total=cfg.n_examples, desc=f"generate {task.name} ({source})", unit="ex")
+
+    def reselect(can_sample: bool = True) -> Selection:
+        return select(
+            task,
+            drafted["questions"],
+            rationales,
+            cfg,
+            source,
+            space=space,
+            checks=checks,
+            expected_yield=expected,
+            can_sample=can_sample,
+        )
+
     while True:
         calls_left = cfg.max_calls - drafted["stats"]["calls"] - len(rationales)
         before = len(drafted["questions"])
@@ -241,16 +255,7 @@ def collect_training_set(
             parallel=call_size,
             call_limit=drafted["stats"]["calls"] + max(0, min(calls_left, round_calls)),
         )
-        sel = select(
-            task,
-            drafted["questions"],
-            rationales,
-            cfg,
-            source,
-            space=space,
-            checks=checks,
-            expected_yield=expected,
-        )
+        sel = reselect()
         expected = max(MIN_YIELD, sel.yield_rate)
         while sel.needs and len(sel.rows) < cfg.n_examples:
             calls_left = cfg.max_calls - drafted["stats"]["calls"] - len(rationales)
@@ -267,16 +272,7 @@ def collect_training_set(
                 example=example,
             )
             rationales.update({(r["qid"], r["sample"]): r["text"] for r in made})
-            sel = select(
-                task,
-                drafted["questions"],
-                rationales,
-                cfg,
-                source,
-                space=space,
-                checks=checks,
-                expected_yield=expected,
-            )
+            sel = reselect()
             expected = max(MIN_YIELD, sel.yield_rate)
             bar.n = len(sel.rows)
             bar.refresh()
@@ -292,9 +288,7 @@ def collect_training_set(
         wanted = math.ceil(deficit / max(expected, MIN_YIELD))
         m = len(drafted["questions"]) + min(wanted, max(cfg.questions.m, 2 * deficit))
     bar.close()
-    sel = select(
-        task, drafted["questions"], rationales, cfg, source, space=space, checks=checks, can_sample=False
-    )
+    sel = reselect(can_sample=False)
     reads = Counter()
     for text in rationales.values():
         got = read_rationale(text, space)
