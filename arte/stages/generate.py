@@ -125,8 +125,8 @@ def check_labels(
     ]
     done = {(r["qid"], r["sample"]): r["text"] for r in log}
     needs = [(q, i) for q in questions for i in range(cfg.samples) if (q["qid"], i) not in done]
-    draw_rationales(task, teacher, needs, cfg, log, seed=seed, call_size=call_size, example=example)
-    done = {(r["qid"], r["sample"]): r["text"] for r in log}
+    made = draw_rationales(task, teacher, needs, cfg, log, seed=seed, call_size=call_size, example=example)
+    done.update({(r["qid"], r["sample"]): r["text"] for r in made})
     labelled = agree = 0
     for q in questions:
         reads = [read_rationale(done[(q["qid"], i)], space).answer for i in range(cfg.samples)]
