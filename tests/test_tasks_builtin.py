@@ -133,6 +133,10 @@ def test_object_counting_verifier_variations():
     assert v("Question: I have a peach. How many fruit do I have?", "1") is True
     assert v("I have a chair and two tables. How many objects do I have?", "3") is True
     assert v("I have a piano. How many fruits do I have?", "0") is True
+    # things in no category count 0 (drafts of the 135M teacher name them)
+    assert v(
+        "I have a fire, a house, a bottle, a lion, a wolf, and a balloon. How many animals do I have?", "2"
+    )
 
 
 @pytest.mark.parametrize(
@@ -141,6 +145,7 @@ def test_object_counting_verifier_variations():
         "I have a unicorn and a dog. How many animals do I have?",  # unknown item
         "I have a dog. How many planets do I have?",  # unknown category
         "I have a dog and a chair. How many objects do I have?",  # ambiguous
+        "I have a tree and a chair. How many objects do I have?",  # is a tree an object?
         "I have some dogs. How many animals do I have?",  # no quantity
         "How many animals do I have?",
     ],
@@ -233,4 +238,8 @@ def test_navigate_solver_walks_both_forms():
     assert navigate.solve(f"{head} Take 3 steps. Jump twice.") is None
     assert navigate.solve(f"{head} Take 3 steps. Take") is None  # a fragment after the last full stop
     explained = navigate.explain(f"{head} Take 3 steps. Turn around. Take 3 steps.")
-    assert "(0, 3)" in explained and explained.endswith("<ans>Yes</ans>")
+    assert explained.startswith("Moves: 3 steps north, 3 steps south. They add up to (0, 0), the starting")
+    assert explained.endswith("<ans>Yes</ans>")
+    explained = navigate.explain(f"{head} Take 3 steps. Turn left. Take 2 steps. Turn right.")
+    assert "3 steps north, 2 steps west. They add up to (-2, 3), not the starting point" in explained
+    assert explained.endswith("<ans>No</ans>") and navigate.explain(f"{head} Jump.") is None

@@ -143,13 +143,18 @@ def verify(question: str, answer: str) -> bool | None:
 
 
 def explain(question: str) -> str | None:
-    """Step-by-step reasoning: the position after each instruction, starting at (0, 0) facing north."""
+    """Short step-by-step reasoning: each move with the heading it is taken in, then where they add
+    up to. Turns are folded into the headings: with one note per turn and per move (and running
+    coordinates), the 135M teacher closed its `<ans>` tag on 5 of 30 test questions within 96
+    tokens, looping over the notes; in this form on 28 (README, "Training sets from a 135M teacher")."""
     found = _instructions(question)
     walked = walk(*found) if found else None
     if walked is None:
         return None
     (x, y), _, notes = walked
+    moves = [n.split(":")[0] for n in notes if not n.startswith("Turn ")]
     answer = "Yes" if (x, y) == (0, 0) else "No"
     where = "the starting point" if answer == "Yes" else "not the starting point"
-    steps = ["Start at (0, 0) facing north."] + notes + [f"We end at ({x}, {y}), {where}."]
-    return " ".join(steps + [f"So the answer is {answer}. <ans>{answer}</ans>"])
+    listed = ", ".join(moves) if moves else "none"
+    summary = f"Moves: {listed}. They add up to ({x}, {y}), {where}."
+    return f"{summary} So the answer is {answer}. <ans>{answer}</ans>"
