@@ -164,7 +164,12 @@ def _share_duplicate_weights(model) -> list[str]:
                 dropped[dup.name] = keep.name
             elif arrays[i].shape == arrays[j].shape[::-1] and np.array_equal(arrays[i].T, arrays[j]):
                 dropped[dup.name] = f"{keep.name}_shared_transposed"
-                model.graph.node.insert(0, helper.make_node("Transpose", [keep.name], [dropped[dup.name]]))
+                # just before the copy's first reader, after the embedding's Gather: the int8 quantizer
+                # walks the nodes in order and quantizes a Transpose only of an already quantized input
+                # (at the graph's head, Gemma 3's fp32 embedding stayed beside its int8 copy)
+                first = next(k for k, n in enumerate(model.graph.node) if dup.name in n.input)
+                transpose = helper.make_node("Transpose", [keep.name], [dropped[dup.name]])
+                model.graph.node.insert(first, transpose)
     for node in model.graph.node:
         node.input[:] = [dropped.get(x, x) for x in node.input]
     replace_initializers(model, lambda t: t.name not in dropped)

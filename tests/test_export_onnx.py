@@ -27,7 +27,7 @@ from export.onnx_export import (  # noqa: E402
     load_model,
     save_model,
 )
-from export.onnx_quantize import quantize_onnx_int4  # noqa: E402
+from export.onnx_quantize import quantize_onnx_int4, quantize_onnx_int8  # noqa: E402
 from export.reference import ExportVerificationError, load_reference  # noqa: E402
 
 
@@ -182,6 +182,10 @@ def test_share_duplicate_weights_dedups_a_transposed_copy(exported):
     save_model(model, out)
     ids = [[1, 504, 3458, 314, 4649, 30]]
     np.testing.assert_allclose(ov.onnx_logits(out, ids, 2)[0], ov.onnx_logits(fp32_dir, ids, 2)[0], atol=1e-6)
+    # int8 of the deduplicated model holds the matrix once, as 1 byte a value (Gemma 3 kept both)
+    int8 = load_model(quantize_onnx_int8(out, fp32_dir.parent / "dedup-int8"), external=False)
+    vocab, hidden = numpy_helper.to_array(embed).shape
+    assert [c["bytes"] for c in embedding_copies(int8, vocab, hidden)] == [vocab * hidden]
 
 
 def test_int4_with_external_data_loads_in_both_runtimes(exported, tmp_path):
