@@ -34,6 +34,7 @@ from arte.run_lock import RunLock
 from arte.stages.align import AlignConfig
 from arte.stages.elicit import ElicitConfig
 from arte.stages.evaluate import EvaluateConfig
+from arte.stages.gain import GainConfig
 from arte.stages.generate import GenerateConfig
 from arte.stages.pairs import PairsConfig
 from arte.stages.prefset import PrefsetConfig
@@ -74,6 +75,9 @@ class RunConfig:
         "llama_cpp: the align stage also writes an F16 GGUF of the aligned teacher.",
     )
     generate: GenerateConfig = opt(GenerateConfig(), "Step 4: tailored data from the aligned teacher.")
+    gain: GainConfig = opt(
+        GainConfig(), "The direct check of alignment: both teachers' examples scored on the same D_pref."
+    )
     train: TrainConfig = opt(TrainConfig(), "Step 4: student SFT.")
     evaluate: EvaluateConfig = opt(EvaluateConfig(), "Evaluation of vanilla / original / ARTE students.")
     on_config_change: Literal["stop", "redo"] = opt(
@@ -169,7 +173,7 @@ def check_models(cfg: RunConfig, stages: list[str]) -> None:
     if "align" in todo or ("elicit" in todo and cfg.teacher.name in local):
         t = cfg.teacher
         check_model_spec(t.model, "--teacher.model", t.allow_pickle, "--teacher.allow_pickle")
-    if {"train", "evaluate"} & todo or ({"prefset", "score"} & todo and cfg.student.name in local):
+    if {"train", "evaluate"} & todo or ({"prefset", "score", "gain"} & todo and cfg.student.name in local):
         s = cfg.student
         check_model_spec(s.model, "--student.model", s.allow_pickle, "--student.allow_pickle")
 

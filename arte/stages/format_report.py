@@ -238,7 +238,7 @@ def format_tables_markdown(report: Mapping[str, Any], names: Mapping[str, str] |
         if diffs:
             dcell = {(d["comparison"], d["task"]): d for d in diffs}
             out += [
-                f"{shots}-shot differences split (points): format part + knowledge part",
+                f"{shots}-shot differences split (points): format part (fmt) + knowledge part (know)",
                 "",
                 "| comparison | " + " | ".join(cols) + " |",
                 "|---" * (len(cols) + 1) + "|",
@@ -248,7 +248,11 @@ def format_tables_markdown(report: Mapping[str, Any], names: Mapping[str, str] |
                 for t in cols:
                     d = dcell.get((comp, t))
                     mark = FORMAT_MARK if d and d["format_explained"] else ""
-                    part = f"{100 * d['format_part']:+.1f} + {100 * d['knowledge_part']:+.1f}" if d else "-"
+                    part = (
+                        f"{100 * d['format_part']:+.1f} fmt, {100 * d['knowledge_part']:+.1f} know"
+                        if d
+                        else "-"
+                    )
                     text.append(part + mark)
                 out.append(f"| {comp} | " + " | ".join(text) + " |")
             out.append("")

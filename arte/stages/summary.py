@@ -138,6 +138,7 @@ def _yield_rows(counts: dict[str, Any]) -> list[str]:
 
 
 def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: dict[str, list[dict]]) -> dict:
+    from arte.stages.alignment_report import alignment_markdown, alignment_summary
     from arte.stages.evaluate_stats import accuracy_table, format_table_markdown
     from arte.stages.format_report import MARK_LEGEND, difference_marks, format_report, format_tables_markdown
     from common.tasks.answer_space import task_answer_space
@@ -156,13 +157,22 @@ def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: d
         "generate": stages.get("generate", {}).get("counts", {}),
         "prefset": {t.name: read_json(run_dir.path / "prefset" / f"{t.name}.json")["method"] for t in tasks},
     }
-    summary = {"accuracy": table, "format": fmt, "caveats": notes, "data": data, "stages": stages}
+    alignment = alignment_summary(run_dir.path)
+    summary = {
+        "accuracy": table,
+        "format": fmt,
+        "alignment": alignment,
+        "caveats": notes,
+        "data": data,
+        "stages": stages,
+    }
     write_json_atomic(run_dir.path / "summary.json", summary)
     names = {v: f"{v} ({sum(sizes[v].values())} ex.)" for v in sizes}
     lines = [f"# ARTE run: {run_dir.path}", ""]
     lines += [format_table_markdown(table, names, difference_marks(fmt), MARK_LEGEND)]
     if notes:
         lines += ["### Read these numbers with care", ""] + [f"- {n}" for n in notes] + [""]
+    lines += alignment_markdown(alignment)
     lines += ["## Answer format and guessing levels", ""] + format_tables_markdown(fmt, names)
     lines += ["## Data", ""]
     lines += [
