@@ -172,8 +172,8 @@ def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: d
     lines += [format_table_markdown(table, names, difference_marks(fmt), MARK_LEGEND)]
     if notes:
         lines += ["### Read these numbers with care", ""] + [f"- {n}" for n in notes] + [""]
-    lines += alignment_markdown(alignment)
     lines += ["## Answer format and guessing levels", ""] + format_tables_markdown(fmt, names)
+    lines += alignment_markdown(alignment)
     lines += ["## Data", ""]
     lines += [
         f"- drafts: {data['drafts']}; DPO pairs: {data['pairs']}",
