@@ -69,12 +69,13 @@ def test_tag_rate_gain_at_chance_is_marked_and_a_knowledge_gain_is_not():
 
     diffs = {(d["comparison"], d["task"]): d for d in fmt["differences"]}
     assert diffs[("original - vanilla", "b")]["format_explained"]  # +50 from tags, guessed at chance
-    assert diffs[("original - vanilla", "b")]["format_part"] == pytest.approx(0.5)
+    # vanilla tagged nothing: its tagged answers count at the guessing level max(chance 50, majority 60)
+    assert diffs[("original - vanilla", "b")]["format_part"] == pytest.approx(0.6)
     assert not diffs[("arte - original", "b")]["format_explained"]  # same tag rate: knowledge
     assert diffs[("arte - original", "b")]["knowledge_part"] == pytest.approx(0.4)
-    # arte - vanilla: +90, of which 50 is tagging at chance: more than half, so marked.
+    # arte - vanilla: +90, of which 60 is tagging at the guessing level: more than half, so marked.
     assert diffs[("arte - vanilla", "b")]["format_explained"]
-    assert diffs[("arte - vanilla", "b")]["knowledge_part"] == pytest.approx(0.4)
+    assert diffs[("arte - vanilla", "b")]["knowledge_part"] == pytest.approx(0.3)
 
     marks = difference_marks(fmt)
     text = format_table_markdown(table, marks=marks, legend=MARK_LEGEND)
@@ -82,7 +83,7 @@ def test_tag_rate_gain_at_chance_is_marked_and_a_knowledge_gain_is_not():
     assert FORMAT_MARK in lines["original - vanilla"] and FORMAT_MARK not in lines["arte - original"]
     assert MARK_LEGEND in text
     notes = "\n".join(caveats(table, {}, fmt))
-    assert "original's tagged answers are at guessing level** (b 0-shot 50% of 100" in notes
+    assert "original's tagged answers are no better than a guess** (b 0-shot 50% of 100" in notes
     assert "arte's tagged answers" not in notes
 
 
@@ -133,3 +134,24 @@ def test_wilson_matches_a_published_value():
     low, high = wilson(81, 263)  # Wilson (1927) as tabulated by Newcombe (1998): 0.2553 - 0.3662
     assert low == pytest.approx(0.2553, abs=1e-4) and high == pytest.approx(0.3662, abs=1e-4)
     assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_an_open_space_gain_at_the_majority_level_is_format_and_a_real_one_is_not():
+    targets = ["3"] * 13 + [str(i) for i in range(10, 97)]  # open integers, majority 13%
+    records = {
+        "vanilla": _cell("n", targets, [None] * 100),
+        "original": _cell("n", targets, ["3"] * 100),  # always the majority answer, tagged
+        "arte": _cell("n", targets, list(targets)),  # knows every answer
+    }
+    table, fmt = _report(records)
+    assert fmt["levels"]["n"]["chance"] is None and fmt["levels"]["n"]["majority"] == 0.13
+    diffs = {d["comparison"]: d for d in fmt["differences"] if d["task"] == "n"}
+    assert (
+        diffs["original - vanilla"]["diff"] == pytest.approx(0.13)
+        and diffs["original - vanilla"]["format_explained"]
+    )
+    assert not diffs["arte - vanilla"]["format_explained"]  # +100: 13 of it format, 87 knowledge
+    assert diffs["arte - vanilla"]["knowledge_part"] == pytest.approx(0.87)
+    marks = difference_marks(fmt)
+    assert ("original - vanilla", "n", 0) in marks and ("arte - vanilla", "n", 0) not in marks
+    assert ("arte - original", "n", 0) not in marks  # same tag rate

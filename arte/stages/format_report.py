@@ -13,11 +13,12 @@ Guessing levels per task, from the evaluated test targets:
 - majority: the share of the most frequent target (what always giving that one answer scores).
 
 Per paired difference var - ref: `format_part` = (tag rate of var - tag rate of ref) x the
-reference's tagged accuracy (its chance level when ref tagged nothing; 0 when that is n/a too):
-what var gains by tagging more often at ref's tagged accuracy. `knowledge_part` = diff -
-format_part (= var's tag rate x the gap in tagged accuracy). A difference is `format_explained`
-when the tag rates differ by more than FORMAT_GAP and format_part carries at least half of it
-(same sign). The macro rows average both parts over tasks, as the macro difference does.
+reference's tagged accuracy (the guessing level when ref tagged nothing: what a tagged answer
+scores without knowledge): what var gains by tagging more often at ref's tagged accuracy.
+`knowledge_part` = diff - format_part (= var's tag rate x the gap in tagged accuracy, when ref
+tagged some). A difference is `format_explained` when the tag rates differ by more than FORMAT_GAP
+and format_part carries at least half of it (same sign). The macro rows average both parts over
+tasks, as the macro difference does.
 """
 
 from __future__ import annotations
@@ -131,10 +132,7 @@ def format_rows(
 
 def _parts(var: Mapping, ref: Mapping, level: Mapping) -> tuple[float, float]:
     """(format part, tag-rate gap) of var - ref on one task (see module doc)."""
-    if ref["tagged_acc"] is not None:
-        ref_acc = ref["tagged_acc"]
-    else:
-        ref_acc = level["chance"] or 0.0
+    ref_acc = ref["tagged_acc"] if ref["tagged_acc"] is not None else _guess_level(level)
     gap = var["tag_rate"] - ref["tag_rate"]
     return gap * ref_acc, gap
 
@@ -200,7 +198,8 @@ def difference_marks(report: Mapping[str, Any]) -> dict[tuple[str, str, int], st
 
 MARK_LEGEND = (
     f"{FORMAT_MARK} = the tag rates explain this difference: (tag-rate gap) x (the reference's accuracy "
-    "among its tagged answers, or chance when it tagged none) is at least half of it (answer-format tables)."
+    "among its tagged answers; the guessing level when it tagged none) is at least half of it "
+    "(answer-format tables)."
 )
 
 

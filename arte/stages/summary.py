@@ -105,8 +105,8 @@ def _guess_caveats(fmt: dict[str, Any] | None) -> list[str]:
                 f"(chance {chance}, majority {100 * level['majority']:.0f}%)"
             )
     return [
-        f"**{v}'s tagged answers are at guessing level** ({'; '.join(cells)}): where it gains, it gains "
-        "by writing the tag, not by knowing the answer."
+        f"**{v}'s tagged answers are no better than a guess** ({'; '.join(cells)}): its accuracy there "
+        "measures the answer format, not knowledge."
         for v, cells in at.items()
     ]
 
