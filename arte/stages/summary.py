@@ -141,6 +141,7 @@ def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: d
     from arte.stages.alignment_report import alignment_markdown, alignment_summary
     from arte.stages.evaluate_stats import accuracy_table, format_table_markdown
     from arte.stages.format_report import MARK_LEGEND, difference_marks, format_report, format_tables_markdown
+    from arte.stages.prefcheck import consistency_markdown
     from common.tasks.answer_space import task_answer_space
 
     table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
@@ -158,10 +159,13 @@ def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: d
         "prefset": {t.name: read_json(run_dir.path / "prefset" / f"{t.name}.json")["method"] for t in tasks},
     }
     alignment = alignment_summary(run_dir.path)
+    path = run_dir.path / "prefcheck" / "consistency.json"
+    consistency = read_json(path) if path.is_file() else None
     summary = {
         "accuracy": table,
         "format": fmt,
         "alignment": alignment,
+        "pref_consistency": consistency,
         "caveats": notes,
         "data": data,
         "stages": stages,
@@ -173,7 +177,7 @@ def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: d
     if notes:
         lines += ["### Read these numbers with care", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["## Answer format and guessing levels", ""] + format_tables_markdown(fmt, names)
-    lines += alignment_markdown(alignment)
+    lines += alignment_markdown(alignment) + consistency_markdown(consistency)
     lines += ["## Data", ""]
     lines += [
         f"- drafts: {data['drafts']}; DPO pairs: {data['pairs']}",
