@@ -95,6 +95,16 @@ def test_gain_stage_scores_both_sets_on_the_drafts_d_pref_and_refuses_another(tm
         )
         drafts = report["vs_drafts"]["tasks"][task]
         assert drafts["n_reference"] == len(mine) and drafts["reference"] == pytest.approx(np.mean(mine))
+    sets = {
+        s: {
+            (r["question"], r["completion"])
+            for r in RecordLog(run.path / "generate" / f"{s}.jsonl")
+            if r["task"] == "boolean_expressions"
+        }
+        for s in ("arte", "original")
+    }
+    same = report["identical_examples"]["boolean_expressions"]  # best vs worst drafts: none shared
+    assert same == {"arte": len(sets["arte"]), "original": len(sets["original"]), "identical": 0}
     rows = RecordLog(run.path / "gain" / "scores.jsonl").read()
     assert {r["set"] for r in rows} == {"arte", "original", "drafts"} and len({r["pref"] for r in rows}) == 2
     cached = len(RecordLog(run.path / "gain" / "cache.jsonl").read())
@@ -143,3 +153,31 @@ def test_dpo_reward_statistics_and_their_table():
     assert "DPO on the teacher (30 pairs, 8 steps, beta 0.1)" in text
     assert "| accuracy (chosen > rejected) | 0.25 | 1.00 | 0.78 | 1.00 |" in text
     assert "| margin | 0.100 | 0.800 | 0.450 | 0.750 |" in text
+
+
+def test_identical_examples_of_the_two_teachers_are_counted_per_task():
+    from common.tasks import load_task
+
+    def row(task, q, c):
+        return {"task": task, "question": q, "completion": c}
+
+    arte = [
+        row("boolean_expressions", "q1", " a"),
+        row("boolean_expressions", "q2", " b"),
+        row("navigate", "q1", " a"),
+    ]
+    original = [
+        row("boolean_expressions", "q1", " a"),
+        row("boolean_expressions", "q2", " other"),
+        row("navigate", "q9", " a"),
+    ]
+    tasks = [load_task(n, n_validation=20, n_test=10) for n in ("boolean_expressions", "navigate")]
+    got = gain.identical_examples(arte, original, tasks)
+    assert got == {
+        "boolean_expressions": {
+            "arte": 2,
+            "original": 2,
+            "identical": 1,
+        },  # same question, other rationale: not
+        "navigate": {"arte": 1, "original": 1, "identical": 0},
+    }

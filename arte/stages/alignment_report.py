@@ -91,6 +91,21 @@ def alignment_markdown(data: Mapping[str, Any]) -> list[str]:
             "(* = the interval excludes 0).",
             "",
         ] + _gain_rows(gains)
+        if gains.get("vs_drafts"):
+            out += [
+                "The drafts went through no filter; both teachers' examples went through generate's (labels "
+                "checked, tags repaired, naive prompt): the like-for-like gain is the second.",
+                "",
+            ]
+        same = gains.get("identical_examples")
+        if same:
+            cells = [
+                f"{t} {c['identical']} of {c['arte']} (original {c['original']})" for t, c in same.items()
+            ]
+            out += [
+                "Examples both teachers wrote identically (question and rationale): " + "; ".join(cells),
+                "",
+            ]
     if dpo:
 
         def show(key: str, fmt: str) -> str:

@@ -202,12 +202,25 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         student.close()
     write_jsonl_atomic(out / "scores.jsonl", scores)
     report = gain_report(scores, g.n_boot, cfg.seed)
+    report["identical_examples"] = identical_examples(rows["arte"], rows["original"], tasks)
     write_json_atomic(out / "gain.json", report)
     return {
         name: {key: round(v[key], 4) for key in ("gain", "low", "high")}
         for name, v in report.items()
         if isinstance(v, dict) and "gain" in v
     }
+
+
+def identical_examples(arte: Sequence[dict], original: Sequence[dict], tasks: list[Task]) -> dict:
+    """Per task: the sets' sizes and how many examples (question and rationale) both teachers wrote
+    identically; many mean that alignment barely changed what the teacher writes."""
+    out = {}
+    for task in tasks:
+        a, o = (
+            {(r["question"], r["completion"]) for r in s if r["task"] == task.name} for s in (arte, original)
+        )
+        out[task.name] = {"arte": len(a), "original": len(o), "identical": len(a & o)}
+    return out
 
 
 def gain_report(scores: Sequence[Mapping[str, Any]], n_boot: int, seed: int) -> dict[str, Any]:
