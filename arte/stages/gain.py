@@ -228,6 +228,7 @@ def gain_report(scores: Sequence[Mapping[str, Any]], n_boot: int, seed: int) -> 
     by_set = {s: [r for r in scores if r["set"] == s] for s in ("arte", "original", "drafts")}
     report: dict[str, Any] = {"student": next((r["student"] for r in scores), None)}
     for name, ref in (("vs_drafts", "drafts"), ("vs_original_examples", "original")):
-        if by_set["arte"] and by_set[ref]:
+        common = {r["task"] for r in by_set["arte"]} & {r["task"] for r in by_set[ref]}
+        if common:  # else (no task with examples in both sets) nothing to compare
             report[name] = preference_gain(by_set["arte"], by_set[ref], n_boot, seed)
     return report
