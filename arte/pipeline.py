@@ -34,8 +34,10 @@ from arte.run_lock import RunLock
 from arte.stages.align import AlignConfig
 from arte.stages.elicit import ElicitConfig
 from arte.stages.evaluate import EvaluateConfig
+from arte.stages.gain import GainConfig
 from arte.stages.generate import GenerateConfig
 from arte.stages.pairs import PairsConfig
+from arte.stages.prefcheck import PrefcheckConfig
 from arte.stages.prefset import PrefsetConfig
 from arte.stages.train import TrainConfig
 from common.config import opt, to_dict
@@ -66,6 +68,9 @@ class RunConfig:
     )
     prefset: PrefsetConfig = opt(PrefsetConfig(), "Step 2: the preference set D_pref.")
     score_max_new_tokens: int = opt(128, "Decode budget of one student answer while scoring drafts.")
+    prefcheck: PrefcheckConfig = opt(
+        PrefcheckConfig(), "Optional check that D_pref picks the rationales the whole validation set would."
+    )
     pairs: PairsConfig = opt(PairsConfig(), "Step 3: DPO pairs.")
     align: AlignConfig = opt(AlignConfig(), "Step 3: DPO on the teacher.")
     aligned_teacher: BackendConfig = opt(
@@ -74,6 +79,9 @@ class RunConfig:
         "llama_cpp: the align stage also writes an F16 GGUF of the aligned teacher.",
     )
     generate: GenerateConfig = opt(GenerateConfig(), "Step 4: tailored data from the aligned teacher.")
+    gain: GainConfig = opt(
+        GainConfig(), "The direct check of alignment: both teachers' examples scored on the same D_pref."
+    )
     train: TrainConfig = opt(TrainConfig(), "Step 4: student SFT.")
     evaluate: EvaluateConfig = opt(EvaluateConfig(), "Evaluation of vanilla / original / ARTE students.")
     on_config_change: Literal["stop", "redo"] = opt(
@@ -169,7 +177,9 @@ def check_models(cfg: RunConfig, stages: list[str]) -> None:
     if "align" in todo or ("elicit" in todo and cfg.teacher.name in local):
         t = cfg.teacher
         check_model_spec(t.model, "--teacher.model", t.allow_pickle, "--teacher.allow_pickle")
-    if {"train", "evaluate"} & todo or ({"prefset", "score"} & todo and cfg.student.name in local):
+    if {"train", "evaluate"} & todo or (
+        {"prefset", "score", "prefcheck", "gain"} & todo and cfg.student.name in local
+    ):
         s = cfg.student
         check_model_spec(s.model, "--student.model", s.allow_pickle, "--student.allow_pickle")
 

@@ -93,8 +93,9 @@ def test_align_and_train_on_two_processes_with_gloo(tmp_path):
     again = _launch("align", run)
     assert again.returncode == 0 and "[align] done earlier, skipped" in again.stdout
 
-    done = _run(sys.executable, "-m", "arte.cli", "generate", "--config", str(SMOKE), "--run_dir", str(run))
-    assert done.returncode == 0, done.stderr[-2000:]
+    for stage in ("generate", "gain"):
+        done = _run(sys.executable, "-m", "arte.cli", stage, "--config", str(SMOKE), "--run_dir", str(run))
+        assert done.returncode == 0, done.stderr[-2000:]
     done = _launch("train", run)
     assert done.returncode == 0, done.stderr[-4000:]
     counts = json.loads((run / "train" / "done.json").read_text())["counts"]

@@ -57,6 +57,21 @@ def test_smoke_pipeline_end_to_end_and_rerun_skips(tmp_path, capsys):
     assert summary["data"]["drafts"] == 2 * 8 * 3  # tasks x m x strategies
     assert summary["data"]["pairs"] > 0 and summary["data"]["sft_examples"]["arte"] > 0
     assert "| vanilla |" in (run / "summary.md").read_text()
+    # Did alignment move the teacher: the preference gain on the same D_pref, and DPO's rewards.
+    dpo, gains = summary["alignment"]["dpo"], summary["alignment"]["preference_gain"]
+    assert dpo["pairs"] == summary["data"]["pairs"] and dpo["steps"] > 0 and 0 <= dpo["accuracies_late"] <= 1
+    for name in ("vs_drafts", "vs_original_examples"):
+        g = gains[name]
+        assert set(g["tasks"]) == {"boolean_expressions", "multistep_arithmetic"}
+        assert g["low"] <= g["gain"] <= g["high"]
+    assert gains["vs_drafts"]["tasks"]["boolean_expressions"]["n_reference"] == 8 * 3  # every draft
+    assert gains["vs_original_examples"]["tasks"]["boolean_expressions"]["n_aligned"] == 8  # gain.n_examples
+    fmt = summary["format"]
+    assert {r["variant"] for r in fmt["rows"]} == variants and fmt["levels"]["boolean_expressions"][
+        "chance"
+    ] == 0.5
+    md = (run / "summary.md").read_text()
+    assert "## Did alignment move the teacher towards the student?" in md and "| chance / majority |" in md
     # LoRA DPO keeps the unmerged adapter too: a vLLM aligned teacher is the base + a LoRA request.
     assert (run / "align" / "teacher-adapter" / "adapter_config.json").is_file()
     from arte.stages.generate import aligned_teacher_config

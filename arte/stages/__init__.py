@@ -1,6 +1,6 @@
 """The pipeline's stages, one module each, in the order they run:
 
-    elicit -> prefset -> score -> pairs -> align -> generate -> train -> evaluate
+    elicit -> prefset -> score -> prefcheck -> pairs -> align -> generate -> gain -> train -> evaluate
 
 Every stage module holds its config dataclass (where it has one), `HELP` (its `arte STAGE --help`
 line), its logic, and `run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict`, which
@@ -17,11 +17,13 @@ Files, relative to the run directory:
     elicit/TASK.questions.jsonl, elicit/TASK.rationales.jsonl, elicit/drafts.jsonl
     prefset/TASK.json                      D_pref indices, method (irt | random) and why
     score/cache.jsonl, score/scores.jsonl  one scored draft per draft (cached by content hash)
+    prefcheck/consistency.json             optional: best/worst rationale on D_pref vs the validation set
     pairs/dpo.jsonl                        question- and rationale-level DPO pairs
     align/teacher/                         the aligned teacher, merged, HF format (+ teacher-adapter/
                                            with LoRA, teacher-f16.gguf when it runs on llama.cpp)
     generate/arte.jsonl, generate/original.jsonl   SFT data (tailored; original-teacher baseline)
     generate/{arte,original}/TASK.*.jsonl  each teacher's brainstorm calls, rationales, label check
+    gain/scores.jsonl, gain/gain.json      a sample of both sets scored on D_pref; the preference gain
     train/arte/, train/original/           the fine-tuned students, HF format
     evaluate/VARIANT.jsonl, summary.md, summary.json
 
@@ -35,7 +37,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from arte.stages import align, elicit, evaluate, generate, pairs, prefset, score, train
+from arte.stages import align, elicit, evaluate, gain, generate, pairs, prefcheck, prefset, score, train
 
 if TYPE_CHECKING:
     from arte.pipeline import RunConfig
@@ -44,7 +46,18 @@ if TYPE_CHECKING:
 
     StageRun = Callable[[RunConfig, RunDir, list[Task]], dict | None]
 
-PIPELINE: tuple[ModuleType, ...] = (elicit, prefset, score, pairs, align, generate, train, evaluate)
+PIPELINE: tuple[ModuleType, ...] = (
+    elicit,
+    prefset,
+    score,
+    prefcheck,
+    pairs,
+    align,
+    generate,
+    gain,
+    train,
+    evaluate,
+)
 """The stages in the order they run: the one list of them. The CLI's stage commands, their help,
 the pipeline loop, `arte.train_launch` and the tests all derive from it."""
 

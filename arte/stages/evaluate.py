@@ -26,7 +26,12 @@ VARIANTS = ("vanilla", "original", "arte")
 
 DEPENDS_ON = ("seed", "student.model", "evaluate")
 """The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
-READS: tuple[str, ...] = ("train",)
+READS: tuple[str, ...] = (
+    "train",
+    "gain/gain.json",
+    "align/teacher/align_stats.json",
+    "prefcheck/consistency.json",
+)
 """Files of earlier stages it reads, relative to the run directory."""
 RUN_FILES = ("summary.md", "summary.json")
 """Files it writes in the run directory itself (deleted with its own when it is redone)."""

@@ -262,11 +262,18 @@ def _columns(rows: Sequence[Mapping[str, Any]], shots: int) -> list[str]:
     return tasks + [MACRO]
 
 
-def format_table_markdown(table: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
+def format_table_markdown(
+    table: Mapping[str, Any],
+    names: Mapping[str, str] | None = None,
+    marks: Mapping[tuple[str, str, int], str] | None = None,
+    legend: str = "",
+) -> str:
     """Markdown: per shot count, accuracy (%) ± half the CI width per variant × task, then the paired
     differences (points) with their [low, high] interval; * marks an interval that excludes 0.
-    `names` shows a variant under another name (with its training set size, say)."""
-    names = names or {}
+    `names` shows a variant under another name (with its training set size, say); `marks` appends a
+    marker to a difference cell, keyed (comparison, task, shots), explained by `legend` under the
+    differences table whenever one is used."""
+    names, marks = names or {}, marks or {}
     pct = round(100 * table["ci"])
     out: list[str] = []
     for shots in sorted({r["shots"] for r in table["accuracy"]}):
@@ -296,9 +303,11 @@ def format_table_markdown(table: Mapping[str, Any], names: Mapping[str, str] | N
         ]
         dcell = {(r["comparison"], r["task"]): r for r in diffs}
         for comp in dict.fromkeys(r["comparison"] for r in diffs):
-            text = [_diff_text(dcell.get((comp, t))) for t in dcols]
+            text = [_diff_text(dcell.get((comp, t))) + marks.get((comp, t, shots), "") for t in dcols]
             out.append(f"| {comp} | " + " | ".join(text) + " |")
         out.append("")
+        if legend and any(key[2] == shots for key in marks):
+            out += [legend, ""]
     return "\n".join(out)
 
 

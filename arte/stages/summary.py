@@ -5,7 +5,12 @@ Caveats are written whenever they apply:
 - a training set smaller than SMALL_SET, or two compared sets of very different sizes: a difference
   may come from the amount of data, not from alignment;
 - two compared variants whose answers carry the `<ans>` tag at very different rates: the difference
-  then mostly measures the answer format (an untagged answer is scored wrong).
+  then mostly measures the answer format (an untagged answer is scored wrong);
+- a variant whose accuracy among its tagged answers sits at the guessing level (chance or majority
+  class) on a task.
+Per task, the answer-format tables (`arte.stages.format_report`) show the tag rate, the accuracy
+among tagged answers and the guessing levels, and mark in the differences table each difference
+that the tag rates explain.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arte.stages.format_report import FORMAT_GAP
 from common.records import RecordLog, read_json, write_json_atomic
 
 if TYPE_CHECKING:
@@ -24,8 +30,6 @@ SMALL_SET = 50
 """Examples per task below which a trained variant is flagged as trained on a handful."""
 SIZE_RATIO = 1.5
 """Two compared sets whose sizes differ by more than this factor are flagged."""
-FORMAT_GAP = 0.10
-"""Two compared variants whose missing-tag rates differ by more than this are flagged."""
 TRAINED = ("original", "arte")
 DROPS = (
     "too_short",
@@ -53,8 +57,11 @@ def training_sets(run_dir: RunDir, tasks: list[Task]) -> dict[str, dict[str, int
     return sizes
 
 
-def caveats(table: dict[str, Any], sizes: dict[str, dict[str, int]]) -> list[str]:
-    """The warnings that belong next to the accuracy numbers (see module doc)."""
+def caveats(
+    table: dict[str, Any], sizes: dict[str, dict[str, int]], fmt: dict[str, Any] | None = None
+) -> list[str]:
+    """The warnings that belong next to the accuracy numbers (see module doc); `fmt` is the
+    format report (`arte.stages.format_report.format_report`), when there is one."""
     out = []
     for v, per_task in sizes.items():
         small = {t: n for t, n in per_task.items() if n < SMALL_SET}
@@ -81,7 +88,27 @@ def caveats(table: dict[str, Any], sizes: dict[str, dict[str, int]]) -> list[str
                 f"leaves out the <ans> tag in {100 * ra:.0f}% of answers, {d['reference']} in "
                 f"{100 * rb:.0f}% (an untagged answer is scored wrong)."
             )
-    return out
+    return out + _guess_caveats(fmt)
+
+
+def _guess_caveats(fmt: dict[str, Any] | None) -> list[str]:
+    """One line per variant whose tagged answers sit at the guessing level on some task."""
+    if not fmt:
+        return []
+    at: dict[str, list[str]] = {}
+    for r in fmt["rows"]:
+        if r["task"] != "macro" and r["at_guess_level"]:
+            level = fmt["levels"][r["task"]]
+            chance = "n/a" if level["chance"] is None else f"{100 * level['chance']:.0f}%"
+            at.setdefault(r["variant"], []).append(
+                f"{r['task']} {r['shots']}-shot {100 * r['tagged_acc']:.0f}% of {r['n_tagged']} "
+                f"(chance {chance}, majority {100 * level['majority']:.0f}%)"
+            )
+    return [
+        f"**{v}'s tagged answers are no better than a guess** ({'; '.join(cells)}): its accuracy there "
+        "measures the answer format, not knowledge."
+        for v, cells in at.items()
+    ]
 
 
 def _yield_rows(counts: dict[str, Any]) -> list[str]:
@@ -111,13 +138,18 @@ def _yield_rows(counts: dict[str, Any]) -> list[str]:
 
 
 def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: dict[str, list[dict]]) -> dict:
+    from arte.stages.alignment_report import alignment_markdown, alignment_summary
     from arte.stages.evaluate_stats import accuracy_table, format_table_markdown
+    from arte.stages.format_report import MARK_LEGEND, difference_marks, format_report, format_tables_markdown
+    from arte.stages.prefcheck import consistency_markdown
+    from common.tasks.answer_space import task_answer_space
 
     table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
+    fmt = format_report(records, {t.name: task_answer_space(t) for t in tasks}, table["differences"])
     manifest = read_json(run_dir.path / "manifest.json")
     stages = dict(manifest.get("stages", {}))
     sizes = training_sets(run_dir, tasks)
-    notes = caveats(table, sizes)
+    notes = caveats(table, sizes, fmt)
     data = {
         "drafts": _count_lines(run_dir.path / "elicit" / "drafts.jsonl"),
         "pairs": _count_lines(run_dir.path / "pairs" / "dpo.jsonl"),
@@ -126,12 +158,26 @@ def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: d
         "generate": stages.get("generate", {}).get("counts", {}),
         "prefset": {t.name: read_json(run_dir.path / "prefset" / f"{t.name}.json")["method"] for t in tasks},
     }
-    summary = {"accuracy": table, "caveats": notes, "data": data, "stages": stages}
+    alignment = alignment_summary(run_dir.path)
+    path = run_dir.path / "prefcheck" / "consistency.json"
+    consistency = read_json(path) if path.is_file() else None
+    summary = {
+        "accuracy": table,
+        "format": fmt,
+        "alignment": alignment,
+        "pref_consistency": consistency,
+        "caveats": notes,
+        "data": data,
+        "stages": stages,
+    }
     write_json_atomic(run_dir.path / "summary.json", summary)
     names = {v: f"{v} ({sum(sizes[v].values())} ex.)" for v in sizes}
-    lines = [f"# ARTE run: {run_dir.path}", "", format_table_markdown(table, names)]
+    lines = [f"# ARTE run: {run_dir.path}", ""]
+    lines += [format_table_markdown(table, names, difference_marks(fmt), MARK_LEGEND)]
     if notes:
         lines += ["### Read these numbers with care", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["## Answer format and guessing levels", ""] + format_tables_markdown(fmt, names)
+    lines += alignment_markdown(alignment) + consistency_markdown(consistency)
     lines += ["## Data", ""]
     lines += [
         f"- drafts: {data['drafts']}; DPO pairs: {data['pairs']}",

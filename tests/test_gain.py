@@ -1,0 +1,183 @@
+"""The preference gain (arte/stages/gain.py) and the summary's alignment section
+(arte/stages/alignment_report.py): same D_pref and student or refused, intervals, DPO rewards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arte.pipeline import RunConfig, load_run_tasks, run_pipeline
+from arte.run_dir import RunDir
+from arte.stages import gain
+from arte.stages.alignment_report import alignment_markdown, dpo_rewards
+from arte.stages.gain import preference_gain
+from common.config import load_config
+from common.errors import UserError
+from common.records import RecordLog, write_jsonl_atomic
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+
+
+def _records(task: str, scores, pref: str = "p", student: str = "s") -> list[dict]:
+    return [{"task": task, "score": float(x), "pref": pref, "student": student} for x in scores]
+
+
+def test_gain_is_paired_by_task_and_its_interval_matches_the_normal_one():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0.4, 1.0, 400)  # task "easy": aligned mean 0.70
+    b = rng.uniform(0.2, 0.8, 300)  # reference mean 0.50
+    hard_a, hard_b = np.full(50, 0.1), np.full(80, 0.1)  # task "hard": no gain, no spread
+    res = preference_gain(
+        _records("easy", a) + _records("hard", hard_a),
+        _records("easy", b) + _records("hard", hard_b),
+        n_boot=4000,
+    )
+    easy = res["tasks"]["easy"]
+    assert easy["gain"] == pytest.approx(a.mean() - b.mean()) and easy["n_aligned"] == 400
+    half = 1.96 * np.sqrt(a.var() / len(a) + b.var() / len(b))  # normal approximation of the same interval
+    assert easy["high"] - easy["low"] == pytest.approx(2 * half, rel=0.1)
+    assert easy["low"] < easy["gain"] < easy["high"]
+    hard = res["tasks"]["hard"]
+    assert [hard["gain"], hard["low"], hard["high"]] == pytest.approx([0, 0, 0], abs=1e-12)
+    # macro: the mean of the tasks' gains (a task's difficulty cancels), interval half as wide as easy's
+    assert res["gain"] == pytest.approx(easy["gain"] / 2)
+    assert res["low"] < res["gain"] < res["high"]
+    assert res["high"] - res["low"] == pytest.approx((easy["high"] - easy["low"]) / 2, rel=0.05)
+
+
+def test_gain_on_different_d_pref_or_students_is_refused():
+    with pytest.raises(UserError, match="different D_prefs"):
+        preference_gain(_records("t", [1, 0], pref="p1"), _records("t", [0, 0], pref="p2"), n_boot=50)
+    with pytest.raises(UserError, match="different students"):
+        preference_gain(_records("t", [1, 0]), _records("t", [0, 0], student="other"), n_boot=50)
+    with pytest.raises(UserError, match="no task has scored examples on both sides"):
+        preference_gain(_records("t", [1]), _records("u", [0]), n_boot=50)
+
+
+def _scored_run(tmp_path: Path) -> tuple[RunConfig, RunDir, list]:
+    """elicit, prefset and score of the smoke setup (fake engines), then hand-made training sets:
+    the aligned teacher's = the best-scoring drafts, the original's = the worst."""
+    cfg = load_config(RunConfig, SMOKE, {"run_dir": str(tmp_path / "run"), "gain.n_examples": 4})
+    run_pipeline(cfg, only=["elicit", "prefset", "score"])
+    run = RunDir(cfg.run_dir)
+    scored = RecordLog(run.path / "score" / "scores.jsonl").read()
+    for name, best in (("arte", True), ("original", False)):
+        rows = []
+        for task in cfg.tasks:
+            mine = sorted((d for d in scored if d["task"] == task), key=lambda d: d["score"], reverse=best)
+            rows += [
+                {
+                    "task": task,
+                    "question": d["question"],
+                    "target": d["target"],
+                    "completion": " " + d["rationale"],
+                }
+                for d in mine[:4]
+            ]
+        write_jsonl_atomic(run.path / "generate" / f"{name}.jsonl", rows)
+    return cfg, run, load_run_tasks(cfg)
+
+
+def test_gain_stage_scores_both_sets_on_the_drafts_d_pref_and_refuses_another(tmp_path):
+    cfg, run, tasks = _scored_run(tmp_path)
+    scored = RecordLog(run.path / "score" / "scores.jsonl").read()
+    counts = gain.run(cfg, run, tasks)
+    report = json.loads((run.path / "gain" / "gain.json").read_text())
+    assert counts["vs_original_examples"]["gain"] > 0  # best drafts vs worst drafts, rescored
+    for task in cfg.tasks:
+        mine = sorted((d["score"] for d in scored if d["task"] == task), reverse=True)
+        t = report["vs_original_examples"]["tasks"][task]
+        assert t["aligned"] == pytest.approx(np.mean(mine[:4])) and t["reference"] == pytest.approx(
+            np.mean(mine[-4:])
+        )
+        drafts = report["vs_drafts"]["tasks"][task]
+        assert drafts["n_reference"] == len(mine) and drafts["reference"] == pytest.approx(np.mean(mine))
+    sets = {
+        s: {
+            (r["question"], r["completion"])
+            for r in RecordLog(run.path / "generate" / f"{s}.jsonl")
+            if r["task"] == "boolean_expressions"
+        }
+        for s in ("arte", "original")
+    }
+    same = report["identical_examples"]["boolean_expressions"]  # best vs worst drafts: none shared
+    assert same == {"arte": len(sets["arte"]), "original": len(sets["original"]), "identical": 0}
+    rows = RecordLog(run.path / "gain" / "scores.jsonl").read()
+    assert {r["set"] for r in rows} == {"arte", "original", "drafts"} and len({r["pref"] for r in rows}) == 2
+    cached = len(RecordLog(run.path / "gain" / "cache.jsonl").read())
+    gain.run(cfg, run, tasks)  # a re-run scores nothing again
+    assert len(RecordLog(run.path / "gain" / "cache.jsonl").read()) == cached
+
+    path = run.path / "prefset" / "boolean_expressions.json"  # D_pref changed after the drafts were scored
+    pref = json.loads(path.read_text())
+    pref["indices"] = sorted(set(range(cfg.n_validation)) - set(pref["indices"]))[: len(pref["indices"])]
+    path.write_text(json.dumps(pref))
+    with pytest.raises(UserError, match="was not scored on the current D_pref"):
+        gain.run(cfg, run, tasks)
+
+
+def test_gain_can_be_skipped(tmp_path):
+    cfg = load_config(RunConfig, SMOKE, {"run_dir": str(tmp_path / "run"), "gain.n_examples": 0})
+    run = RunDir(cfg.run_dir)
+    run.create()
+    assert gain.run(cfg, run, []) == {"skipped": True}
+    lines = alignment_markdown({"preference_gain": json.loads((run.path / "gain" / "gain.json").read_text())})
+    assert "- preference gain: not measured (gain.n_examples is 0)" in lines
+    with pytest.raises(UserError, match="--gain.n_examples must be >= 0"):
+        load_config(RunConfig, SMOKE, {"gain.n_examples": -1})
+
+
+def test_dpo_reward_statistics_and_their_table():
+    log = [
+        {"step": i, "rewards/margins": 0.1 * i, "rewards/accuracies": min(1.0, 0.25 * i)} for i in range(1, 9)
+    ]
+    stats = {
+        "steps": 8,
+        "pairs": 30,
+        "config": {"beta": 0.1},
+        "rewards_margins_first": 0.1,
+        "rewards_margins_last": 0.8,
+        "rewards_margins_mean": 0.45,
+        "rewards_accuracies_first": 0.25,
+        "rewards_accuracies_last": 1.0,
+        "rewards_accuracies_mean": 0.78125,
+        "log": log + [{"step": 8, "train_runtime": 3.0}],
+    }
+    dpo = dpo_rewards(stats)
+    assert dpo["margins_late"] == pytest.approx(0.75) and dpo["accuracies_late"] == 1.0  # steps 7 and 8
+    assert dpo["pairs"] == 30 and dpo["beta"] == 0.1
+    text = "\n".join(alignment_markdown({"dpo": dpo}))
+    assert "DPO on the teacher (30 pairs, 8 steps, beta 0.1)" in text
+    assert "| accuracy (chosen > rejected) | 0.25 | 1.00 | 0.78 | 1.00 |" in text
+    assert "| margin | 0.100 | 0.800 | 0.450 | 0.750 |" in text
+
+
+def test_identical_examples_of_the_two_teachers_are_counted_per_task():
+    from common.tasks import load_task
+
+    def row(task, q, c):
+        return {"task": task, "question": q, "completion": c}
+
+    arte = [
+        row("boolean_expressions", "q1", " a"),
+        row("boolean_expressions", "q2", " b"),
+        row("navigate", "q1", " a"),
+    ]
+    original = [
+        row("boolean_expressions", "q1", " a"),
+        row("boolean_expressions", "q2", " other"),
+        row("navigate", "q9", " a"),
+    ]
+    tasks = [load_task(n, n_validation=20, n_test=10) for n in ("boolean_expressions", "navigate")]
+    got = gain.identical_examples(arte, original, tasks)
+    assert got == {
+        "boolean_expressions": {
+            "arte": 2,
+            "original": 2,
+            "identical": 1,
+        },  # same question, other rationale: not
+        "navigate": {"arte": 1, "original": 1, "identical": 0},
+    }
