@@ -7,4 +7,9 @@
     gguf_header, safetensors_header, onnx_decode, onnx_tensors   file-format readers and the ONNX loop
     llama_cpp_loader, llama_cpp_server, llama_cpp_batch   llama.cpp: opening models, the server, batching
     threads, token_ids                small helpers
+    hf_warnings                       a transformers false alarm silenced (installed here)
 """
+
+from common import hf_warnings
+
+hf_warnings.install()
