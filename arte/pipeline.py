@@ -35,6 +35,7 @@ from arte.stages.align import AlignConfig
 from arte.stages.elicit import ElicitConfig
 from arte.stages.evaluate import EvaluateConfig
 from arte.stages.generate import GenerateConfig
+from arte.stages.out_of_domain import load_extra_tasks
 from arte.stages.pairs import PairsConfig
 from arte.stages.prefset import PrefsetConfig
 from arte.stages.train import TrainConfig
@@ -75,7 +76,14 @@ class RunConfig:
     )
     generate: GenerateConfig = opt(GenerateConfig(), "Step 4: tailored data from the aligned teacher.")
     train: TrainConfig = opt(TrainConfig(), "Step 4: student SFT.")
-    evaluate: EvaluateConfig = opt(EvaluateConfig(), "Evaluation of vanilla / original / ARTE students.")
+    variants: list[str] = opt(
+        ["original", "arte"],
+        "Students to train and evaluate next to the vanilla one: original (original-teacher data), arte "
+        "(the aligned teacher's), and the paper's ablations question_only (aligned questions, original "
+        "rationales) and rationale_only (original questions, aligned rationales). Each ablation costs one "
+        "teacher's rationales per task, one SFT and one evaluation more.",
+    )
+    evaluate: EvaluateConfig = opt(EvaluateConfig(), "Evaluation of the vanilla and trained students.")
     on_config_change: Literal["stop", "redo"] = opt(
         "stop",
         "When the run directory holds stages made with another config or input (what each stage depends "
@@ -94,11 +102,33 @@ class RunConfig:
         ):
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
+        check_variants(self.variants, self.generate.original)
         if self.evaluate.n_test > self.n_test:
             raise ValueError(
                 f"--evaluate.n_test ({self.evaluate.n_test}) is more than --n_test ({self.n_test}), the test "
                 "questions each task keeps: lower --evaluate.n_test or raise --n_test"
             )
+
+
+def check_variants(variants: list[str], original: str) -> None:
+    """--variants: known names, each once, with the original and arte sets the ablations mix."""
+    from arte.stages.training_set.ablations import TRAINED_VARIANTS
+
+    unknown = [v for v in variants if v not in TRAINED_VARIANTS]
+    if unknown or len(set(variants)) < len(variants):
+        raise ValueError(
+            f"--variants must name distinct students among {', '.join(TRAINED_VARIANTS)}, got {variants}"
+        )
+    if not {"original", "arte"} <= set(variants):
+        raise ValueError(
+            f"--variants must include original and arte (the ablations mix their teachers' drafts, and "
+            f"the summary compares with them), got {variants}"
+        )
+    if "rationale_only" in variants and original != "teacher":
+        raise ValueError(
+            "--variants rationale_only needs --generate.original teacher: its questions are the ones the "
+            "original teacher drafts in the generate stage (with drafts there are none)"
+        )
 
 
 def library_versions() -> dict[str, str]:
@@ -219,6 +249,7 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, *, skip_done: bo
         if name not in STAGE_NAMES:
             raise UserError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
     tasks = load_run_tasks(cfg)
+    load_extra_tasks(cfg, tasks)  # out-of-domain tasks: checked now, read by evaluate
     skip_done = not only if skip_done is None else skip_done
     run, lock, manifest, error = RunDir(cfg.run_dir), None, None, None
     check_models(cfg, stages_to_run(run, only, skip_done))  # nothing is written before these checks

@@ -43,10 +43,12 @@ def _count_lines(path: Path) -> int:
     return sum(1 for _ in RecordLog(path)) if path.exists() else 0
 
 
-def training_sets(run_dir: RunDir, tasks: list[Task]) -> dict[str, dict[str, int]]:
+def training_sets(
+    run_dir: RunDir, tasks: list[Task], variants: tuple[str, ...] | list[str] = TRAINED
+) -> dict[str, dict[str, int]]:
     """Kept examples per trained variant and task (generate/VARIANT.jsonl)."""
     sizes: dict[str, dict[str, int]] = {}
-    for v in TRAINED:
+    for v in variants:
         path = run_dir.path / "generate" / f"{v}.jsonl"
         rows = RecordLog(path).read() if path.exists() else []
         sizes[v] = {t.name: sum(1 for r in rows if r["task"] == t.name) for t in tasks}
@@ -110,14 +112,25 @@ def _yield_rows(counts: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: dict[str, list[dict]]) -> dict:
+def write_summary(
+    cfg: RunConfig,
+    run_dir: RunDir,
+    tasks: list[Task],
+    records: dict[str, list[dict]],
+    ood_records: dict[str, list[dict]] | None = None,
+) -> dict:
     from arte.stages.evaluate_stats import accuracy_table, format_table_markdown
+    from arte.stages.out_of_domain import ood_summary
+    from arte.stages.training_set.ablations import size_mismatches
 
     table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
     manifest = read_json(run_dir.path / "manifest.json")
     stages = dict(manifest.get("stages", {}))
-    sizes = training_sets(run_dir, tasks)
+    sizes = training_sets(run_dir, tasks, cfg.variants)
     notes = caveats(table, sizes)
+    short = size_mismatches(sizes, cfg.generate.n_examples)
+    if short:
+        notes.append(f"**training sets are not size-matched** ({'; '.join(short)} wanted per task).")
     data = {
         "drafts": _count_lines(run_dir.path / "elicit" / "drafts.jsonl"),
         "pairs": _count_lines(run_dir.path / "pairs" / "dpo.jsonl"),
@@ -127,11 +140,15 @@ def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: d
         "prefset": {t.name: read_json(run_dir.path / "prefset" / f"{t.name}.json")["method"] for t in tasks},
     }
     summary = {"accuracy": table, "caveats": notes, "data": data, "stages": stages}
-    write_json_atomic(run_dir.path / "summary.json", summary)
     names = {v: f"{v} ({sum(sizes[v].values())} ex.)" for v in sizes}
+    ood, ood_lines = ood_summary(cfg, ood_records, names) if ood_records else (None, [])
+    if ood:
+        summary["out_of_domain"] = ood
+    write_json_atomic(run_dir.path / "summary.json", summary)
     lines = [f"# ARTE run: {run_dir.path}", "", format_table_markdown(table, names)]
     if notes:
         lines += ["### Read these numbers with care", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ood_lines
     lines += ["## Data", ""]
     lines += [
         f"- drafts: {data['drafts']}; DPO pairs: {data['pairs']}",
