@@ -10,7 +10,7 @@ reads what earlier stages wrote and returns the counts recorded in `STAGE/done.j
 `TRAINS = True` also runs under `arte.train_launch` (every process of a launcher). Helpers that
 serve one stage sit beside it: `draft_parsing` (elicit), `irt` (prefset), `training_set/`
 (generate: question checks, labels, tag repair, label caps, the draw-until-enough loop),
-`evaluate_stats` and `summary` (evaluate).
+`evaluate_stats`, `out_of_domain` and `summary` (evaluate).
 
 Files, relative to the run directory:
 
@@ -22,8 +22,10 @@ Files, relative to the run directory:
                                            with LoRA, teacher-f16.gguf when it runs on llama.cpp)
     generate/arte.jsonl, generate/original.jsonl   SFT data (tailored; original-teacher baseline)
     generate/{arte,original}/TASK.*.jsonl  each teacher's brainstorm calls, rationales, label check
-    train/arte/, train/original/           the fine-tuned students, HF format
+    generate/VARIANT.jsonl, generate/VARIANT/   the ablations --variants names (question_only, ...)
+    train/VARIANT/                         the fine-tuned students (--variants), HF format
     evaluate/VARIANT.jsonl, summary.md, summary.json
+    evaluate/ood/VARIANT.jsonl             answers on the out-of-domain tasks (--evaluate.extra_tasks)
 
 Importing this package imports the stage modules, which stay light: torch, transformers, trl and
 the engines load inside `run` and the functions that need them.
