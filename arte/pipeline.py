@@ -38,7 +38,9 @@ from arte.stages.generate import GenerateConfig
 from arte.stages.out_of_domain import load_extra_tasks
 from arte.stages.pairs import PairsConfig
 from arte.stages.prefset import PrefsetConfig
+from arte.stages.teacher_reuse import other_align_dir
 from arte.stages.train import TrainConfig
+from arte.stages.training_set.ablations import check_variants
 from common.config import opt, to_dict
 from common.errors import UserError
 from common.records import read_json, write_json_atomic
@@ -74,6 +76,12 @@ class RunConfig:
         "Engine for the aligned teacher; its model is the align stage's output (leave model empty). "
         "llama_cpp: the align stage also writes an F16 GGUF of the aligned teacher.",
     )
+    aligned_teacher_from: str = opt(
+        "",
+        "Another run directory whose finished align stage gives this run its aligned teacher (the "
+        "paper's cross-student and cross-task tables); elicit, prefset, score and pairs are then skipped "
+        "and align only records the teacher's origin and sha256 (align/reused.json). Empty: align here.",
+    )
     generate: GenerateConfig = opt(GenerateConfig(), "Step 4: tailored data from the aligned teacher.")
     train: TrainConfig = opt(TrainConfig(), "Step 4: student SFT.")
     variants: list[str] = opt(
@@ -102,33 +110,17 @@ class RunConfig:
         ):
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
-        check_variants(self.variants, self.generate.original)
+        check_variants(self.variants, self.generate.original)  # arte.stages.training_set.ablations
+        if self.aligned_teacher_from and self.generate.original == "drafts":
+            raise ValueError(
+                "--generate.original drafts takes this run's own elicit drafts and scores, which a run with "
+                "--aligned_teacher_from does not make: use --generate.original teacher"
+            )
         if self.evaluate.n_test > self.n_test:
             raise ValueError(
                 f"--evaluate.n_test ({self.evaluate.n_test}) is more than --n_test ({self.n_test}), the test "
                 "questions each task keeps: lower --evaluate.n_test or raise --n_test"
             )
-
-
-def check_variants(variants: list[str], original: str) -> None:
-    """--variants: known names, each once, with the original and arte sets the ablations mix."""
-    from arte.stages.training_set.ablations import TRAINED_VARIANTS
-
-    unknown = [v for v in variants if v not in TRAINED_VARIANTS]
-    if unknown or len(set(variants)) < len(variants):
-        raise ValueError(
-            f"--variants must name distinct students among {', '.join(TRAINED_VARIANTS)}, got {variants}"
-        )
-    if not {"original", "arte"} <= set(variants):
-        raise ValueError(
-            f"--variants must include original and arte (the ablations mix their teachers' drafts, and "
-            f"the summary compares with them), got {variants}"
-        )
-    if "rationale_only" in variants and original != "teacher":
-        raise ValueError(
-            "--variants rationale_only needs --generate.original teacher: its questions are the ones the "
-            "original teacher drafts in the generate stage (with drafts there are none)"
-        )
 
 
 def library_versions() -> dict[str, str]:
@@ -218,18 +210,29 @@ def open_manifest(run: RunDir, cfg: RunConfig, hashes: dict) -> dict:
     return manifest
 
 
-def stages_to_run(run: RunDir, only: list[str] | None, skip_done: bool) -> list[str]:
+def not_needed(cfg: RunConfig) -> tuple[str, ...]:
+    """Stages this config does not run: before align, when the aligned teacher is another run's."""
+    from arte.stages.teacher_reuse import SKIPPED
+
+    return SKIPPED if cfg.aligned_teacher_from else ()
+
+
+def stages_to_run(cfg: RunConfig, run: RunDir, only: list[str] | None, skip_done: bool) -> list[str]:
     """The stages this command runs, as the run directory stands now."""
     from arte.stages import STAGE_NAMES
 
-    return [n for n in STAGE_NAMES if (not only or n in only) and not (skip_done and run.is_done(n))]
+    return [
+        n
+        for n in STAGE_NAMES
+        if (not only or n in only) and not (skip_done and run.is_done(n)) and n not in not_needed(cfg)
+    ]
 
 
 def prepare_run(cfg: RunConfig, run: RunDir, tasks: list, only: list[str] | None, skip_done: bool) -> dict:
     """The main process's work before the first stage, holding the lock: check the recorded stages
     against `cfg` (stop, or delete what must be redone), then open the manifest."""
     hashes = {t.name: task_hash(t) for t in tasks}
-    check_run_dir(cfg, run, hashes, rerun=set(stages_to_run(run, only, skip_done)), only=only)
+    check_run_dir(cfg, run, hashes, rerun=set(stages_to_run(cfg, run, only, skip_done)), only=only)
     return open_manifest(run, cfg, hashes)
 
 
@@ -250,9 +253,11 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, *, skip_done: bo
             raise UserError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
     tasks = load_run_tasks(cfg)
     load_extra_tasks(cfg, tasks)  # out-of-domain tasks: checked now, read by evaluate
+    if cfg.aligned_teacher_from:
+        other_align_dir(cfg)  # the other run finished align: checked now, read by align
     skip_done = not only if skip_done is None else skip_done
     run, lock, manifest, error = RunDir(cfg.run_dir), None, None, None
-    check_models(cfg, stages_to_run(run, only, skip_done))  # nothing is written before these checks
+    check_models(cfg, stages_to_run(cfg, run, only, skip_done))  # nothing is written before these checks
     try:
         if procs.is_main:
             try:
@@ -282,7 +287,11 @@ def _run_stages(
         name = stage_name(stage)
         if only and name not in only:
             continue
-        missing = [p for p in STAGE_NAMES[:i] if not run.is_done(p)]
+        if name in not_needed(cfg):
+            if procs.is_main:
+                print(f"[{name}] not needed: the aligned teacher comes from {cfg.aligned_teacher_from}")
+            continue
+        missing = [p for p in STAGE_NAMES[:i] if not run.is_done(p) and p not in not_needed(cfg)]
         if only and missing:
             raise UserError(
                 f"stage {name!r} needs {', '.join(missing)} first: run `arte run` or those stages"

@@ -94,6 +94,8 @@ def stage_provenance(cfg: RunConfig, run: RunDir, stage: ModuleType, task_hashes
     part = config_part(cfg, stage.DEPENDS_ON)
     digest = hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
     inputs = {rel: hash_path(run.path / rel) for rel in stage.READS}
+    if hasattr(stage, "external_inputs"):  # outside the run directory: another run's aligned teacher
+        inputs.update(stage.external_inputs(cfg))
     record = {"config": part, "config_sha256": digest, "tasks": task_hashes, "inputs": inputs}
     if hasattr(stage, "extra_task_hashes"):  # tasks only this stage reads (out-of-domain evaluation)
         record["extra_tasks"] = stage.extra_task_hashes(cfg)

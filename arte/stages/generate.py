@@ -169,6 +169,10 @@ def aligned_teacher_config(cfg: RunConfig, run_dir: RunDir) -> BackendConfig:
     LoRA adapter as a LoRA request (vllm, when align used LoRA), else the merged HF directory."""
     from arte.models import resolve_hf
 
+    if cfg.aligned_teacher_from:  # another run's (arte.stages.teacher_reuse)
+        from arte.stages.teacher_reuse import reused_teacher
+
+        return dataclasses.replace(cfg.aligned_teacher, model=reused_teacher(run_dir))
     align, name = run_dir.path / "align", cfg.aligned_teacher.name
     if name == "vllm" and (align / "teacher-adapter" / "adapter_config.json").is_file():
         model, adapter = resolve_hf(cfg.teacher.model), str(align / "teacher-adapter")

@@ -131,13 +131,19 @@ def write_summary(
     short = size_mismatches(sizes, cfg.generate.n_examples)
     if short:
         notes.append(f"**training sets are not size-matched** ({'; '.join(short)} wanted per task).")
+    reused = run_dir.path / "align" / "reused.json"  # arte.stages.teacher_reuse
     data = {
         "drafts": _count_lines(run_dir.path / "elicit" / "drafts.jsonl"),
         "pairs": _count_lines(run_dir.path / "pairs" / "dpo.jsonl"),
         "sft_examples": {v: sum(n.values()) for v, n in sizes.items()},
         "sft_examples_per_task": sizes,
         "generate": stages.get("generate", {}).get("counts", {}),
-        "prefset": {t.name: read_json(run_dir.path / "prefset" / f"{t.name}.json")["method"] for t in tasks},
+        "prefset": {  # none when the aligned teacher is another run's (arte.stages.teacher_reuse)
+            t.name: read_json(path)["method"]
+            for t in tasks
+            if (path := run_dir.path / "prefset" / f"{t.name}.json").exists()
+        },
+        "aligned_teacher_from": read_json(reused) if reused.exists() else None,
     }
     summary = {"accuracy": table, "caveats": notes, "data": data, "stages": stages}
     names = {v: f"{v} ({sum(sizes[v].values())} ex.)" for v in sizes}
@@ -155,8 +161,11 @@ def write_summary(
         "- training examples per task: "
         + "; ".join(f"{v} {', '.join(f'{t} {n}' for t, n in per.items())}" for v, per in sizes.items()),
         f"- D_pref selection per task: {data['prefset']}",
-        "",
     ]
+    if data["aligned_teacher_from"]:
+        r = data["aligned_teacher_from"]
+        lines.append(f"- aligned teacher from another run: {r['reused_from']} (sha256 {r['sha256']})")
+    lines += [""]
     if data["generate"]:
         lines += ["### Where the candidates went (generate)", ""] + _yield_rows(data["generate"]) + [""]
     lines += ["## Stage timings (s)", ""]

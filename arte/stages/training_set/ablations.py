@@ -39,6 +39,25 @@ TRAINED_VARIANTS: tuple[str, ...] = ("original", "arte", *ABLATIONS)
 """Every student the train stage can make; `RunConfig.variants` picks among them."""
 
 
+def check_variants(variants: list[str], original: str) -> None:
+    """--variants: known names, each once, with the original and arte sets the ablations mix."""
+    unknown = [v for v in variants if v not in TRAINED_VARIANTS]
+    if unknown or len(set(variants)) < len(variants):
+        raise ValueError(
+            f"--variants must name distinct students among {', '.join(TRAINED_VARIANTS)}, got {variants}"
+        )
+    if not {"original", "arte"} <= set(variants):
+        raise ValueError(
+            f"--variants must include original and arte (the ablations mix their teachers' drafts, and "
+            f"the summary compares with them), got {variants}"
+        )
+    if "rationale_only" in variants and original != "teacher":
+        raise ValueError(
+            "--variants rationale_only needs --generate.original teacher: its questions are the ones the "
+            "original teacher drafts in the generate stage (with drafts there are none)"
+        )
+
+
 class LazyBackend:
     """A backend loaded on its first call (the question teacher of an ablation is often not needed)."""
 
