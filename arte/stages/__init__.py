@@ -19,7 +19,8 @@ Files, relative to the run directory:
     score/cache.jsonl, score/scores.jsonl  one scored draft per draft (cached by content hash)
     pairs/dpo.jsonl                        question- and rationale-level DPO pairs
     align/teacher/                         the aligned teacher, merged, HF format (+ teacher-adapter/
-                                           with LoRA, teacher-f16.gguf when it runs on llama.cpp)
+                                           with LoRA, teacher-f16.gguf when it runs on llama.cpp);
+                                           align/reused.json instead with --aligned_teacher_from
     generate/arte.jsonl, generate/original.jsonl   SFT data (tailored; original-teacher baseline)
     generate/{arte,original}/TASK.*.jsonl  each teacher's brainstorm calls, rationales, label check
     generate/VARIANT.jsonl, generate/VARIANT/   the ablations --variants names (question_only, ...)
