@@ -109,9 +109,9 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
                     log.extend(evaluate_student(backend, [task], ev.shots, ev.n_test, ev.max_new_tokens))
             finally:
                 backend.close()
-        for log, into in zip(logs, (records, ood)):
-            into[variant] = log[0].read()
-            _refuse_duplicates(log[0].path, into[variant])
+        for (done, _), into in zip(logs, (records, ood)):  # the run's tasks, then the OOD ones
+            into[variant] = done.read()
+            _refuse_duplicates(done.path, into[variant])
     from arte.stages.summary import write_summary
 
     return write_summary(cfg, run_dir, tasks, records, ood_records=ood or None)
