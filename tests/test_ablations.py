@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,7 +14,7 @@ from arte.pipeline import RunConfig, load_run_tasks
 from arte.run_dir import RunDir
 from arte.stages import generate
 from arte.stages.summary import training_sets
-from arte.stages.training_set.ablations import size_mismatches
+from arte.stages.training_set.ablations import size_mismatches, trim_to_smallest
 from arte.stages.training_set.collect import SEED_OFFSET
 from common.config import load_config
 from common.errors import UserError
@@ -121,7 +122,24 @@ def test_ablations_mix_the_two_teachers_size_matched_and_resume_without_calls(tm
     path = run / "generate" / "question_only.jsonl"
     write_jsonl_atomic(path, RecordLog(path).read()[1:])
     short = size_mismatches(training_sets(RunDir(run), tasks, ALL), 12)
-    assert short == [f"question_only {tasks[0].name} 11 of 12"]
+    assert short == [f"{tasks[0].name}: original 12, arte 12, question_only 11, rationale_only 12 of 12"]
+
+
+def test_size_mismatches_and_trimming_to_the_smallest_set():
+    sizes = {"arte": {"t": 5, "u": 3}, "original": {"t": 4, "u": 3}}
+    assert size_mismatches(sizes, 5) == ["t: arte 5, original 4 of 5", "u: all 3 of 5"]
+    assert size_mismatches({"arte": {"t": 5}, "original": {"t": 5}}, 5) == []
+    rows = {
+        "arte": [{"task": "t", "i": i} for i in range(5)] + [{"task": "u", "i": i} for i in range(3)],
+        "original": [{"task": "u", "i": i} for i in range(6)] + [{"task": "t", "i": i} for i in range(4)],
+    }
+    sets = {name: (r, {"t": {}, "u": {}}) for name, r in rows.items()}
+    tasks = [SimpleNamespace(name="t"), SimpleNamespace(name="u")]
+    assert trim_to_smallest(sets, tasks) == {"t": 4, "u": 3}
+    for kept, counts in sets.values():
+        assert [(r["task"], r["i"]) for r in kept if r["task"] == "t"] == [("t", i) for i in range(4)]
+        assert [(r["task"], r["i"]) for r in kept if r["task"] == "u"] == [("u", i) for i in range(3)]
+        assert counts["t"]["trimmed_to"] == 4 and counts["u"]["trimmed_to"] == 3
 
 
 @pytest.mark.parametrize(
@@ -142,3 +160,23 @@ def test_rationale_only_needs_the_original_teachers_own_questions():
         load_config(RunConfig, SMOKE, {"variants": ALL, "generate": {"original": "drafts"}})
     cfg = load_config(RunConfig, SMOKE, {"variants": ALL[:3], "generate": {"original": "drafts"}})
     assert cfg.variants == ALL[:3]
+
+
+def test_generate_trims_every_set_to_the_smallest_when_asked(tmp_path, monkeypatch):
+    for mode in ("report", "trim"):
+        run = tmp_path / mode
+        cfg = load_config(
+            RunConfig,
+            SMOKE,
+            {"run_dir": str(run), "variants": ALL, "generate": {"max_calls": 24, "size_match": mode}},
+        )
+        (run / "align" / "teacher").mkdir(parents=True)
+        monkeypatch.setattr("arte.backends.load_backend", lambda c: MarkedTeacher(c, []))
+        tasks = load_run_tasks(cfg)
+        generate.run(cfg, RunDir(run), tasks)
+        sizes = training_sets(RunDir(run), tasks, ALL)
+        per_task = {t.name: {sizes[v][t.name] for v in ALL} for t in tasks}
+        if mode == "report":  # the budget stops the sets at different sizes ...
+            assert any(len(n) > 1 for n in per_task.values()) and size_mismatches(sizes, 12)
+        else:  # ... and trim cuts each to the smallest
+            assert all(len(n) == 1 for n in per_task.values()), per_task

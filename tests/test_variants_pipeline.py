@@ -70,7 +70,7 @@ def test_ablations_and_an_ood_task_end_to_end(tmp_path, monkeypatch):
     assert {"question_only - original", "arte - question_only", "rationale_only - original"} <= comparisons
     assert "arte - rationale_only" in {r["comparison"] for r in ood["differences"]}
     assert summary["data"]["sft_examples"] == {v: 24 for v in TRAINED}
-    assert not any("size-matched" in n for n in summary["caveats"])
+    assert not any("training set sizes" in n for n in summary["caveats"])  # all 12 per task
     md = (run / "summary.md").read_text()
     assert "| question_only (24 ex.) |" in md and "| rationale_only (24 ex.) |" in md
     target_part, ood_part = md.split("## Out-of-domain tasks")

@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Literal
 from arte.backends.base import Backend
 from arte.stages.elicit import QuestionConfig
 from arte.stages.score import ScoredDraft
-from arte.stages.training_set.ablations import ABLATIONS, ablation_set, size_mismatches, training_set_sizes
+from arte.stages.training_set.ablations import (
+    ABLATIONS,
+    ablation_set,
+    size_mismatches,
+    training_set_sizes,
+    trim_to_smallest,
+)
 from arte.stages.training_set.collect import SEED_OFFSET, collect_training_set, draw_rationales, select
 from arte.stages.training_set.labels import majority
 from arte.stages.training_set.tag_repair import read_rationale
@@ -90,6 +96,12 @@ class GenerateConfig:
         20,
         "Validation questions labelled by the vote, without the solver, and compared with their gold "
         "labels: how far the vote can be trusted (0 = skip).",
+    )
+    size_match: Literal["report", "trim"] = opt(
+        "report",
+        "Trained sets of one task that differ in size (a set short of n_examples): report it next to the "
+        "numbers, or trim every set to the smallest one's size (its first rows), so the students differ "
+        "only in what their data holds.",
     )
     original: Literal["teacher", "drafts"] = opt(
         "teacher",
@@ -231,6 +243,8 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         sets["original"] = (original_rows, original_counts)
     for variant in (v for v in cfg.variants if v in ABLATIONS):
         sets[variant] = ablation_set(cfg, variant, teachers, out / variant, tasks)
+    if cfg.generate.size_match == "trim":
+        trim_to_smallest(sets, tasks)
     counts = {t.name: {name: c[t.name] for name, (_, c) in sets.items()} for t in tasks}
     for name, (rows, _) in sets.items():
         if not rows:
@@ -240,5 +254,5 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         write_jsonl_atomic(out / f"{name}.jsonl", rows)
     short = size_mismatches(training_set_sizes(sets, tasks), cfg.generate.n_examples)
     if short:
-        log.warning("training sets short of --generate.n_examples: %s", "; ".join(short))
+        log.warning("training sets not of --generate.n_examples each: %s", "; ".join(short))
     return counts

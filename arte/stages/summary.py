@@ -130,7 +130,10 @@ def write_summary(
     notes = caveats(table, sizes)
     short = size_mismatches(sizes, cfg.generate.n_examples)
     if short:
-        notes.append(f"**training sets are not size-matched** ({'; '.join(short)} wanted per task).")
+        notes.append(
+            f"**training set sizes are not {cfg.generate.n_examples} per task** ({'; '.join(short)}): where "
+            "they differ, so does the amount of data (--generate.size_match trim cuts them to the smallest)."
+        )
     reused = run_dir.path / "align" / "reused.json"  # arte.stages.teacher_reuse
     data = {
         "drafts": _count_lines(run_dir.path / "elicit" / "drafts.jsonl"),

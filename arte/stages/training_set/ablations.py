@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,14 +128,35 @@ def ablation_set(
 
 
 def size_mismatches(sizes: dict[str, dict[str, int]], wanted: int) -> list[str]:
-    """'VARIANT TASK kept of wanted' for every trained set that is not `wanted` examples of a task:
-    the compared students were then not trained on the same amount of data."""
-    return [
-        f"{variant} {task} {n} of {wanted}"
-        for variant, per_task in sizes.items()
-        for task, n in per_task.items()
-        if n != wanted
-    ]
+    """One phrase per task whose trained sets are not all `wanted` examples: "TASK: arte 49,
+    original 50 of 50" when they differ (the students then differ in the amount of data too), or
+    "TASK: all 46 of 50" when they are matched but short."""
+    out = []
+    for task in dict.fromkeys(t for per_task in sizes.values() for t in per_task):
+        got = {v: per_task.get(task, 0) for v, per_task in sizes.items()}
+        if len(set(got.values())) > 1:
+            out.append(f"{task}: {', '.join(f'{v} {n}' for v, n in got.items())} of {wanted}")
+        elif any(n != wanted for n in got.values()):
+            out.append(f"{task}: all {next(iter(got.values()))} of {wanted}")
+    return out
+
+
+def trim_to_smallest(sets: dict[str, tuple[list[dict], dict]], tasks: list[Task]) -> dict[str, int]:
+    """`--generate.size_match trim`: cut every set to the smallest one's size per task, keeping each
+    set's first rows (selection order; a subset keeps within the label caps). Returns the sizes."""
+    sizes = training_set_sizes(sets, tasks)
+    smallest = {t.name: min(per_set[t.name] for per_set in sizes.values()) for t in tasks}
+    for rows, counts in sets.values():
+        taken: Counter = Counter()
+        kept = []
+        for r in rows:
+            taken[r["task"]] += 1
+            if taken[r["task"]] <= smallest[r["task"]]:
+                kept.append(r)
+        rows[:] = kept
+        for t in tasks:
+            counts[t.name]["trimmed_to"] = smallest[t.name]
+    return smallest
 
 
 def training_set_sizes(
