@@ -102,3 +102,15 @@ def test_bad_ood_tasks_are_refused_before_the_run_dir_exists(tmp_path, capsys, e
     assert main(["run", "--config", str(SMOKE), "--run_dir", str(run), "--evaluate.extra_tasks", *extra]) == 2
     assert message in capsys.readouterr().err
     assert not run.exists()
+
+
+def test_an_ood_task_file_keeps_every_question_past_the_seeds_for_testing(tmp_path):
+    from arte.stages.out_of_domain import load_extra_tasks
+
+    path = tmp_path / "parity.jsonl"
+    path.write_text(
+        "".join(json.dumps({"input": f"Is {i} even?", "target": str(i % 2 == 0)}) + "\n" for i in range(10))
+    )
+    cfg = load_config(RunConfig, SMOKE, {"evaluate": {"extra_tasks": [str(path)]}})
+    (task,) = load_extra_tasks(cfg)
+    assert (task.name, len(task.seeds), len(task.validation), len(task.test)) == ("parity", 3, 0, 7)

@@ -2,11 +2,12 @@
 aligning or training (`--evaluate.extra_tasks`), answered by every student of the run.
 
 They are loaded like the run's tasks (built-in names, JSONL/JSON files, directories, `hf:` specs;
-split with the run's --seed, --n_validation and --n_test) and checked before the run directory is
-created: a name shared with --tasks is refused (that task was trained on). Only the evaluate stage
-sees them: their records go to evaluate/ood/VARIANT.jsonl, their data hashes into evaluate's
-provenance record (`extra_task_hashes`), and their accuracies, with the same bootstrap intervals
-and paired differences as the target tasks, into their own section of summary.md / summary.json.
+split with the run's --seed and --n_test, into 3 seeds and test questions: no validation split, as
+nothing is selected or scored on them) and checked before the run directory is created: a name
+shared with --tasks is refused (that task was trained on). Only the evaluate stage sees them: their
+records go to evaluate/ood/VARIANT.jsonl, their data hashes into evaluate's provenance record
+(`extra_task_hashes`), and their accuracies, with the same bootstrap intervals and paired
+differences as the target tasks, into their own section of summary.md / summary.json.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def load_extra_tasks(cfg: RunConfig, run_tasks: list[Task] | None = None) -> lis
     if not specs:
         return []
     try:
-        tasks = load_tasks(specs, n_validation=cfg.n_validation, n_test=cfg.n_test, seed=cfg.seed)
+        tasks = load_tasks(specs, n_validation=0, n_test=cfg.n_test, seed=cfg.seed)  # nothing to select
     except UserError as e:
         raise UserError(f"{FLAG}: {e}") from None
     if run_tasks is None:
