@@ -90,6 +90,13 @@ def test_ablations_mix_the_two_teachers_size_matched_and_resume_without_calls(tm
             rows = [r for r in RecordLog(run / "generate" / f"{variant}.jsonl") if r["task"] == task.name]
             assert len(rows) == 12 and counts[task.name][variant]["kept"] == 12
             assert counts[task.name][variant]["stop"] == "enough"
+            logs = [RecordLog(run / "generate" / d / f"{task.name}.questions.jsonl") for d in (q_by, variant)]
+            copied, total = (len(log.read()) for log in logs)
+            report = counts[task.name][variant]
+            assert (report["questions_copied_calls"], report["questions_new_calls"]) == (
+                copied,
+                total - copied,
+            )
             assert all(r["questions_by"] == q_by and r["rationales_by"] == r_by for r in rows)
             qs = {r["question"] for r in rows}
             other_pool = original_q if q_pool is aligned_q else aligned_q

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arte.stages.training_set.collect import SEED_OFFSET, collect_training_set
+from common.records import RecordLog
 
 if TYPE_CHECKING:
     from arte.backends import BackendConfig
@@ -77,15 +78,18 @@ class LazyBackend:
             self.inner.close()
 
 
-def seed_questions(source_dir: Path, out: Path, task: Task) -> None:
-    """Start out/TASK.questions.jsonl as a copy of the source set's brainstorm log (once; atomic)."""
+def seed_questions(source_dir: Path, out: Path, task: Task) -> int:
+    """Start out/TASK.questions.jsonl as a copy of the source set's brainstorm log (once; atomic).
+    Returns the source log's calls (the ones this set did not make itself)."""
     target, source = out / f"{task.name}.questions.jsonl", source_dir / f"{task.name}.questions.jsonl"
-    if target.exists() or not source.exists():
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".jsonl.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    if not source.exists():
+        return 0
+    if not target.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".jsonl.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    return len(RecordLog(source).read())
 
 
 def ablation_set(
@@ -101,7 +105,7 @@ def ablation_set(
     rationale_teacher = load_backend(teachers[rationales_by])
     try:
         for task in tasks:
-            seed_questions(out.parent / questions_by, out, task)
+            copied = seed_questions(out.parent / questions_by, out, task)
             example, started = teacher_example(task, cfg.teacher_worked_example), time.time()
             got, report = collect_training_set(
                 task,
@@ -117,7 +121,8 @@ def ablation_set(
             for r in got:
                 r.update(questions_by=questions_by, rationales_by=rationales_by)
             report.update(questions_by=questions_by, rationales_by=rationales_by)
-            report["question_teacher_loaded"] = question_teacher.inner is not None
+            report["questions_copied_calls"] = copied
+            report["questions_new_calls"] = report["questions"]["calls"] - copied  # by the question teacher
             report["seconds"] = round(time.time() - started, 1)
             rows += got
             counts[task.name] = report
