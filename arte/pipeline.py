@@ -36,10 +36,13 @@ from arte.stages.elicit import ElicitConfig
 from arte.stages.evaluate import EvaluateConfig
 from arte.stages.gain import GainConfig
 from arte.stages.generate import GenerateConfig
+from arte.stages.out_of_domain import load_extra_tasks
 from arte.stages.pairs import PairsConfig
 from arte.stages.prefcheck import PrefcheckConfig
 from arte.stages.prefset import PrefsetConfig
+from arte.stages.teacher_reuse import other_align_dir
 from arte.stages.train import TrainConfig
+from arte.stages.training_set.ablations import check_variants
 from common.config import opt, to_dict
 from common.errors import UserError
 from common.records import read_json, write_json_atomic
@@ -78,12 +81,25 @@ class RunConfig:
         "Engine for the aligned teacher; its model is the align stage's output (leave model empty). "
         "llama_cpp: the align stage also writes an F16 GGUF of the aligned teacher.",
     )
+    aligned_teacher_from: str = opt(
+        "",
+        "Another run directory whose finished align stage gives this run its aligned teacher (the "
+        "paper's cross-student and cross-task tables); elicit, prefset, score and pairs are then skipped "
+        "and align only records the teacher's origin and sha256 (align/reused.json). Empty: align here.",
+    )
     generate: GenerateConfig = opt(GenerateConfig(), "Step 4: tailored data from the aligned teacher.")
     gain: GainConfig = opt(
         GainConfig(), "The direct check of alignment: both teachers' examples scored on the same D_pref."
     )
     train: TrainConfig = opt(TrainConfig(), "Step 4: student SFT.")
-    evaluate: EvaluateConfig = opt(EvaluateConfig(), "Evaluation of vanilla / original / ARTE students.")
+    variants: list[str] = opt(
+        ["original", "arte"],
+        "Students to train and evaluate next to the vanilla one: original (original-teacher data), arte "
+        "(the aligned teacher's), and the paper's ablations question_only (aligned questions, original "
+        "rationales) and rationale_only (original questions, aligned rationales). Each ablation costs one "
+        "teacher's rationales per task, one SFT and one evaluation more.",
+    )
+    evaluate: EvaluateConfig = opt(EvaluateConfig(), "Evaluation of the vanilla and trained students.")
     on_config_change: Literal["stop", "redo"] = opt(
         "stop",
         "When the run directory holds stages made with another config or input (what each stage depends "
@@ -102,6 +118,12 @@ class RunConfig:
         ):
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
+        check_variants(self.variants, self.generate.original)  # arte.stages.training_set.ablations
+        if self.aligned_teacher_from and self.generate.original == "drafts":
+            raise ValueError(
+                "--generate.original drafts takes this run's own elicit drafts and scores, which a run with "
+                "--aligned_teacher_from does not make: use --generate.original teacher"
+            )
         if self.evaluate.n_test > self.n_test:
             raise ValueError(
                 f"--evaluate.n_test ({self.evaluate.n_test}) is more than --n_test ({self.n_test}), the test "
@@ -198,18 +220,41 @@ def open_manifest(run: RunDir, cfg: RunConfig, hashes: dict) -> dict:
     return manifest
 
 
-def stages_to_run(run: RunDir, only: list[str] | None, skip_done: bool) -> list[str]:
+def not_needed(cfg: RunConfig) -> dict[str, str]:
+    """Stages this config does not run, with the reason: `teacher_reuse.SKIPPED` when the aligned
+    teacher is another run's."""
+    from arte.stages.teacher_reuse import SKIPPED
+
+    why = f"the aligned teacher comes from {cfg.aligned_teacher_from}"
+    return {s: why for s in SKIPPED} if cfg.aligned_teacher_from else {}
+
+
+def switched_off(cfg: RunConfig) -> set[str]:
+    """Optional stages whose size is 0: they run (and record that they skipped), but an `--only`
+    list that leaves them out does not have to wait for them."""
+    return {
+        n
+        for n, off in (("prefcheck", cfg.prefcheck.questions == 0), ("gain", cfg.gain.n_examples == 0))
+        if off
+    }
+
+
+def stages_to_run(cfg: RunConfig, run: RunDir, only: list[str] | None, skip_done: bool) -> list[str]:
     """The stages this command runs, as the run directory stands now."""
     from arte.stages import STAGE_NAMES
 
-    return [n for n in STAGE_NAMES if (not only or n in only) and not (skip_done and run.is_done(n))]
+    return [
+        n
+        for n in STAGE_NAMES
+        if (not only or n in only) and not (skip_done and run.is_done(n)) and n not in not_needed(cfg)
+    ]
 
 
 def prepare_run(cfg: RunConfig, run: RunDir, tasks: list, only: list[str] | None, skip_done: bool) -> dict:
     """The main process's work before the first stage, holding the lock: check the recorded stages
     against `cfg` (stop, or delete what must be redone), then open the manifest."""
     hashes = {t.name: task_hash(t) for t in tasks}
-    check_run_dir(cfg, run, hashes, rerun=set(stages_to_run(run, only, skip_done)), only=only)
+    check_run_dir(cfg, run, hashes, rerun=set(stages_to_run(cfg, run, only, skip_done)), only=only)
     return open_manifest(run, cfg, hashes)
 
 
@@ -229,9 +274,12 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, *, skip_done: bo
         if name not in STAGE_NAMES:
             raise UserError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
     tasks = load_run_tasks(cfg)
+    load_extra_tasks(cfg, tasks)  # out-of-domain tasks: checked now, read by evaluate
+    if cfg.aligned_teacher_from:
+        other_align_dir(cfg)  # the other run finished align: checked now, read by align
     skip_done = not only if skip_done is None else skip_done
     run, lock, manifest, error = RunDir(cfg.run_dir), None, None, None
-    check_models(cfg, stages_to_run(run, only, skip_done))  # nothing is written before these checks
+    check_models(cfg, stages_to_run(cfg, run, only, skip_done))  # nothing is written before these checks
     try:
         if procs.is_main:
             try:
@@ -261,7 +309,12 @@ def _run_stages(
         name = stage_name(stage)
         if only and name not in only:
             continue
-        missing = [p for p in STAGE_NAMES[:i] if not run.is_done(p)]
+        if name in not_needed(cfg):
+            if procs.is_main:
+                print(f"[{name}] not needed: {not_needed(cfg)[name]}")
+            continue
+        skippable = not_needed(cfg).keys() | switched_off(cfg)
+        missing = [p for p in STAGE_NAMES[:i] if not run.is_done(p) and p not in skippable]
         if only and missing:
             raise UserError(
                 f"stage {name!r} needs {', '.join(missing)} first: run `arte run` or those stages"

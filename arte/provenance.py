@@ -8,9 +8,10 @@ Every stage module declares what its files depend on:
 - `READS`: the files and directories of earlier stages it reads, relative to the run directory.
 
 `stage_provenance` puts those together with the task data's hashes: the config part, its sha256,
-the task hashes and a hash of every input. It is written to `STAGE/started.json` when a stage
-starts and into `STAGE/done.json` when it finishes. On the next command, `check_run_dir` compares
-each recorded stage with the config and the files as they are now:
+the task hashes and a hash of every input (and, for a stage with `extra_task_hashes`, the data
+hashes of the tasks only it reads: evaluate's out-of-domain tasks). It is written to
+`STAGE/started.json` when a stage starts and into `STAGE/done.json` when it finishes. On the next
+command, `check_run_dir` compares each recorded stage with the config and the files as they are now:
 - a finished stage's JSONL file that is damaged (half a last line, a line that is not JSON) is an
   error naming the file, the line and the stage to re-run;
 - a stage whose config part, task data or inputs differ is *affected*, reported with the fields
@@ -93,7 +94,12 @@ def stage_provenance(cfg: RunConfig, run: RunDir, stage: ModuleType, task_hashes
     part = config_part(cfg, stage.DEPENDS_ON)
     digest = hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
     inputs = {rel: hash_path(run.path / rel) for rel in stage.READS}
-    return {"config": part, "config_sha256": digest, "tasks": task_hashes, "inputs": inputs}
+    if hasattr(stage, "external_inputs"):  # outside the run directory: another run's aligned teacher
+        inputs.update(stage.external_inputs(cfg))
+    record = {"config": part, "config_sha256": digest, "tasks": task_hashes, "inputs": inputs}
+    if hasattr(stage, "extra_task_hashes"):  # tasks only this stage reads (out-of-domain evaluation)
+        record["extra_tasks"] = stage.extra_task_hashes(cfg)
+    return record
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -131,6 +137,10 @@ def differences(
     elif any(old_tasks[t] != new_tasks[t] for t in new_tasks):
         changed = ", ".join(t for t in new_tasks if old_tasks[t] != new_tasks[t])
         out.append(f"task data of {changed} (task files, --seed, --n_validation or --n_test)")
+    old_extra, new_extra = old.get("extra_tasks", {}), new.get("extra_tasks", {})
+    if any(old_extra.get(t) != h for t, h in new_extra.items() if t in old_extra):
+        changed = ", ".join(t for t in new_extra if t in old_extra and old_extra[t] != new_extra[t])
+        out.append(f"data of the out-of-domain task(s) {changed} (--evaluate.extra_tasks files)")
     for rel, digest in new.get("inputs", {}).items():
         if rel not in skip_inputs and old.get("inputs", {}).get(rel) != digest:
             out.append(f"its input {rel} " + ("is missing" if digest is None else "changed since it ran"))

@@ -89,6 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="smollm2-135m-f16,gemma3-270m-f16", help="llama_cpp models")
     ap.add_argument("--config", default="configs/demo.yaml", help="tasks, prompts and sizes from here")
+    ap.add_argument("--tasks", default="", help="comma-separated tasks instead of the config's")
     ap.add_argument("--questions", type=int, default=40, help="unique questions wanted per task (elicit.m)")
     ap.add_argument("--calls", type=int, default=24, help="brainstorm calls per task and teacher, at most")
     ap.add_argument("--n_test", type=int, default=60)
@@ -97,6 +98,8 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(RunConfig, args.config)
     cfg = dataclasses.replace(cfg, elicit=dataclasses.replace(cfg.elicit, m=args.questions))
+    if args.tasks:
+        cfg = dataclasses.replace(cfg, tasks=args.tasks.split(","))
     n_test = max(cfg.n_test, args.n_test)
     tasks = load_tasks(cfg.tasks, n_validation=cfg.n_validation, n_test=n_test, seed=cfg.seed)
     rows = []

@@ -10,7 +10,7 @@ reads what earlier stages wrote and returns the counts recorded in `STAGE/done.j
 `TRAINS = True` also runs under `arte.train_launch` (every process of a launcher). Helpers that
 serve one stage sit beside it: `draft_parsing` (elicit), `irt` (prefset), `training_set/`
 (generate: question checks, labels, tag repair, label caps, the draw-until-enough loop),
-`evaluate_stats` and `summary` (evaluate).
+`evaluate_stats`, `out_of_domain` and `summary` (evaluate).
 
 Files, relative to the run directory:
 
@@ -20,12 +20,15 @@ Files, relative to the run directory:
     prefcheck/consistency.json             optional: best/worst rationale on D_pref vs the validation set
     pairs/dpo.jsonl                        question- and rationale-level DPO pairs
     align/teacher/                         the aligned teacher, merged, HF format (+ teacher-adapter/
-                                           with LoRA, teacher-f16.gguf when it runs on llama.cpp)
+                                           with LoRA, teacher-f16.gguf when it runs on llama.cpp);
+                                           align/reused.json instead with --aligned_teacher_from
     generate/arte.jsonl, generate/original.jsonl   SFT data (tailored; original-teacher baseline)
     generate/{arte,original}/TASK.*.jsonl  each teacher's brainstorm calls, rationales, label check
+    generate/VARIANT.jsonl, generate/VARIANT/   the ablations --variants names (question_only, ...)
     gain/scores.jsonl, gain/gain.json      a sample of both sets scored on D_pref; the preference gain
-    train/arte/, train/original/           the fine-tuned students, HF format
+    train/VARIANT/                         the fine-tuned students (--variants), HF format
     evaluate/VARIANT.jsonl, summary.md, summary.json
+    evaluate/ood/VARIANT.jsonl             answers on the out-of-domain tasks (--evaluate.extra_tasks)
 
 Importing this package imports the stage modules, which stay light: torch, transformers, trl and
 the engines load inside `run` and the functions that need them.

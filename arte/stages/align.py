@@ -39,6 +39,10 @@ from arte.finetune import (
     trainer_args,
     validate_common,
 )
+from arte.stages.teacher_reuse import (
+    external_inputs,  # noqa: F401  (provenance: a reused teacher)
+    reuse_aligned_teacher,
+)
 from common.config import opt
 from common.records import read_json
 
@@ -51,7 +55,7 @@ HELP = "Step 3b: DPO on the teacher (LoRA by default), merged and saved."
 TRAINS = True
 """Runs under `arte.train_launch` (accelerate launch / torchrun) too."""
 
-DEPENDS_ON = ("teacher.model", "align")
+DEPENDS_ON = ("teacher.model", "align", "aligned_teacher_from")
 """The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
 READS: tuple[str, ...] = ("pairs/dpo.jsonl",)
 """Files of earlier stages it reads, relative to the run directory."""
@@ -181,9 +185,12 @@ def align_teacher(model_dir: str, pairs_path: Path, out_dir: Path, cfg: AlignCon
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict | None:
     """DPO on the teacher with pairs/dpo.jsonl into align/teacher (merged; plus teacher-adapter/ with
     LoRA, and teacher-f16.gguf when the aligned teacher runs on llama.cpp). A complete aligned teacher
-    from an earlier attempt is reused. Under a launcher every process trains; only the main one
+    from an earlier attempt is reused. With --aligned_teacher_from, another run's teacher is taken
+    instead (`arte.stages.teacher_reuse`). Under a launcher every process trains; only the main one
     saves and returns the stats (the others: None)."""
     procs = processes.current()
+    if cfg.aligned_teacher_from:  # the teacher of another run (arte.stages.teacher_reuse)
+        return reuse_aligned_teacher(cfg, run_dir) if procs.is_main else None
     out = run_dir.stage("align")
     teacher_dir, pairs = out / "teacher", run_dir.path / "pairs" / "dpo.jsonl"
     if (teacher_dir / "config.json").is_file() and (teacher_dir / "align_stats.json").is_file():

@@ -1,7 +1,9 @@
-"""The pipeline's last stage: evaluate the vanilla, original-teacher and ARTE students on the same
-test questions, zero- and few-shot, then write `summary.md` and `summary.json` (accuracy table with
-bootstrap intervals, paired differences, caveats, training-set yields, stage timings). The
-statistics are in `arte.stages.evaluate_stats`, the summary in `arte.stages.summary`."""
+"""The pipeline's last stage: evaluate the vanilla student and every trained one (`--variants`:
+original-teacher, ARTE, the ablations) on the same test questions, zero- and few-shot, and on the
+out-of-domain tasks (`--evaluate.extra_tasks`, `arte.stages.out_of_domain`); then write `summary.md`
+and `summary.json` (accuracy table with bootstrap intervals, paired differences, caveats,
+training-set yields, stage timings). The statistics are in `arte.stages.evaluate_stats`, the summary
+in `arte.stages.summary`."""
 
 from __future__ import annotations
 
@@ -20,11 +22,9 @@ if TYPE_CHECKING:
     from arte.pipeline import RunConfig
     from common.tasks import Task
 
-HELP = "Evaluate vanilla / original / ARTE students; write summary.md and summary.json."
+HELP = "Evaluate the vanilla and trained students (and on out-of-domain tasks); write summary.md/json."
 
-VARIANTS = ("vanilla", "original", "arte")
-
-DEPENDS_ON = ("seed", "student.model", "evaluate")
+DEPENDS_ON = ("seed", "student.model", "evaluate", "variants")
 """The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
 READS: tuple[str, ...] = (
     "train",
@@ -37,6 +37,13 @@ RUN_FILES = ("summary.md", "summary.json")
 """Files it writes in the run directory itself (deleted with its own when it is redone)."""
 
 
+def extra_task_hashes(cfg: RunConfig) -> dict[str, str]:
+    """The out-of-domain tasks' data hashes, recorded in this stage's provenance (`arte.provenance`)."""
+    from arte.stages.out_of_domain import extra_task_hashes as hashes
+
+    return hashes(cfg)
+
+
 @dataclass
 class EvaluateConfig:
     """Evaluation of the students (paper's protocol: target-task accuracy, zero-shot and 3-shot)."""
@@ -45,6 +52,11 @@ class EvaluateConfig:
     n_test: int = opt(200, "Test questions per task.")
     max_new_tokens: int = opt(192, "Decode budget per answer.")
     n_boot: int = opt(2000, "Bootstrap resamples for the confidence intervals.")
+    extra_tasks: list[str] = opt(
+        [],
+        "Out-of-domain tasks (built-in names or task files, like --tasks) that no stage drafts, scores or "
+        "trains on; every student answers them too, reported in their own summary section.",
+    )
     backend: BackendConfig = opt(
         BackendConfig(name="hf", model=""),
         "Engine for every student; its model is filled in per variant. llama_cpp: each student is "
@@ -70,25 +82,27 @@ class EvaluateConfig:
 def variant_models(cfg: RunConfig, run_dir: RunDir) -> dict[str, str]:
     from arte.models import resolve_hf
 
-    return {
-        "vanilla": resolve_hf(cfg.student.model),
-        "original": str(run_dir.path / "train" / "original"),
-        "arte": str(run_dir.path / "train" / "arte"),
-    }
+    trained = {v: str(run_dir.path / "train" / v) for v in cfg.variants}
+    return {"vanilla": resolve_hf(cfg.student.model), **trained}
 
 
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
-    """Evaluate each variant (resumable per variant and task), then write the summary files."""
+    """Evaluate each variant on the run's tasks (evaluate/VARIANT.jsonl) and the out-of-domain ones
+    (evaluate/ood/VARIANT.jsonl), resumable per variant and task; then write the summary files."""
     from tqdm import tqdm
 
     from arte.stages.evaluate_stats import evaluate_student
+    from arte.stages.out_of_domain import load_extra_tasks
 
     out, ev = run_dir.stage("evaluate"), cfg.evaluate
+    extra = load_extra_tasks(cfg, tasks)
     records: dict[str, list[dict]] = {}
+    ood: dict[str, list[dict]] = {}
     for variant, model in variant_models(cfg, run_dir).items():
-        log = RecordLog(out / f"{variant}.jsonl", resume=True)
-        done_tasks = {r["task"] for r in log}
-        todo = [t for t in tasks if t.name not in done_tasks]
+        logs = [(RecordLog(out / f"{variant}.jsonl", resume=True), tasks)]
+        if extra:
+            logs.append((RecordLog(out / "ood" / f"{variant}.jsonl", resume=True), extra))
+        todo = [(log, t) for log, ts in logs for t in ts if t.name not in {r["task"] for r in log}]
         if todo:
             pickle_ok = ev.backend.allow_pickle or (variant == "vanilla" and cfg.student.allow_pickle)
             engine_model = _engine_model(ev.backend, model, out, variant)
@@ -96,17 +110,16 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
                 dataclasses.replace(ev.backend, model=engine_model, allow_pickle=pickle_ok)
             )
             try:
-                for task in tqdm(
-                    todo, desc=f"evaluate {variant}", unit="task"
-                ):  # a kill loses one task at most
+                for log, task in tqdm(todo, desc=f"evaluate {variant}", unit="task"):  # a kill loses one task
                     log.extend(evaluate_student(backend, [task], ev.shots, ev.n_test, ev.max_new_tokens))
             finally:
                 backend.close()
-        records[variant] = log.read()
-        _refuse_duplicates(log.path, records[variant])
+        for (done, _), into in zip(logs, (records, ood)):  # the run's tasks, then the OOD ones
+            into[variant] = done.read()
+            _refuse_duplicates(done.path, into[variant])
     from arte.stages.summary import write_summary
 
-    return write_summary(cfg, run_dir, tasks, records)
+    return write_summary(cfg, run_dir, tasks, records, ood_records=ood or None)
 
 
 def _refuse_duplicates(path: Path, records: list[dict]) -> None:

@@ -1,9 +1,10 @@
 """Evaluation (the ARTE paper's protocol): a student's target-task accuracy zero-shot and 3-shot, and
 paired-bootstrap confidence intervals for accuracies and for differences between students.
 
-Variants compared (`arte.stages.evaluate.VARIANTS`; docs/method.md, Evaluation): "vanilla" (the
-untrained student), "original" (trained on the unaligned teacher's data) and "arte" (trained on the
-aligned teacher's tailored data).
+Variants compared (`--variants`; docs/method.md, Evaluation): "vanilla" (the untrained student),
+"original" (trained on the unaligned teacher's data), "arte" (trained on the aligned teacher's
+tailored data) and the paper's ablations "question_only" / "rationale_only" (one teacher's questions
+with the other's rationales).
 Every variant answers the same test questions, so a difference is estimated *paired*: bootstrap
 resamples question indices and uses the same indices for both variants, which removes the
 question-difficulty noise the two share. Macro averages resample within each task (stratified).
@@ -235,15 +236,19 @@ def accuracy_table(
     Returns {"ci", "n_boot", "baseline", "variants", "accuracy": rows, "differences": rows}.
     accuracy rows: {variant, task (or "macro"), shots, acc, low, high, n, missing_rate}.
     difference rows: {comparison "var - ref", variant, reference, task, shots, diff, low, high,
-    p_value, n} for every variant against `baseline` (when present), and "arte" against "original"
-    when both exist. Records are matched by (task, shots, question index); the macro average is the
-    unweighted mean over tasks.
+    p_value, n} for every variant against `baseline` (when present), "arte" against "original"
+    when both exist, and every other variant (an ablation) against "original" and "arte" against it.
+    Records are matched by (task, shots, question index); the macro average is the unweighted mean
+    over tasks.
     """
     indexed = {v: _index_records(recs, v) for v, recs in records_by_variant.items()}
     accuracy = [row for v, cells in indexed.items() for row in _accuracy_rows(v, cells, n_boot, seed, ci)]
     comparisons = [(baseline, v) for v in indexed if baseline in indexed and v != baseline]
     if "arte" in indexed and "original" in indexed and baseline != "original":
         comparisons.append(("original", "arte"))
+    for v in indexed:  # an ablation against the original teacher's student, and ARTE against it
+        if v not in (baseline, "original", "arte") and "original" in indexed and "arte" in indexed:
+            comparisons += [("original", v), (v, "arte")]
     differences = [
         row for ref, v in comparisons for row in _difference_rows(ref, v, indexed, n_boot, seed, ci)
     ]

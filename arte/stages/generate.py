@@ -14,11 +14,16 @@ counted per task.
 The baseline (`generate.original`): "teacher" runs the original teacher through exactly this
 procedure, so the two sets differ only by alignment; "drafts" takes elicit's drafts with their
 best-scoring rationale that agrees with the label (no new calls; at most elicit's m questions).
+
+The ablations that `variants` names (paper, Table 2) mix the two teachers: question_only (aligned
+questions, original rationales), rationale_only (the reverse): `arte.stages.training_set.ablations`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +32,14 @@ from typing import TYPE_CHECKING, Literal
 from arte.backends.base import Backend
 from arte.stages.elicit import QuestionConfig
 from arte.stages.score import ScoredDraft
-from arte.stages.training_set.collect import collect_training_set, draw_rationales, select
+from arte.stages.training_set.ablations import (
+    ABLATIONS,
+    ablation_set,
+    size_mismatches,
+    training_set_sizes,
+    trim_to_smallest,
+)
+from arte.stages.training_set.collect import SEED_OFFSET, collect_training_set, draw_rationales, select
 from arte.stages.training_set.labels import majority
 from arte.stages.training_set.tag_repair import read_rationale
 from common.config import opt
@@ -41,9 +53,11 @@ if TYPE_CHECKING:
     from arte.pipeline import RunConfig
     from arte.run_dir import RunDir
 
+log = logging.getLogger(__name__)
+
 HELP = "Step 4a: the aligned teacher writes the tailored training set, the original teacher the baseline's."
 
-DEPENDS_ON = ("seed", "teacher", "aligned_teacher", "generate", "teacher_worked_example")
+DEPENDS_ON = ("seed", "teacher", "aligned_teacher", "generate", "teacher_worked_example", "variants")
 """The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
 READS: tuple[str, ...] = ("align", "score/scores.jsonl")
 """Files of earlier stages it reads, relative to the run directory."""
@@ -82,6 +96,12 @@ class GenerateConfig:
         20,
         "Validation questions labelled by the vote, without the solver, and compared with their gold "
         "labels: how far the vote can be trusted (0 = skip).",
+    )
+    size_match: Literal["report", "trim"] = opt(
+        "report",
+        "Trained sets of one task that differ in size (a set short of n_examples): report it next to the "
+        "numbers, or trim every set to the smallest one's size (its first rows), so the students differ "
+        "only in what their data holds.",
     )
     original: Literal["teacher", "drafts"] = opt(
         "teacher",
@@ -161,6 +181,10 @@ def aligned_teacher_config(cfg: RunConfig, run_dir: RunDir) -> BackendConfig:
     LoRA adapter as a LoRA request (vllm, when align used LoRA), else the merged HF directory."""
     from arte.models import resolve_hf
 
+    if cfg.aligned_teacher_from:  # another run's (arte.stages.teacher_reuse)
+        from arte.stages.teacher_reuse import reused_teacher
+
+        return dataclasses.replace(cfg.aligned_teacher, model=reused_teacher(run_dir))
     align, name = run_dir.path / "align", cfg.aligned_teacher.name
     if name == "vllm" and (align / "teacher-adapter" / "adapter_config.json").is_file():
         model, adapter = resolve_hf(cfg.teacher.model), str(align / "teacher-adapter")
@@ -183,8 +207,10 @@ def _teacher_sets(
     try:
         for task in tasks:
             example = teacher_example(task, cfg.teacher_worked_example)
-            kw = {"seed": cfg.seed + 10_000, "call_size": backend_cfg.call_size, "example": example}
+            kw = {"seed": cfg.seed + SEED_OFFSET, "call_size": backend_cfg.call_size, "example": example}
+            started = time.time()
             got, report = collect_training_set(task, teacher, cfg.generate, out, source=source, **kw)
+            report["seconds"] = round(time.time() - started, 1)
             if cfg.generate.label_check:
                 log = RecordLog(out / f"{task.name}.label_check.jsonl", resume=True)
                 report["label_check"] = check_labels(task, teacher, cfg.generate, log, **kw)
@@ -197,15 +223,16 @@ def _teacher_sets(
 
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     """generate/arte.jsonl from the aligned teacher (logs in generate/arte/), generate/original.jsonl
-    for the baseline (logs in generate/original/); counts per task and teacher."""
+    for the baseline (logs in generate/original/), then the ablation sets that `variants` names
+    (generate/VARIANT.jsonl, logs in generate/VARIANT/: `training_set.ablations`); counts per task
+    and set."""
     from arte.stages.score import read_scored_drafts
 
     out = run_dir.stage("generate")
-    arte_rows, arte_counts = _teacher_sets(
-        cfg, aligned_teacher_config(cfg, run_dir), out / "arte", tasks, "arte"
-    )
+    teachers = {"arte": aligned_teacher_config(cfg, run_dir), "original": cfg.teacher}
+    sets = {"arte": _teacher_sets(cfg, teachers["arte"], out / "arte", tasks, "arte")}
     if cfg.generate.original == "teacher":
-        original_rows, original_counts = _teacher_sets(cfg, cfg.teacher, out / "original", tasks, "original")
+        sets["original"] = _teacher_sets(cfg, cfg.teacher, out / "original", tasks, "original")
     else:
         scored, original_rows, original_counts = read_scored_drafts(run_dir), [], {}
         for task in tasks:
@@ -213,11 +240,19 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
                 task, [d for d in scored if d.task == task.name], cfg.generate
             )
             original_rows += got
-    counts = {t.name: {"arte": arte_counts[t.name], "original": original_counts[t.name]} for t in tasks}
-    for name, rows in (("arte", arte_rows), ("original", original_rows)):
+        sets["original"] = (original_rows, original_counts)
+    for variant in (v for v in cfg.variants if v in ABLATIONS):
+        sets[variant] = ablation_set(cfg, variant, teachers, out / variant, tasks)
+    if cfg.generate.size_match == "trim":
+        trim_to_smallest(sets, tasks)
+    counts = {t.name: {name: c[t.name] for name, (_, c) in sets.items()} for t in tasks}
+    for name, (rows, _) in sets.items():
         if not rows:
             raise UserError(
                 f"the {name} training set is empty after filtering; see {out / name} and the counts: {counts}"
             )
         write_jsonl_atomic(out / f"{name}.jsonl", rows)
+    short = size_mismatches(training_set_sizes(sets, tasks), cfg.generate.n_examples)
+    if short:
+        log.warning("training sets not of --generate.n_examples each: %s", "; ".join(short))
     return counts

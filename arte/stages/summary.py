@@ -47,10 +47,12 @@ def _count_lines(path: Path) -> int:
     return sum(1 for _ in RecordLog(path)) if path.exists() else 0
 
 
-def training_sets(run_dir: RunDir, tasks: list[Task]) -> dict[str, dict[str, int]]:
+def training_sets(
+    run_dir: RunDir, tasks: list[Task], variants: tuple[str, ...] | list[str] = TRAINED
+) -> dict[str, dict[str, int]]:
     """Kept examples per trained variant and task (generate/VARIANT.jsonl)."""
     sizes: dict[str, dict[str, int]] = {}
-    for v in TRAINED:
+    for v in variants:
         path = run_dir.path / "generate" / f"{v}.jsonl"
         rows = RecordLog(path).read() if path.exists() else []
         sizes[v] = {t.name: sum(1 for r in rows if r["task"] == t.name) for t in tasks}
@@ -137,26 +139,46 @@ def _yield_rows(counts: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: dict[str, list[dict]]) -> dict:
+def write_summary(
+    cfg: RunConfig,
+    run_dir: RunDir,
+    tasks: list[Task],
+    records: dict[str, list[dict]],
+    ood_records: dict[str, list[dict]] | None = None,
+) -> dict:
     from arte.stages.alignment_report import alignment_markdown, alignment_summary
     from arte.stages.evaluate_stats import accuracy_table, format_table_markdown
     from arte.stages.format_report import MARK_LEGEND, difference_marks, format_report, format_tables_markdown
+    from arte.stages.out_of_domain import ood_summary
     from arte.stages.prefcheck import consistency_markdown
+    from arte.stages.training_set.ablations import size_mismatches
     from common.tasks.answer_space import task_answer_space
 
     table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
     fmt = format_report(records, {t.name: task_answer_space(t) for t in tasks}, table["differences"])
     manifest = read_json(run_dir.path / "manifest.json")
     stages = dict(manifest.get("stages", {}))
-    sizes = training_sets(run_dir, tasks)
+    sizes = training_sets(run_dir, tasks, cfg.variants)
     notes = caveats(table, sizes, fmt)
+    short = size_mismatches(sizes, cfg.generate.n_examples)
+    if short:
+        notes.append(
+            f"**training set sizes are not {cfg.generate.n_examples} per task** ({'; '.join(short)}): where "
+            "they differ, so does the amount of data (--generate.size_match trim cuts them to the smallest)."
+        )
+    reused = run_dir.path / "align" / "reused.json"  # arte.stages.teacher_reuse
     data = {
         "drafts": _count_lines(run_dir.path / "elicit" / "drafts.jsonl"),
         "pairs": _count_lines(run_dir.path / "pairs" / "dpo.jsonl"),
         "sft_examples": {v: sum(n.values()) for v, n in sizes.items()},
         "sft_examples_per_task": sizes,
         "generate": stages.get("generate", {}).get("counts", {}),
-        "prefset": {t.name: read_json(run_dir.path / "prefset" / f"{t.name}.json")["method"] for t in tasks},
+        "prefset": {  # none when the aligned teacher is another run's (arte.stages.teacher_reuse)
+            t.name: read_json(path)["method"]
+            for t in tasks
+            if (path := run_dir.path / "prefset" / f"{t.name}.json").exists()
+        },
+        "aligned_teacher_from": read_json(reused) if reused.exists() else None,
     }
     alignment = alignment_summary(run_dir.path)
     path = run_dir.path / "prefcheck" / "consistency.json"
@@ -170,12 +192,16 @@ def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: d
         "data": data,
         "stages": stages,
     }
-    write_json_atomic(run_dir.path / "summary.json", summary)
     names = {v: f"{v} ({sum(sizes[v].values())} ex.)" for v in sizes}
+    ood, ood_lines = ood_summary(cfg, ood_records, names) if ood_records else (None, [])
+    if ood:
+        summary["out_of_domain"] = ood
+    write_json_atomic(run_dir.path / "summary.json", summary)
     lines = [f"# ARTE run: {run_dir.path}", ""]
     lines += [format_table_markdown(table, names, difference_marks(fmt), MARK_LEGEND)]
     if notes:
         lines += ["### Read these numbers with care", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ood_lines
     lines += ["## Answer format and guessing levels", ""] + format_tables_markdown(fmt, names)
     lines += alignment_markdown(alignment) + consistency_markdown(consistency)
     lines += ["## Data", ""]
@@ -184,8 +210,11 @@ def write_summary(cfg: RunConfig, run_dir: RunDir, tasks: list[Task], records: d
         "- training examples per task: "
         + "; ".join(f"{v} {', '.join(f'{t} {n}' for t, n in per.items())}" for v, per in sizes.items()),
         f"- D_pref selection per task: {data['prefset']}",
-        "",
     ]
+    if data["aligned_teacher_from"]:
+        r = data["aligned_teacher_from"]
+        lines.append(f"- aligned teacher from another run: {r['reused_from']} (sha256 {r['sha256']})")
+    lines += [""]
     if data["generate"]:
         lines += ["### Where the candidates went (generate)", ""] + _yield_rows(data["generate"]) + [""]
     lines += ["## Stage timings (s)", ""]

@@ -32,6 +32,7 @@ from arte.finetune import (
     trainer_args,
     validate_common,
 )
+from arte.stages.training_set.ablations import TRAINED_VARIANTS
 from common.config import opt
 from common.records import read_json
 
@@ -40,13 +41,13 @@ if TYPE_CHECKING:
     from arte.run_dir import RunDir
     from common.tasks import Task
 
-HELP = "Step 4b: fine-tune the student on original-teacher data and on ARTE data."
+HELP = "Step 4b: fine-tune the student on each training set --variants names (original, ARTE, ablations)."
 TRAINS = True
 """Runs under `arte.train_launch` (accelerate launch / torchrun) too."""
 
-DEPENDS_ON = ("student.model", "train")
+DEPENDS_ON = ("student.model", "train", "variants")
 """The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
-READS: tuple[str, ...] = ("generate/arte.jsonl", "generate/original.jsonl")
+READS: tuple[str, ...] = tuple(f"generate/{v}.jsonl" for v in TRAINED_VARIANTS)
 """Files of earlier stages it reads, relative to the run directory."""
 SFT_METRICS = ("mean_token_accuracy",)
 
@@ -128,17 +129,13 @@ def train_student(model_dir: str, data_path: Path, out_dir: Path, cfg: TrainConf
     return run_training(run, out_dir, "train_stats.json", metrics=SFT_METRICS)
 
 
-VARIANTS = ("original", "arte")
-"""The students trained: on the original teacher's data and on ARTE's tailored data."""
-
-
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict | None:
-    """SFT of the student on generate/original.jsonl and generate/arte.jsonl into train/original and
-    train/arte; a student already saved is kept. Under a launcher every process trains; only the
-    main one saves and returns the stats (the others: None)."""
+    """SFT of the student on generate/VARIANT.jsonl into train/VARIANT for every trained variant
+    (`--variants`: original, arte, the ablations); a student already saved is kept. Under a launcher
+    every process trains; only the main one saves and returns the stats (the others: None)."""
     procs = processes.current()
     out, counts = run_dir.stage("train"), {}
-    for variant in VARIANTS:
+    for variant in cfg.variants:
         target, data = out / variant, run_dir.path / "generate" / f"{variant}.jsonl"
         if (target / "config.json").is_file():
             stats_file = target / "train_stats.json"

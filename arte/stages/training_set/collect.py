@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arte.backends.base import Backend, SamplingParams
+from arte.stages.draft_parsing import question_key
 from arte.stages.elicit import elicit_questions
 from arte.stages.training_set.balance import LabelCaps, balance_report
 from arte.stages.training_set.labels import majority, solver_label, uses_solver
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 MIN_YIELD = 0.05
 """The kept share assumed at worst when sizing the next round of questions."""
+SEED_OFFSET = 10_000
+"""generate's seeds are --seed plus this (elicit's are --seed): its questions are not elicit's."""
 
 
 def sft_row(task: Task, question: str, target: str, rationale: str, source: str, **extra) -> dict:
@@ -204,6 +207,15 @@ def draw_rationales(
     return records
 
 
+def drafted_questions(task: Task, questions_log: RecordLog) -> int:
+    """The distinct questions a brainstorm log holds that `elicit_questions` keeps (not a seed, nor
+    of the validation or test split): a resumed run starts with m at least this, and no more, so
+    it asks for no question it did not need the first time."""
+    banned = {question_key(ex.input) for ex in task.seeds + task.validation + task.test}
+    keys = {question_key(q) for r in questions_log for q, _ in r["questions"]}
+    return len(keys - banned)
+
+
 def collect_training_set(
     task: Task,
     teacher: Backend,
@@ -214,9 +226,12 @@ def collect_training_set(
     seed: int,
     call_size: int,
     example: str,
+    rationale_teacher: Backend | None = None,
 ) -> tuple[list[dict], dict]:
     """Rounds of questions and rationales until `cfg.n_examples` are kept (see module doc). Logs:
-    out/TASK.questions.jsonl (brainstorm calls), out/TASK.rationales.jsonl (one record each)."""
+    out/TASK.questions.jsonl (brainstorm calls), out/TASK.rationales.jsonl (one record each).
+    `rationale_teacher` writes the rationales when given (the ablations: one teacher's questions,
+    another's rationales); `teacher` then only drafts questions."""
     from tqdm import tqdm
 
     questions_log = RecordLog(out / f"{task.name}.questions.jsonl", resume=True)
@@ -224,7 +239,7 @@ def collect_training_set(
     rationales = {(r["qid"], r["sample"]): r["text"] for r in rationales_log}
     space = task_answer_space(task)
     checks = QuestionChecks.learn([e.input for e in task.seeds + task.validation])
-    logged = sum(len(r["questions"]) for r in questions_log)
+    logged = drafted_questions(task, questions_log)
     m, expected, stop = max(cfg.questions.m, min(logged, 50 * cfg.n_examples)), 0.5, "enough"
     drafted = {"questions": [], "stats": {"calls": 0}}
     bar = tqdm(total=cfg.n_examples, desc=f"generate {task.name} ({source})", unit="ex")
@@ -263,7 +278,7 @@ def collect_training_set(
                 break
             made = draw_rationales(
                 task,
-                teacher,
+                rationale_teacher or teacher,
                 sel.needs[:calls_left],
                 cfg,
                 rationales_log,
