@@ -155,7 +155,7 @@ def test_stage_refuses_to_run_before_its_inputs(tmp_path, capsys):
     from arte.cli import main
 
     assert main(["pairs", "--config", str(SMOKE), "--run_dir", str(tmp_path / "r")]) == 2
-    before = [s for s in STAGES[: STAGES.index("pairs")] if s != "prefcheck"]  # off in smoke.yaml: not waited for
+    before = [s for s in STAGES[: STAGES.index("pairs")] if s != "prefcheck"]  # off in smoke.yaml
     assert f"needs {', '.join(before)} first" in capsys.readouterr().err
 
 
