@@ -207,6 +207,26 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}"
 
 
+def _grid(title: str, head: str, cols: list[str], rows: dict[str, list[str]]) -> list[str]:
+    """A titled Markdown table: one row per key of `rows` (its label, then one cell per column)."""
+    out = [title, "", f"| {head} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    return out + [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows.items()]
+
+
+def _format_cell(r: Mapping[str, Any] | None) -> str:
+    if r is None:
+        return "-"
+    mark = GUESS_MARK if r["at_guess_level"] else ""
+    return f"{_pct(r['tag_rate'])} / {_pct(r['tagged_acc'])}{mark}"
+
+
+def _split_cell(d: Mapping[str, Any] | None) -> str:
+    if d is None:
+        return "-"
+    mark = FORMAT_MARK if d["format_explained"] else ""
+    return f"{100 * d['format_part']:+.1f} fmt, {100 * d['knowledge_part']:+.1f} know{mark}"
+
+
 def format_tables_markdown(report: Mapping[str, Any], names: Mapping[str, str] | None = None) -> list[str]:
     """Markdown lines: per shot count, tag rate / tagged accuracy per variant x task with the guessing
     levels, then each difference split into its format and knowledge parts."""
@@ -217,44 +237,27 @@ def format_tables_markdown(report: Mapping[str, Any], names: Mapping[str, str] |
         mine = [r for r in rows if r["shots"] == shots]
         cols = list(dict.fromkeys(r["task"] for r in mine if r["task"] != MACRO)) + [MACRO]
         cell = {(r["variant"], r["task"]): r for r in mine}
-        out += [
+        table = {
+            names.get(v, v): [_format_cell(cell.get((v, t))) for t in cols]
+            for v in dict.fromkeys(r["variant"] for r in mine)
+        }
+        table["chance / majority"] = [
+            f"{_pct(levels[t]['chance'])} / {_pct(levels[t]['majority'])}" for t in cols[:-1]
+        ] + ["-"]
+        title = (
             f"### {shots}-shot answer format: tag rate % / accuracy among tagged answers % "
-            f"({GUESS_MARK} = at guessing level)",
-            "",
-            "| variant | " + " | ".join(cols) + " |",
-            "|---" * (len(cols) + 1) + "|",
-        ]
-        for v in dict.fromkeys(r["variant"] for r in mine):
-            text = []
-            for t in cols:
-                r = cell.get((v, t))
-                mark = GUESS_MARK if r and r["at_guess_level"] else ""
-                text.append(f"{_pct(r['tag_rate'])} / {_pct(r['tagged_acc'])}{mark}" if r else "-")
-            out.append(f"| {names.get(v, v)} | " + " | ".join(text) + " |")
-        guess = [f"{_pct(levels[t]['chance'])} / {_pct(levels[t]['majority'])}" for t in cols[:-1]]
-        out += ["| chance / majority | " + " | ".join(guess) + " | - |", ""]
+            f"({GUESS_MARK} = at guessing level)"
+        )
+        out += _grid(title, "variant", cols, table) + [""]
         diffs = [d for d in report["differences"] if d["shots"] == shots]
         if diffs:
             dcell = {(d["comparison"], d["task"]): d for d in diffs}
-            out += [
-                f"{shots}-shot differences split (points): format part (fmt) + knowledge part (know)",
-                "",
-                "| comparison | " + " | ".join(cols) + " |",
-                "|---" * (len(cols) + 1) + "|",
-            ]
-            for comp in dict.fromkeys(d["comparison"] for d in diffs):
-                text = []
-                for t in cols:
-                    d = dcell.get((comp, t))
-                    mark = FORMAT_MARK if d and d["format_explained"] else ""
-                    part = (
-                        f"{100 * d['format_part']:+.1f} fmt, {100 * d['knowledge_part']:+.1f} know"
-                        if d
-                        else "-"
-                    )
-                    text.append(part + mark)
-                out.append(f"| {comp} | " + " | ".join(text) + " |")
-            out.append("")
+            split = {
+                comp: [_split_cell(dcell.get((comp, t))) for t in cols]
+                for comp in dict.fromkeys(d["comparison"] for d in diffs)
+            }
+            title = f"{shots}-shot differences split (points): format part (fmt) + knowledge part (know)"
+            out += _grid(title, "comparison", cols, split) + [""]
     out += [
         f"{GUESS_MARK} = the Wilson 95% interval of the tagged accuracy reaches the guessing level "
         "max(chance, majority): no sign of knowledge beyond a guess. Chance = 1 / |answer space| "
