@@ -2,7 +2,9 @@
 overridden from the command line (defaults < YAML < flags). A typo names the bad key and the valid
 ones; a wrong type names the key, the value and the expected type.
 
-Declare fields with `opt(default, "help text")`; nest dataclasses for sections (`--train.lr`).
+Declare fields with `opt(default, "help text")`; nest dataclasses for sections (`--train.lr`). A
+field may also hold a list of sections (`list[BackendConfig]`): YAML mappings, each checked like a
+section, or on the command line one YAML flow list (`--x '[{name: hf, model: gpt2}]'`).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             if value == c or str(value) == str(c):
                 return c
         raise unknown_name("value", str(value), [str(c) for c in choices], where=f"config key {key!r}")
+    if origin in (list, tuple) and dataclasses.is_dataclass(get_args(tp)[0]):
+        return _coerce_sections(value, get_args(tp)[0], key)
     if origin in (list, tuple):
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
@@ -107,6 +111,35 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             raise UserError(f"config key {key!r}: expected a mapping, got {value!r}")
         return dict(value)
     return value
+
+
+def _coerce_sections(value: Any, cls: type, key: str) -> list:
+    """A list of config sections (`list[BackendConfig]`): YAML mappings, or on the command line one
+    YAML flow list ("[{name: hf, model: gpt2}, {name: fake, model: x}]"). Each item is built from
+    the section's defaults and checked like a section; errors name `key[i]`."""
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value) if value.strip() else []
+        except yaml.YAMLError as e:
+            raise UserError(
+                f"config key {key!r}: not a YAML list of mappings ({getattr(e, 'problem', e)}); "
+                "write it like [{name: hf, model: gpt2}]"
+            ) from None
+    if value is None:
+        value = []
+    if not isinstance(value, (list, tuple)):
+        raise UserError(f"config key {key!r}: expected a list of mappings, got {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, cls):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            out.append(from_dict(cls, item, where=f"{key}[{i}]"))
+        else:
+            raise UserError(f"config key {key}[{i}]: expected a mapping of {cls.__name__} keys, got {item!r}")
+    return out
 
 
 def from_dict(cls: type[C], data: Mapping[str, Any], *, base: C | None = None, where: str = "") -> C:

@@ -130,3 +130,25 @@ def test_bad_input_is_rejected(sim):
         fit_2pl(np.full((10, 3), 2.0))
     with pytest.raises(ValueError, match="2-D"):
         check_response_matrix(np.ones(5))
+
+
+def test_a_failed_fit_falls_back_with_the_reason(sim, monkeypatch):
+    from arte.stages import irt
+
+    y = sim[3][:40]
+
+    def broken(*a, **kw):
+        raise FloatingPointError("overflow in exp")
+
+    monkeypatch.setattr(irt, "fit_2pl", broken)
+    sel = select_discriminative_questions(y, 5, seed=3)
+    assert sel.method == "random" and sel.reason == "IRT fit failed: overflow in exp" and sel.fit is None
+
+    def non_finite(responses, **kw):
+        fit = fit_2pl(responses)
+        fit.a[0] = np.nan
+        return fit
+
+    monkeypatch.setattr(irt, "fit_2pl", non_finite)
+    sel = select_discriminative_questions(y, 5, seed=3)
+    assert sel.method == "random" and "non-finite" in sel.reason and len(set(sel.indices)) == 5

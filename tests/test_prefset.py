@@ -1,11 +1,28 @@
 """D_pref selection: respondent settings, the IRT path, and the random fallback with its reason."""
 
+import logging
+
 import pytest
 
 from arte.backends import BackendConfig
-from arte.stages.prefset import PrefsetConfig, check_task_sizes, respondent_settings, select_pref_set
+from arte.pipeline import RunConfig
+from arte.run_dir import RunDir
+from arte.stages import prefset
+from arte.stages.prefset import PrefsetConfig, check_task_sizes, fallback_summary_lines, respondent_settings
 from common.errors import UserError
+from common.records import RecordLog, read_json
 from common.tasks import load_task
+
+
+def run_prefset(tmp_path, tasks, student=None, **prefset_kw):
+    """The prefset stage on `tasks` with a fake student; returns the run directory's path."""
+    cfg = RunConfig(
+        run_dir=str(tmp_path),
+        student=student or BackendConfig(name="fake", model="s"),
+        prefset=PrefsetConfig(**prefset_kw),
+    )
+    prefset.run(cfg, RunDir(tmp_path), tasks)
+    return tmp_path
 
 
 def test_settings_rotate_seeds_except_zero_shot():
@@ -15,18 +32,39 @@ def test_settings_rotate_seeds_except_zero_shot():
         PrefsetConfig(demo_sets=4)
 
 
-def test_one_student_falls_back_to_random_and_says_why():
+def test_one_student_falls_back_loudly(tmp_path, caplog):
+    """4 rows (one student x 0..3 shots): random k, a warning naming why and what to add, the
+    reason and advice in TASK.json, and summary.md's caveat line."""
     task = load_task("boolean_expressions", n_validation=20, n_test=5)
-    rec = select_pref_set(task, BackendConfig(name="fake", model="s"), PrefsetConfig(k=6))
-    assert rec["method"] == "random" and "respondents" in rec["reason"] and len(rec["indices"]) == 6
-    assert len(rec["responses"]) == 4
+    with caplog.at_level(logging.WARNING, logger="arte.stages.prefset"):
+        run_prefset(tmp_path, [task], k=6)
+    rec = read_json(tmp_path / "prefset" / "boolean_expressions.json")
+    assert rec["method"] == "random" and "only 4 respondents" in rec["reason"] and len(rec["indices"]) == 6
+    assert len(rec["responses"]) == 4 and "prefset.respondents" in rec["advice"]
+    warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warning) == 1 and "RANDOM 6 questions" in warning[0] and "only 4 respondents" in warning[0]
+    assert "prefset.respondents" in warning[0] and "= 4 rows" in warning[0]
+    lines = fallback_summary_lines(tmp_path, [task])
+    assert len(lines) == 1 and "D_pref is a random sample" in lines[0]
+    assert "boolean_expressions: IRT fit skipped: only 4 respondents" in lines[0]
+    assert "prefset.respondents" in lines[0]
 
 
-def test_rotated_demonstrations_give_enough_rows_for_irt():
+def test_summary_line_is_empty_when_irt_was_fitted(tmp_path):
     task = load_task("boolean_expressions", n_validation=20, n_test=5)
-    rec = select_pref_set(task, BackendConfig(name="fake", model="s"), PrefsetConfig(k=6, demo_sets=3))
-    assert len(rec["responses"]) == 10 and rec["method"] == "irt" and rec["reason"] == ""
+    run_prefset(tmp_path, [task], k=6, demo_sets=3)
+    assert read_json(tmp_path / "prefset" / "boolean_expressions.json")["method"] == "irt"
+    assert fallback_summary_lines(tmp_path, [task]) == []
+    assert fallback_summary_lines(tmp_path / "nothing-here", [task]) == []  # no prefset stage
+
+
+def test_rotated_demonstrations_give_enough_rows_for_irt(tmp_path):
+    task = load_task("boolean_expressions", n_validation=20, n_test=5)
+    run_prefset(tmp_path, [task], k=6, demo_sets=3)
+    rec = read_json(tmp_path / "prefset" / "boolean_expressions.json")
+    assert len(rec["responses"]) == 10 and rec["method"] == "irt" and rec["reason"] == rec["advice"] == ""
     assert len(set(rec["indices"])) == 6 and all(0 <= i < 20 for i in rec["indices"])
+    assert rec["respondents"][0] == "fake:s@0shot/r0" and rec["respondents"][-1] == "fake:s@3shot/r2"
 
 
 def test_too_few_validation_questions_is_refused():
@@ -35,18 +73,22 @@ def test_too_few_validation_questions_is_refused():
         check_task_sizes(task, 8)
 
 
-def test_settings_grouped_into_calls_give_the_same_rows():
-    """respondent_rows hands several settings to one generate call (call_size prompts or more): the
-    same rows as one setting per call, in the same order."""
-    from counting_backend import CountingBackend
+def test_answers_go_to_the_engine_in_calls_of_call_size(tmp_path, monkeypatch):
+    """A respondent's prompts go `call_size` (4 x batch_size) at a time, across settings and tasks,
+    and each call's answers are in answers.jsonl, one record per cell."""
+    from tracking_backends import TrackingFactory
 
-    from arte.stages.prefset import respondent_rows
+    from arte.stages import respondents
 
-    task = load_task("boolean_expressions", n_validation=20, n_test=5)
-    settings = respondent_settings([0, 1, 2, 3], 3)
-    one, grouped = CountingBackend("s"), CountingBackend("s")
-    want = respondent_rows(task, one, settings, 48)
-    got = respondent_rows(task, grouped, settings, 48, call_size=64)
-    assert got == want and len(got) == 10
-    assert one.calls == [20] * 10 and grouped.calls == [80, 80, 40]
-    assert len({tuple(r) for r in got}) > 1  # the rows differ: a mix-up would show
+    factory = TrackingFactory()
+    monkeypatch.setattr(respondents, "load_backend", factory)
+    tasks = [load_task(n, n_validation=20, n_test=5) for n in ("boolean_expressions", "multistep_arithmetic")]
+    run_prefset(
+        tmp_path, tasks, student=BackendConfig(name="fake", model="s", batch_size=16), k=6, demo_sets=3
+    )
+    assert factory.loads == factory.closed == ["s"]
+    assert factory.engines[0].calls == [64] * 6 + [16]  # 2 tasks x 10 settings x 20 questions
+    records = RecordLog(tmp_path / "prefset" / "answers.jsonl").read()
+    keys = {(r["respondent"], r["task"], r["shots"], r["demo_set"], r["question"]) for r in records}
+    assert len(records) == len(keys) == 400
+    assert {r["task"] for r in records} == {"boolean_expressions", "multistep_arithmetic"}

@@ -35,8 +35,9 @@ sampling noise, not the estimator.
 
 Fallback. With too few respondents (the paper's matrix for one student is only 4 rows: 0..3-shot),
 no variation between respondents, or fewer than two questions that anyone got both right and wrong,
-the fit is meaningless. `select_discriminative_questions` then picks a seeded random k and records
-why, instead of pretending. Above the threshold a small matrix still ranks loosely (20 respondents:
+the fit is meaningless; a fit that fails (optimiser error, non-finite parameters) is no better.
+`select_discriminative_questions` then picks a seeded random k and records why, instead of
+pretending. Above the threshold a small matrix still ranks loosely (20 respondents:
 the fitted top 10 holds ~4 of the true top 10, random holds 2.5), and the fit warns so. Questions
 answered all-correct or all-wrong (zero variance) carry no information: they are left out of the
 fit and can only fill the selection after every informative question, which is noted. NaN in the
@@ -234,7 +235,8 @@ def select_discriminative_questions(
 ) -> Selection:
     """Keep the k questions with the largest IRT discrimination a (paper: k = 40 of ~100).
 
-    Falls back to a seeded random k, with the reason, when `check_response_matrix` objects. Ties in
+    Falls back to a seeded random k, with the reason, when `check_response_matrix` objects or the
+    fit fails (an optimiser error or non-finite parameters: reason "IRT fit failed: ..."). Ties in
     a go to the lower column number. Zero-variance questions are never ranked; they only fill the
     selection, in column order, when fewer than k informative questions exist.
     """
@@ -248,7 +250,12 @@ def select_discriminative_questions(
 
     informative = np.flatnonzero(informative_columns(y))
     flat = np.flatnonzero(~informative_columns(y))
-    fit = fit_2pl(y[:, informative], seed=seed)
+    try:
+        fit = fit_2pl(y[:, informative], seed=seed)
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
+        return _random_selection(n_questions, k, seed, f"IRT fit failed: {e}")
+    if not (np.isfinite(fit.a).all() and np.isfinite(fit.b).all()):
+        return _random_selection(n_questions, k, seed, "IRT fit failed: non-finite item parameters")
     order = np.lexsort((informative, -fit.a))  # by a descending, then column number ascending
     ranked = [(int(informative[i]), float(fit.a[i])) for i in order[:k]]
     notes = []

@@ -3,23 +3,26 @@
 Scoring every draft on all ~100 validation questions is too costly (m * n * 100 generations), so the
 paper keeps the k = 40 most *discriminative* ones: build a response matrix (rows = student-like
 respondents, each model at 0/1/2/3 shots; columns = validation questions; 1 = correct), fit a
-2-parameter logistic IRT model and keep the top-k questions by discrimination. With too few
-respondents or a degenerate matrix the fit means nothing; then a seeded random k is used and the
-reason is logged and reported.
+2-parameter logistic IRT model and keep the top-k questions by discrimination. The respondents (the
+student, then `prefset.respondents`) answer one engine at a time into prefset/answers.jsonl
+(`arte.stages.respondents`). With too few respondents, a degenerate matrix or a failed fit, a seeded
+random k is used instead: the stage warns, TASK.json records why and what to add, and summary.md
+says so (`fallback_summary_lines`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from arte.backends import BackendConfig, SamplingParams, load_backend
+from arte.backends import BackendConfig, SamplingParams
+from arte.stages.respondents import AnswerKey, collect_answers, respondent_configs, respondent_id
 from common.config import opt
 from common.errors import UserError
-from common.prompts import STUDENT_STOP, answer_only_rationale, icl_prompt
+from common.prompts import STUDENT_STOP
 from common.records import read_json, write_json_atomic
 from common.tasks.base import Task
 
@@ -43,8 +46,23 @@ class PrefsetConfig:
 
     k: int = opt(40, "Questions kept in D_pref (paper: k = 40 of ~100 validation questions).")
     shots: list[int] = opt([0, 1, 2, 3], "Shot settings per respondent model (rows of the response matrix).")
+    respondents: list[BackendConfig] = opt(
+        [],
+        "Student-like models that answer the validation questions too (rows of the IRT response matrix; "
+        "the student is always the first). Each is an engine section like student's: {name, model, ...}; "
+        "in YAML a list of mappings, on the command line a YAML flow list, e.g. "
+        "'[{name: hf, model: google/gemma-2b}]'. The paper: 5 models x 4 shot settings = 20 rows.",
+    )
     extra_respondents: list[str] = opt(
-        [], "More student-like models (same backend as the student) to widen the IRT response matrix."
+        [],
+        "Shorthand for respondents on the student's engine and options: just the models (asked after the "
+        "student, before prefset.respondents).",
+    )
+    respondent_process: Literal["auto", "in_process", "subprocess"] = opt(
+        "auto",
+        "Where each respondent runs: in_process (loaded, used, closed and freed before the next), "
+        "subprocess (a process of its own that writes its answers to prefset/answers.jsonl), auto "
+        "(subprocess for vllm, which may not free GPU memory inside a process; in_process otherwise).",
     )
     demo_sets: int = opt(
         1,
@@ -54,7 +72,16 @@ class PrefsetConfig:
     min_respondents: int = opt(8, "Below this many respondent rows the IRT fit is skipped (random k).")
     max_new_tokens: int = opt(128, "Decode budget per respondent answer.")
 
+    RUNTIME_ONLY = ("respondent_process",)
+    """Fields that change where respondents run, not what they answer (`arte.provenance`)."""
+
     def __post_init__(self) -> None:
+        for i, r in enumerate(self.respondents):
+            if not isinstance(r, BackendConfig) or not r.model:
+                raise ValueError(
+                    f"--prefset.respondents entry {i} must be an engine section with a model, "
+                    f"e.g. {{name: hf, model: google/gemma-2b}}; got {r!r}"
+                )
         if self.k < 1:
             raise ValueError(f"--prefset.k must be >= 1, got {self.k}")
         if not 1 <= self.demo_sets <= 3:
@@ -88,64 +115,45 @@ def respondent_settings(shots: Sequence[int], demo_sets: int) -> list[tuple[int,
     return [(s, r) for s in shots for r in range(demo_sets if s > 0 else 1)]
 
 
-def respondent_rows(
-    task: Task, backend, settings: Sequence[tuple[int, int]], max_new_tokens: int, call_size: int = 1
-) -> list[list[int]]:
-    """One row per (shots, rotation): 1 where `backend` answers the validation question correctly.
-    Settings go to the backend together until a call holds `call_size` prompts (a batching engine
-    then keeps its batch full; the stage resumes per task, so nothing is lost by bigger calls)."""
-    from tqdm import tqdm
-
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=STUDENT_STOP)
-    rows, n = [], len(task.validation)
-    group = max(1, -(-call_size // max(1, n)))  # settings per call
-    bar = tqdm(total=len(settings), desc=f"prefset {task.name}", unit="setting")
-    for start in range(0, len(settings), group):
-        prompts = []
-        for s, r in settings[start : start + group]:
-            seeds = task.seeds[r:] + task.seeds[:r]
-            demos = [(ex.input, answer_only_rationale(ex.target)) for ex in seeds[:s]]
-            prompts += [icl_prompt(task.description, demos, ex.input) for ex in task.validation]
-        gens = backend.generate(prompts, params)
-        for k in range(0, len(gens), n):
-            rows.append(
-                [int(task.is_correct(g.text, ex.target)) for g, ex in zip(gens[k : k + n], task.validation)]
-            )
-        bar.update(len(prompts) // max(1, n))
-    bar.close()
-    return rows
-
-
 def select_pref_set(
-    task: Task, student_cfg: BackendConfig, cfg: PrefsetConfig, *, seed: int = 0, student=None
+    task: Task,
+    answers: dict[AnswerKey, str],
+    respondents: Sequence[str],
+    settings: Sequence[tuple[int, int]],
+    cfg: PrefsetConfig,
+    *,
+    seed: int = 0,
 ) -> dict:
-    """Build the response matrix, select k questions; returns a JSON-able record (indices, method, reason)."""
+    """The response matrix of `task` (a row per respondent and setting, 1 = correct), the k
+    selected questions; returns a JSON-able record (indices, method, reason, advice)."""
     import numpy as np
 
     from arte.stages.irt import select_discriminative_questions
 
     check_task_sizes(task, cfg.k)
     matrix, names = [], []
-    models = [student_cfg.model, *cfg.extra_respondents]
-    settings = respondent_settings(cfg.shots, cfg.demo_sets)
-    for i, model in enumerate(models):
-        reuse = student is not None and i == 0
-        backend = student if reuse else load_backend(dataclasses.replace(student_cfg, model=model))
-        try:
-            matrix += respondent_rows(task, backend, settings, cfg.max_new_tokens, student_cfg.call_size)
-        finally:
-            if not reuse:
-                backend.close()
-        names += [f"{model}@{s}shot/r{r}" for s, r in settings]
+    for rid in respondents:
+        for s, r in settings:
+            texts = [answers[(rid, task.name, s, r, i)] for i in range(len(task.validation))]
+            matrix.append([int(task.is_correct(t, ex.target)) for t, ex in zip(texts, task.validation)])
+            names.append(f"{rid}@{s}shot/r{r}")
     responses = np.array(matrix, dtype=float)
     sel = select_discriminative_questions(responses, cfg.k, seed=seed, min_respondents=cfg.min_respondents)
+    advice = "" if sel.method == "irt" else fallback_advice(len(respondents), len(settings), cfg)
     if sel.method != "irt":
-        log.warning("task %s: D_pref is a random %d questions: %s", task.name, cfg.k, sel.reason)
+        log.warning(
+            "task %s: D_pref is a RANDOM %d questions, not IRT-selected: %s. %s",
+            task.name,
+            cfg.k,
+            sel.reason,
+            advice,
+        )
     return {
         "task": task.name,
         "indices": [int(i) for i in sel.indices],
         "method": sel.method,
         "reason": sel.reason,
+        "advice": advice,
         "notes": sel.notes,
         "discrimination": sel.discrimination,
         "respondents": names,
@@ -154,19 +162,56 @@ def select_pref_set(
     }
 
 
+def fallback_advice(n_models: int, n_settings: int, cfg: PrefsetConfig) -> str:
+    """What to add so that the next run fits IRT: more respondent rows than `cfg.min_respondents`."""
+    return (
+        f"The matrix had {n_models} respondent model(s) x {n_settings} shot setting(s) = "
+        f"{n_models * n_settings} rows (IRT needs >= {cfg.min_respondents} that differ): list "
+        "student-like models under prefset.respondents (the paper: 5 models x 0/1/2/3 shots = 20 rows, "
+        "configs/paper.yaml) or rotate the demonstrations (prefset.demo_sets 3)"
+    )
+
+
+def fallback_summary_lines(run_path: Path, tasks: Sequence[Task]) -> list[str]:
+    """summary.md's caveat for the tasks whose D_pref is random (from prefset/TASK.json); [] if none."""
+    random, advice = [], ""
+    for task in tasks:
+        path = run_path / "prefset" / f"{task.name}.json"
+        rec = read_json(path) if path.is_file() else {}
+        if rec.get("method", "irt") != "irt":
+            random.append(f"{task.name}: {rec.get('reason', '')}")
+            advice = advice or rec.get("advice", "")
+    if not random:
+        return []
+    return [
+        f"**D_pref is a random sample, not IRT-selected** ({'; '.join(random)}): draft scores are "
+        f"accuracies on arbitrary validation questions, not the most discriminative ones. {advice}."
+    ]
+
+
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
-    """prefset/TASK.json per task: the D_pref indices, the method (irt | random) and why."""
+    """prefset/TASK.json per task: the D_pref indices, the method (irt | random) and why. The
+    respondents answer first, one engine at a time, into prefset/answers.jsonl (`respondents`)."""
     out, counts = run_dir.stage("prefset"), {}
-    student = load_backend(cfg.student)
-    try:
-        for task in tasks:
-            path = out / f"{task.name}.json"
-            if not path.exists():  # per-task resume
-                write_json_atomic(
-                    path, select_pref_set(task, cfg.student, cfg.prefset, seed=cfg.seed, student=student)
-                )
-            rec = read_json(path)
-            counts[task.name] = {"k": len(rec["indices"]), "method": rec["method"], "reason": rec["reason"]}
-    finally:
-        student.close()
+    todo = [t for t in tasks if not (out / f"{t.name}.json").exists()]  # per-task resume
+    for task in todo:
+        check_task_sizes(task, cfg.prefset.k)
+    if todo:
+        respondents = respondent_configs(cfg.student, cfg.prefset)
+        settings = respondent_settings(cfg.prefset.shots, cfg.prefset.demo_sets)
+        params = SamplingParams(max_new_tokens=cfg.prefset.max_new_tokens, temperature=0.0, stop=STUDENT_STOP)
+        log.info(
+            "prefset: %d respondent model(s) x %d setting(s) = %d rows, one engine at a time",
+            len(respondents),
+            len(settings),
+            len(respondents) * len(settings),
+        )
+        answers = collect_answers(respondents, todo, settings, params, out, cfg.prefset.respondent_process)
+        names = [respondent_id(r) for r in respondents]
+        for task in todo:
+            rec = select_pref_set(task, answers, names, settings, cfg.prefset, seed=cfg.seed)
+            write_json_atomic(out / f"{task.name}.json", rec)
+    for task in tasks:
+        rec = read_json(out / f"{task.name}.json")
+        counts[task.name] = {"k": len(rec["indices"]), "method": rec["method"], "reason": rec["reason"]}
     return counts

@@ -151,6 +151,7 @@ def write_summary(
     from arte.stages.format_report import MARK_LEGEND, difference_marks, format_report, format_tables_markdown
     from arte.stages.out_of_domain import ood_summary
     from arte.stages.prefcheck import consistency_markdown
+    from arte.stages.prefset import fallback_summary_lines
     from arte.stages.training_set.ablations import size_mismatches
     from common.tasks.answer_space import task_answer_space
 
@@ -166,6 +167,7 @@ def write_summary(
             f"**training set sizes are not {cfg.generate.n_examples} per task** ({'; '.join(short)}): where "
             "they differ, so does the amount of data (--generate.size_match trim cuts them to the smallest)."
         )
+    notes += fallback_summary_lines(run_dir.path, tasks)  # a random D_pref, said out loud
     reused = run_dir.path / "align" / "reused.json"  # arte.stages.teacher_reuse
     data = {
         "drafts": _count_lines(run_dir.path / "elicit" / "drafts.jsonl"),
