@@ -163,3 +163,20 @@ def test_respondent_process_is_not_part_of_the_provenance():
     part = config_part(a, ("prefset",))["prefset"]
     assert [r["model"] for r in part["respondents"]] == ["resp-a", "resp-b"]
     assert "batch_size" not in part["respondents"][0]  # RUNTIME_ONLY of BackendConfig, in a list too
+
+
+def test_rerunning_a_finished_stage_mends_a_cut_last_answer_and_loads_nothing(tmp_path, monkeypatch):
+    """The remedy `check_damage` names for a damaged answers.jsonl (re-run the stage) works."""
+    from common.records import jsonl_damage
+
+    monkeypatch.setattr(respondents, "load_backend", TrackingFactory())
+    run_stage(tmp_path, three_models())
+    log = tmp_path / "prefset" / "answers.jsonl"
+    before = read_json(tmp_path / "prefset" / "boolean_expressions.json")
+    log.write_text(log.read_text() + '{"respondent": "fake:resp-b", "ta')
+    assert jsonl_damage(log) is not None
+    factory = TrackingFactory()
+    monkeypatch.setattr(respondents, "load_backend", factory)
+    run_stage(tmp_path, three_models())
+    assert jsonl_damage(log) is None and factory.loads == [] and len(answer_keys(tmp_path)) == 480
+    assert read_json(tmp_path / "prefset" / "boolean_expressions.json") == before

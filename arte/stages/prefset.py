@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from arte.backends import BackendConfig, SamplingParams
-from arte.stages.respondents import AnswerKey, collect_answers, respondent_configs, respondent_id
+from arte.stages.respondents import ANSWERS, AnswerKey, collect_answers, respondent_configs, respondent_id
 from common.config import opt
 from common.errors import UserError
 from common.prompts import STUDENT_STOP
-from common.records import read_json, write_json_atomic
+from common.records import RecordLog, read_json, write_json_atomic
 from common.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -193,6 +193,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     """prefset/TASK.json per task: the D_pref indices, the method (irt | random) and why. The
     respondents answer first, one engine at a time, into prefset/answers.jsonl (`respondents`)."""
     out, counts = run_dir.stage("prefset"), {}
+    RecordLog(out / ANSWERS, resume=True)  # a re-run mends a last line cut short, even with nothing to do
     todo = [t for t in tasks if not (out / f"{t.name}.json").exists()]  # per-task resume
     for task in todo:
         check_task_sizes(task, cfg.prefset.k)

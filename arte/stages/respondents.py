@@ -94,17 +94,12 @@ def pending_jobs(
     jobs = []
     for task in tasks:
         for shots, demo_set in settings:
-            for i, prompt in enumerate(setting_prompts(task, shots, demo_set)):
-                if (rid, task.name, shots, demo_set, i) not in cached:
-                    jobs.append(
-                        {
-                            "task": task.name,
-                            "shots": shots,
-                            "demo_set": demo_set,
-                            "question": i,
-                            "prompt": prompt,
-                        }
-                    )
+            cell = {"task": task.name, "shots": shots, "demo_set": demo_set}
+            jobs += [
+                {**cell, "question": i, "prompt": prompt}
+                for i, prompt in enumerate(setting_prompts(task, shots, demo_set))
+                if (rid, task.name, shots, demo_set, i) not in cached
+            ]
     return jobs
 
 
@@ -120,8 +115,8 @@ def answer_jobs(
         gens = backend.generate([j["prompt"] for j in chunk], params)
         answers.extend(
             {
-                **{k: v for k, v in j.items() if k != "prompt"},
                 "respondent": rid,
+                **{k: v for k, v in j.items() if k != "prompt"},
                 "text": g.text,
                 "pid": os.getpid(),
             }
