@@ -92,3 +92,25 @@ def test_answers_go_to_the_engine_in_calls_of_call_size(tmp_path, monkeypatch):
     keys = {(r["respondent"], r["task"], r["shots"], r["demo_set"], r["question"]) for r in records}
     assert len(records) == len(keys) == 400
     assert {r["task"] for r in records} == {"boolean_expressions", "multistep_arithmetic"}
+
+
+def test_summary_md_carries_the_random_d_pref_caveat(tmp_path):
+    """write_summary (evaluate) puts fallback_summary_lines under "Read these numbers with care"."""
+    from arte.stages.summary import write_summary
+    from common.records import write_json_atomic
+
+    task = load_task("boolean_expressions", n_validation=20, n_test=5)
+    run_prefset(tmp_path, [task], k=6)
+    write_json_atomic(tmp_path / "manifest.json", {"stages": {}})
+    records = {
+        v: [
+            {"task": task.name, "shots": 0, "index": i, "correct": (i + j) % 2, "missing_tag": 0, "target": t}
+            for i, t in enumerate(["True", "False"] * 5)
+        ]
+        for j, v in enumerate(("vanilla", "original", "arte"))
+    }
+    cfg = RunConfig(run_dir=str(tmp_path), tasks=[task.name])
+    write_summary(cfg, RunDir(tmp_path), [task], records)
+    text = (tmp_path / "summary.md").read_text()
+    care = text.split("### Read these numbers with care")[1].split("##")[0]
+    assert "- **D_pref is a random sample, not IRT-selected** (boolean_expressions: IRT fit skipped" in care
