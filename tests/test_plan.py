@@ -92,6 +92,7 @@ def test_paper_config_numbers(capsys):
     # data/bbh is not there: reported, counts per task, no totals
     assert plan["tasks"]["unread"][0]["spec"] == "data/bbh" and plan["all_tasks"] is None
     assert not plan["ready"] and any("data/bbh" in p for p in plan["problems"])
+    assert any(p.startswith("--teacher.model is still the placeholder") for p in plan["problems"])
     align = next(t for t in plan["training"] if t["stage"] == "align")
     a = y["align"]
     assert align["examples"] == 50 + m
@@ -225,3 +226,17 @@ def test_run_command_passes_a_plain_run_config_to_the_pipeline():
     cfg = run_config(RunCommandConfig(dry_run=True, seed=3))
     assert type(cfg) is RunConfig and "dry_run" not in to_dict(cfg)  # the manifest records no --dry_run
     assert to_dict(cfg) == to_dict(RunConfig(seed=3))
+
+
+def test_ablation_variants_cost_a_set_a_student_and_an_evaluation_more(capsys):
+    path = ROOT / "configs" / "demo.yaml"
+    y = yaml.safe_load(path.read_text())
+    plan = plan_of(capsys, "--config", str(path), "--variants", "original,arte,question_only")
+    status = {s["stage"]: s["status"] for s in plan["stages"]}
+    assert "question_only" in status["generate"] and "(not rationale_only)" in status["train"]
+    g, ev, c = y["generate"], y["evaluate"], counts(plan)
+    assert (
+        c["generate.teacher_generations"]["high"] == 3 * g["max_calls"] + 2 * g["label_check"] * g["samples"]
+    )
+    assert c["evaluate.student_generations"]["high"] == 4 * len(ev["shots"]) * ev["n_test"]
+    assert [t["set"] for t in plan["training"]] == ["dpo pairs", "original", "arte", "question_only"]

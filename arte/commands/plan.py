@@ -23,6 +23,7 @@ from typing import Any
 
 from arte.commands.plan_counts import (
     TaskSize,
+    generate_teachers,
     irt_outlook,
     out_of_domain_count,
     task_counts,
@@ -113,11 +114,27 @@ def extra_task_sizes(cfg: RunConfig, tasks: list) -> tuple[list[TaskSize], list[
         return unread, [str(e)]
 
 
+def variant_lines(cfg: RunConfig) -> dict[str, str]:
+    """What --variants (and --generate.original) make generate, train and evaluate do."""
+    from arte.stages.training_set.ablations import TRAINED_VARIANTS
+
+    left_out = [v for v in TRAINED_VARIANTS if v not in cfg.variants]
+    sets = generate_teachers(cfg)
+    original = "" if "original" in sets else ", original from elicit's drafts (no calls)"
+    trained = f"variants {', '.join(cfg.variants)}" + (f" (not {', '.join(left_out)})" if left_out else "")
+    return {
+        "generate": f"sets {', '.join(sets)}{original}",
+        "train": trained,
+        "evaluate": f"students vanilla, {', '.join(cfg.variants)}",
+    }
+
+
 def stage_rows(cfg: RunConfig) -> tuple[list[dict[str, Any]], list[str]]:
     """Each stage in order: what it reads, the config fields it depends on and what this config does
     with it; and the stages `arte run` would run now (a finished one is skipped on a re-run)."""
     run = RunDir(cfg.run_dir)
     skipped, off = not_needed(cfg), switched_off(cfg)
+    variant_notes = variant_lines(cfg)
     rows = []
     for stage in PIPELINE:
         name = stage_name(stage)
@@ -132,6 +149,8 @@ def stage_rows(cfg: RunConfig) -> tuple[list[dict[str, Any]], list[str]]:
             status = "runs" + (
                 " (a training stage: accelerate launch -m arte.train_launch)" if trains else ""
             )
+        if name in variant_notes and name not in skipped:
+            status += f"; {variant_notes[name]}"
         rows.append(
             {
                 "stage": name,
@@ -143,13 +162,23 @@ def stage_rows(cfg: RunConfig) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, stages_to_run(cfg, run, None, True)
 
 
+PLACEHOLDER = "FILL-IN"
+"""How configs/paper.yaml marks the models a user must fill in (a hub id to `check_models`)."""
+
+
 def model_problems(cfg: RunConfig, stages: list[str]) -> list[str]:
-    """The pipeline's own model checks for `stages` (no weights loaded), as problems."""
+    """The pipeline's own model checks for `stages` (no weights loaded), as problems, and the
+    models still left as configs/paper.yaml's placeholder."""
+    problems = [
+        f"--{role}.model is still the placeholder {b.model!r}: give a hub id or a local path"
+        for role, b in (("teacher", cfg.teacher), ("student", cfg.student))
+        if PLACEHOLDER in b.model
+    ]
     try:
         check_models(cfg, stages)
     except UserError as e:
-        return [str(e)]
-    return []
+        problems.append(str(e))
+    return problems
 
 
 def teacher_reuse_problems(cfg: RunConfig) -> list[str]:
