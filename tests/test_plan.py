@@ -240,3 +240,23 @@ def test_ablation_variants_cost_a_set_a_student_and_an_evaluation_more(capsys):
     )
     assert c["evaluate.student_generations"]["high"] == 4 * len(ev["shots"]) * ev["n_test"]
     assert [t["set"] for t in plan["training"]] == ["dpo pairs", "original", "arte", "question_only"]
+
+
+def test_stages_recorded_with_another_config_are_reported_as_the_run_would(capsys, tmp_path):
+    from arte.pipeline import load_run_tasks, task_hash
+    from arte.provenance import stage_provenance
+    from arte.run_dir import RunDir
+    from arte.stages import elicit
+
+    smoke = ROOT / "configs" / "smoke.yaml"
+    run = RunDir(tmp_path / "run")
+    made_with = load_config(RunConfig, smoke, {"run_dir": str(run.path)})
+    hashes = {t.name: task_hash(t) for t in load_run_tasks(made_with)}
+    run.mark_done("elicit", {"provenance": stage_provenance(made_with, run, elicit, hashes)})
+    base = ["--config", str(smoke), "--run_dir", str(run.path)]
+    assert plan_of(capsys, *base)["problems"] == []  # the same config: nothing to say
+    plan = plan_of(capsys, *base, "--elicit.m", "5")
+    assert not plan["ready"] and any("elicit.m: 8 -> 5" in p for p in plan["problems"])
+    plan = plan_of(capsys, *base, "--elicit.m", "5", "--on_config_change", "redo")
+    assert plan["ready"] and any("elicit.m: 8 -> 5" in n for n in plan["notes"])
+    assert (run.path / "elicit" / "done.json").is_file()  # nothing deleted

@@ -2,16 +2,18 @@
 
 The config goes through exactly the validation of `arte run` (the same dataclasses), then the plan
 reads only what is cheap: the task files (built-in names and local paths; `hf:` datasets are not
-downloaded), the run directory's done markers, and the model checks `arte.pipeline.check_models`
-makes without loading weights. No model, no torch, transformers or llama_cpp is imported on this
-path (tests/test_plan.py checks `sys.modules`), and nothing is written.
+downloaded), the run directory's records (done markers; stages made with another config, as
+`arte.provenance.check_run_dir` finds them, asked so that it deletes nothing), and the model checks
+`arte.pipeline.check_models` makes without loading weights. No model, no torch, transformers or
+llama_cpp is imported on this path (tests/test_plan.py checks `sys.modules`); nothing is written.
 
 It prints the stages in order with their inputs (`READS`), config fields (`DEPENDS_ON`) and whether
-this config runs them (`arte.pipeline.not_needed`, `switched_off`); every stage's generations per
-task (`arte.commands.plan_counts`); DPO pairs, training tokens and optimizer steps; the settings
-where the config differs from the paper (`arte.paper_settings`); and what would stop the run (a task
-file not found, a missing model). A task that cannot be read is reported, not fatal: its counts are
-per task, at the config's sizes. Then one line of JSON for scripts (alone with --json).
+this config runs them (`arte.pipeline.not_needed`, `switched_off`, --variants); every stage's
+generations per task (`arte.commands.plan_counts`); DPO pairs, training tokens and optimizer steps;
+the settings where the config differs from the paper (`arte.paper_settings`); and what would stop
+the run (a task file not found, a missing or placeholder model, recorded stages made with another
+config). A task that cannot be read is reported, not fatal: its counts are per task, at the
+config's sizes. Then one line of JSON for scripts (alone with --json).
 """
 
 from __future__ import annotations
@@ -193,6 +195,28 @@ def teacher_reuse_problems(cfg: RunConfig) -> list[str]:
     return []
 
 
+def recorded_stages(cfg: RunConfig, tasks: list, all_read: bool, to_run: list[str]) -> tuple[list, list]:
+    """What `arte run` would say of the stages already in the run directory, as (problems, notes):
+    made with another config or input, or damaged (`arte.provenance.check_run_dir`, asked as with
+    --on_config_change stop, so that nothing is deleted); with --on_config_change redo the run goes
+    on, deleting them, and that is a note. Needs every task read (their data hashes are compared)."""
+    run = RunDir(cfg.run_dir)
+    if not (all_read and run.path.is_dir()):
+        return [], []
+    from arte.pipeline import task_hash
+    from arte.provenance import check_run_dir
+
+    hashes = {t.name: task_hash(t) for t in tasks}
+    asked = dataclasses.replace(cfg, on_config_change="stop")
+    try:
+        check_run_dir(asked, run, hashes, rerun=set(to_run), only=None)
+    except UserError as e:
+        if cfg.on_config_change == "redo":
+            return [], [f"--on_config_change redo: the run deletes and redoes what this says: {e}"]
+        return [str(e)], []
+    return [], []
+
+
 def generation_counts(cfg: RunConfig, tasks: list, all_read: bool) -> tuple[list[dict], dict | None]:
     """Every stage's generations per task (at the config's sizes) and, when every task was read,
     summed over the tasks at their own sizes; stages this config does not need are left out."""
@@ -224,6 +248,8 @@ def build_plan(cfg: RunConfig) -> dict[str, Any]:
     tasks, unread, problems = read_tasks(cfg)
     stages, to_run = stage_rows(cfg)
     problems += teacher_reuse_problems(cfg) + model_problems(cfg, to_run)
+    recorded, notes = recorded_stages(cfg, tasks, not unread, to_run)
+    problems += recorded
     extra, extra_problems = extra_task_sizes(cfg, tasks)
     per_task, all_tasks = generation_counts(cfg, tasks, all_read=not unread)
     ood = out_of_domain_count(cfg, extra)
@@ -232,6 +258,7 @@ def build_plan(cfg: RunConfig) -> dict[str, Any]:
         "run_dir": cfg.run_dir,
         "ready": not (problems + extra_problems),
         "problems": problems + extra_problems,
+        "notes": notes,
         "tasks": {
             "read": [{"name": t.name, "validation": len(t.validation), "test": len(t.test)} for t in tasks],
             "unread": unread,

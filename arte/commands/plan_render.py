@@ -60,6 +60,11 @@ def _work_lines(plan: dict[str, Any]) -> list[str]:
     if ood:  # over every extra task: in the last column of counts
         rows.append([ood["stage"], ood["what"], *(["-"] if everything else []), _n(ood), ood["formula"]])
     lines = ["## Generations", "", *_table([*head, "how"], rows)]
+    lines += [
+        "Counts without `<=` assume elicit reaches its m questions (it gives up after max_calls_factor "
+        "x m/5 calls); `<=` marks an upper bound (ties, drops, a budget not used up).",
+        "",
+    ]
     lines += [f"prefset: {plan['irt']['verdict']}.", ""]
     return lines
 
@@ -104,4 +109,5 @@ def render_plan(plan: dict[str, Any]) -> list[str]:
     problems = plan["problems"]
     lines += ["## Before the run can start", ""]
     lines += [f"- {p}" for p in problems] if problems else ["nothing found that would stop it"]
+    lines += [f"- note: {n}" for n in plan["notes"]]
     return lines + [""]
