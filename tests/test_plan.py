@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,13 @@ from common.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 HEAVY = ("torch", "transformers", "llama_cpp", "trl", "peft", "vllm", "bitsandbytes")
+
+
+@pytest.fixture(autouse=True)
+def elsewhere(tmp_path, monkeypatch):
+    """Plans made away from the checkout: a config's run directory (runs/demo, ...) left there by a
+    real run would be checked too."""
+    monkeypatch.chdir(tmp_path)
 
 
 def is_run_config(path: Path) -> bool:
@@ -139,7 +147,7 @@ def test_demo_config_numbers(capsys):
     assert "evaluate.shots" not in flagged  # demo keeps the paper's 0 and 3 shots
 
 
-def test_plan_imports_no_model_library_and_is_fast():
+def test_plan_imports_no_model_library_and_is_fast(tmp_path):
     configs = [str(p) for p in CONFIGS if is_run_config(p)]
     script = f"""
 import json, sys, time, io, contextlib
@@ -152,8 +160,9 @@ for path in {configs!r}:
     times.append(time.time() - started)
 print(json.dumps({{"heavy": sorted(m for m in {HEAVY!r} if m in sys.modules), "times": times}}))
 """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
