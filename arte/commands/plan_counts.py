@@ -106,7 +106,14 @@ def irt_outlook(cfg: RunConfig) -> dict[str, Any]:
         verdict = f"IRT fit runs, with a warning: {what} < {FEW_RESPONDENTS} (a loose ranking)"
     else:
         verdict = f"IRT fit runs: {what}"
-    return {"rows": rows, "min_respondents": minimum, "few_respondents": FEW_RESPONDENTS, "verdict": verdict}
+    return {
+        "rows": rows,
+        "columns": cfg.n_validation,
+        "k": cfg.prefset.k,
+        "min_respondents": minimum,
+        "few_respondents": FEW_RESPONDENTS,
+        "verdict": verdict,
+    }
 
 
 def generate_teachers(cfg: RunConfig) -> list[str]:

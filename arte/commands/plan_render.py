@@ -65,7 +65,12 @@ def _work_lines(plan: dict[str, Any]) -> list[str]:
         "x m/5 calls); `<=` marks an upper bound (ties, drops, a budget not used up).",
         "",
     ]
-    lines += [f"prefset: {plan['irt']['verdict']}.", ""]
+    irt = plan["irt"]
+    lines += [
+        f"prefset: response matrix {irt['rows']} x {irt['columns']} (respondent rows x validation "
+        f"questions), k {irt['k']} kept per task. {irt['verdict']}.",
+        "",
+    ]
     return lines
 
 
