@@ -39,9 +39,16 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command(
         "run",
-        "arte.pipeline:RunConfig",
-        "arte.pipeline:run_pipeline_cli",
-        "Run (or resume) every ARTE stage in order into one run directory.",
+        "arte.commands.plan:RunCommandConfig",
+        "arte.commands.plan:run_cli",
+        "Run (or resume) every ARTE stage in order into one run directory (--dry_run: its plan only).",
+    ),
+    Command(
+        "plan",
+        "arte.commands.plan:PlanConfig",
+        "arte.commands.plan:run_plan_cli",
+        "What a run config will do, without loading a model: stages, generations, pairs, training "
+        "tokens and steps, differences from the paper.",
     ),
     *(
         Command(name, "arte.pipeline:RunConfig", "arte.pipeline:run_stage_cli", stage.HELP, args=(name,))
