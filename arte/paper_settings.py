@@ -111,12 +111,20 @@ PAPER_SETTINGS: tuple[PaperSetting, ...] = (
 
 
 def respondent_rows(cfg: RunConfig) -> int:
-    """Rows of the IRT response matrix: every respondent model (the student and
-    --prefset.extra_respondents) at every (shots, rotation) setting of `prefset.respondent_settings`."""
+    """Rows of the IRT response matrix: every respondent model (the student,
+    --prefset.extra_respondents and --prefset.respondents, each once: `respondents.respondent_configs`)
+    at every (shots, rotation) setting of `prefset.respondent_settings`."""
     from arte.stages.prefset import respondent_settings
 
-    models = 1 + len(cfg.prefset.extra_respondents)
+    models = respondent_models(cfg)
     return models * len(respondent_settings(cfg.prefset.shots, cfg.prefset.demo_sets))
+
+
+def respondent_models(cfg: RunConfig) -> int:
+    """How many respondent models the prefset stage asks (the student included, duplicates once)."""
+    from arte.stages.respondents import respondent_configs
+
+    return len(respondent_configs(cfg.student, cfg.prefset))
 
 
 def _show(value: Any) -> str:

@@ -87,9 +87,12 @@ def test_paper_config_numbers(capsys):
     c = counts(plan)
     assert c["elicit.teacher_rationales"]["high"] == m * n == 1000
     assert c["score.student_generations"]["high"] == m * n * k == 40_000
-    rows = 1 + 3 * 1  # shots 0,1,2,3 with one demonstration set: 0-shot once, 1-3 shots once each
+    # The student and the paper's five respondents, at shots 0,1,2,3 with one demonstration set each.
+    models = 1 + len({r["model"] for r in y["prefset"]["respondents"]} - {y["student"]["model"]})
+    assert models == 6
+    rows = models * (1 + 3 * 1)
     assert c["prefset.student_generations"]["high"] == rows * y["n_validation"]
-    assert plan["irt"]["rows"] == rows and "IRT will fall back to random" in plan["irt"]["verdict"]
+    assert plan["irt"]["rows"] == rows == 24 and "fall back" not in plan["irt"]["verdict"]
     cap = y["pairs"]["max_question_pairs_per_task"]
     assert c["pairs.question_level_pairs"]["high"] == min(cap, int(0.25 * m) ** 2) == 50
     assert c["pairs.rationale_level_pairs"]["high"] == m

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from arte.paper_settings import respondent_rows
+from arte.paper_settings import respondent_models, respondent_rows
 from arte.stages.elicit import QUESTIONS_PER_CALL
 from arte.stages.training_set.ablations import ABLATIONS
 
@@ -94,13 +94,13 @@ def irt_outlook(cfg: RunConfig) -> dict[str, Any]:
     from arte.stages.irt import FEW_RESPONDENTS
 
     rows, minimum = respondent_rows(cfg), cfg.prefset.min_respondents
-    models = 1 + len(cfg.prefset.extra_respondents)
+    models = respondent_models(cfg)
     plural = "s" * (models > 1)
     what = f"{rows} respondent rows ({models} model{plural} x {rows // models} (shots, rotation) settings)"
     if rows < minimum:
         verdict = (
             f"IRT will fall back to random: {what} < --prefset.min_respondents {minimum}; add "
-            "--prefset.extra_respondents or raise --prefset.demo_sets"
+            "--prefset.respondents or raise --prefset.demo_sets"
         )
     elif rows < FEW_RESPONDENTS:
         verdict = f"IRT fit runs, with a warning: {what} < {FEW_RESPONDENTS} (a loose ranking)"
