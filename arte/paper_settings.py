@@ -74,8 +74,9 @@ PAPER_SETTINGS: tuple[PaperSetting, ...] = (
     PaperSetting("prefset.shots", [0, 1, 2, 3], "shot settings of each respondent model (IRT rows)"),
     PaperSetting(
         "respondent rows (models x shot settings)",
-        None,
-        "student-like models x 0-3 shots; the paper gives no count",
+        20,
+        "5 models (Gemma-2B, Gemma-7B, CodeGemma-2B, Qwen1.5-1.8B, MiniCPM-2B; the student is one) x "
+        "shots 0-3",
         value=lambda c: respondent_rows(c),
     ),
     PaperSetting("pairs.quantile", 0.25, "question pairs: top vs bottom quarter by question score"),
