@@ -99,6 +99,19 @@ class RunConfig:
         "rationales) and rationale_only (original questions, aligned rationales). Each ablation costs one "
         "teacher's rationales per task, one SFT and one evaluation more.",
     )
+    rounds: int = opt(
+        1,
+        "Iterative ARTE (arte.stages.rounds): round r >= 2 drafts with round r-1's aligned teacher, "
+        "scores the drafts on the same D_pref, pairs and aligns again, writes a tailored set and trains "
+        "a student (arte_rR), all in rounds/rR/. 1: the paper's single round.",
+    )
+    round_align_from: Literal["previous", "original"] = opt(
+        "previous",
+        "What round r >= 2 runs DPO on: previous (default: round r-1's aligned teacher, the model that "
+        "drafted this round's pairs, so DPO stays on-policy and the reference is the model being "
+        "improved, as in iterative DPO and Montessori-Instruct) or original (the original teacher "
+        "again, on this round's pairs: rounds then differ only in who drafted the pairs).",
+    )
     evaluate: EvaluateConfig = opt(EvaluateConfig(), "Evaluation of the vanilla and trained students.")
     on_config_change: Literal["stop", "redo"] = opt(
         "stop",
@@ -123,6 +136,13 @@ class RunConfig:
             raise ValueError(
                 "--generate.original drafts takes this run's own elicit drafts and scores, which a run with "
                 "--aligned_teacher_from does not make: use --generate.original teacher"
+            )
+        if self.rounds < 1:
+            raise ValueError(f"--rounds must be >= 1 (1 = the paper's single round), got {self.rounds}")
+        if self.rounds > 1 and self.aligned_teacher_from:
+            raise ValueError(
+                "--rounds > 1 aligns the teacher again on this run's own preferences, which a run with "
+                "--aligned_teacher_from does not measure: use --rounds 1, or run the rounds in the other run"
             )
         if self.evaluate.n_test > self.n_test:
             raise ValueError(
@@ -196,8 +216,10 @@ def check_models(cfg: RunConfig, stages: list[str]) -> None:
 
     local = ("hf", "llama_cpp", "vllm")
     todo = set(stages)
-    if "align" in todo or ("elicit" in todo and cfg.teacher.name in local):
-        t = cfg.teacher
+    t = cfg.teacher
+    if "align" in todo and cfg.align.base_model:
+        check_model_spec(cfg.align.base_model, "--align.base_model", t.allow_pickle, "--teacher.allow_pickle")
+    if ("align" in todo and not cfg.align.base_model) or ("elicit" in todo and t.name in local):
         check_model_spec(t.model, "--teacher.model", t.allow_pickle, "--teacher.allow_pickle")
     if {"train", "evaluate"} & todo or (
         {"prefset", "score", "prefcheck", "gain"} & todo and cfg.student.name in local
@@ -234,7 +256,11 @@ def switched_off(cfg: RunConfig) -> set[str]:
     list that leaves them out does not have to wait for them."""
     return {
         n
-        for n, off in (("prefcheck", cfg.prefcheck.questions == 0), ("gain", cfg.gain.n_examples == 0))
+        for n, off in (
+            ("prefcheck", cfg.prefcheck.questions == 0),
+            ("gain", cfg.gain.n_examples == 0),
+            ("rounds", cfg.rounds == 1),
+        )
         if off
     }
 

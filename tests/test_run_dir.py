@@ -135,7 +135,7 @@ def test_provenance_leaves_out_runtime_only_fields_and_follows_what_stages_read(
     assert not {"threads", "batch_size", "timeout_s", "base_url", "allow_pickle"} & part["teacher"].keys()
     assert {"learning_rate", "batch_size"} <= part["align"].keys()  # a training batch changes the model
     assert not {"threads", "logging_steps", "checkpoint_steps"} & part["align"].keys()
-    later = {"score", "prefcheck", "pairs", "align", "generate", "gain", "train", "evaluate"}
+    later = {"score", "prefcheck", "pairs", "align", "generate", "gain", "train", "rounds", "evaluate"}
     assert made_from({"elicit"}) == {"elicit"} | later
     assert made_from({"prefset"}) == {"prefset"} | later
     assert made_from({"train"}) == {"train", "evaluate"} and made_from({"evaluate"}) == {"evaluate"}

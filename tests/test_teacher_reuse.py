@@ -40,7 +40,7 @@ def test_a_run_reuses_another_runs_aligned_teacher(tmp_path, monkeypatch):
     cfg = load_config(RunConfig, SMOKE, {**overrides, "evaluate": {"shots": [0], "n_test": 4}})
     manifest = run_pipeline(cfg)
 
-    assert list(manifest["stages"]) == ["align", "generate", "train", "evaluate"]
+    assert list(manifest["stages"]) == ["align", "generate", "train", "rounds", "evaluate"]
     assert not any((b / s).exists() for s in BEFORE_ALIGN)  # no preferences of its own
     reused = json.loads((b / "align" / "reused.json").read_text())
     assert reused["reused_from"] == str(a.resolve()) and reused["teacher"] == str(

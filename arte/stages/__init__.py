@@ -1,6 +1,7 @@
 """The pipeline's stages, one module each, in the order they run:
 
-    elicit -> prefset -> score -> prefcheck -> pairs -> align -> generate -> gain -> train -> evaluate
+    elicit -> prefset -> score -> prefcheck -> pairs -> align -> generate -> gain -> train -> rounds
+        -> evaluate
 
 Every stage module holds its config dataclass (where it has one), `HELP` (its `arte STAGE --help`
 line), its logic, and `run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict`, which
@@ -27,6 +28,8 @@ Files, relative to the run directory:
     generate/VARIANT.jsonl, generate/VARIANT/   the ablations --variants names (question_only, ...)
     gain/scores.jsonl, gain/gain.json      a sample of both sets scored on D_pref; the preference gain
     train/VARIANT/                         the fine-tuned students (--variants), HF format
+    rounds/rR/, rounds/rounds.json         iterative rounds 2..--rounds, each a run directory of its
+                                           own (elicit ... gain, train/arte/); one record per round
     evaluate/VARIANT.jsonl, summary.md, summary.json
     evaluate/ood/VARIANT.jsonl             answers on the out-of-domain tasks (--evaluate.extra_tasks)
 
@@ -40,7 +43,19 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from arte.stages import align, elicit, evaluate, gain, generate, pairs, prefcheck, prefset, score, train
+from arte.stages import (
+    align,
+    elicit,
+    evaluate,
+    gain,
+    generate,
+    pairs,
+    prefcheck,
+    prefset,
+    rounds,
+    score,
+    train,
+)
 
 if TYPE_CHECKING:
     from arte.pipeline import RunConfig
@@ -59,6 +74,7 @@ PIPELINE: tuple[ModuleType, ...] = (
     generate,
     gain,
     train,
+    rounds,
     evaluate,
 )
 """The stages in the order they run: the one list of them. The CLI's stage commands, their help,

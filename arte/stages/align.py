@@ -103,6 +103,12 @@ class AlignConfig:
         "Tokens kept of each prompt, from its end (the question prompt with 3 seed questions is the "
         "long one); must be < max_length so every completion keeps some tokens.",
     )
+    base_model: str = opt(
+        "",
+        "Weights DPO starts from (model spec: HF directory, GGUF, built-in name); empty: --teacher.model. "
+        "Iterative rounds (--rounds) set it per round; set it yourself when the teacher is served "
+        "elsewhere (openai) and its weights sit here.",
+    )
     seed: int = opt(0, "Seed for the LoRA initialisation and the data order.")
     logging_steps: int = opt(1, "Log loss and reward metrics every this many optimizer steps.")
     checkpoint_steps: int = opt(
@@ -182,6 +188,11 @@ def align_teacher(model_dir: str, pairs_path: Path, out_dir: Path, cfg: AlignCon
     return run_training(run, out_dir, "align_stats.json", metrics=DPO_METRICS)
 
 
+def align_base(cfg: RunConfig) -> str:
+    """The model spec DPO starts from: --align.base_model, else --teacher.model."""
+    return cfg.align.base_model or cfg.teacher.model
+
+
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict | None:
     """DPO on the teacher with pairs/dpo.jsonl into align/teacher (merged; plus teacher-adapter/ with
     LoRA, and teacher-f16.gguf when the aligned teacher runs on llama.cpp). A complete aligned teacher
@@ -197,7 +208,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict | None:
         stats = read_json(teacher_dir / "align_stats.json")  # trained before a later step failed
     else:
         acfg = dataclasses.replace(cfg.align, threads=procs.threads(cfg.align.threads))
-        model_dir = procs.prepare_model("dpo", cfg.teacher.model, pairs, teacher_dir, acfg)
+        model_dir = procs.prepare_model("dpo", align_base(cfg), pairs, teacher_dir, acfg)
         teacher_dir.mkdir(parents=True, exist_ok=True)
         trainer = build_dpo_trainer(model_dir, pairs, teacher_dir, acfg, cfg.teacher.allow_pickle)
         stats = procs.train_and_save(trainer, teacher_dir, "align_stats.json", DPO_METRICS, model_dir)

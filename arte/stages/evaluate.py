@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 
 HELP = "Evaluate the vanilla and trained students (and on out-of-domain tasks); write summary.md/json."
 
-DEPENDS_ON = ("seed", "student.model", "evaluate", "variants")
+DEPENDS_ON = ("seed", "student.model", "evaluate", "variants", "rounds")
 """The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
 READS: tuple[str, ...] = (
     "train",
+    "rounds/rounds.json",
     "gain/gain.json",
     "align/teacher/align_stats.json",
     "prefcheck/consistency.json",
@@ -81,9 +82,11 @@ class EvaluateConfig:
 
 def variant_models(cfg: RunConfig, run_dir: RunDir) -> dict[str, str]:
     from arte.models import resolve_hf
+    from arte.stages.rounds import round_students
 
     trained = {v: str(run_dir.path / "train" / v) for v in cfg.variants}
-    return {"vanilla": resolve_hf(cfg.student.model), **trained}
+    later_rounds = {v: str(path) for v, path in round_students(cfg, run_dir).items()}
+    return {"vanilla": resolve_hf(cfg.student.model), **trained, **later_rounds}
 
 
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:

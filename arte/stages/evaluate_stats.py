@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from arte.backends.base import Backend, SamplingParams
+from arte.stages.rounds import previous_variant
 from common.errors import UserError
 from common.prompts import STUDENT_STOP, answer_only_rationale, icl_prompt
 from common.tasks.answers import extract_answer
@@ -237,7 +238,8 @@ def accuracy_table(
     accuracy rows: {variant, task (or "macro"), shots, acc, low, high, n, missing_rate}.
     difference rows: {comparison "var - ref", variant, reference, task, shots, diff, low, high,
     p_value, n} for every variant against `baseline` (when present), "arte" against "original"
-    when both exist, and every other variant (an ablation) against "original" and "arte" against it.
+    when both exist, a later round's student (arte_rR) against "original" and the round before's,
+    and every other variant (an ablation) against "original" and "arte" against it.
     Records are matched by (task, shots, question index); the macro average is the unweighted mean
     over tasks.
     """
@@ -247,7 +249,11 @@ def accuracy_table(
     if "arte" in indexed and "original" in indexed and baseline != "original":
         comparisons.append(("original", "arte"))
     for v in indexed:  # an ablation against the original teacher's student, and ARTE against it
-        if v not in (baseline, "original", "arte") and "original" in indexed and "arte" in indexed:
+        before = previous_variant(v)  # a later round (arte.stages.rounds): against the one before
+        if before in indexed:
+            comparisons += [("original", v)] if "original" in indexed else []
+            comparisons.append((before, v))
+        elif v not in (baseline, "original", "arte") and "original" in indexed and "arte" in indexed:
             comparisons += [("original", v), (v, "arte")]
     differences = [
         row for ref, v in comparisons for row in _difference_rows(ref, v, indexed, n_boot, seed, ci)

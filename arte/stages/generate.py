@@ -187,7 +187,9 @@ def aligned_teacher_config(cfg: RunConfig, run_dir: RunDir) -> BackendConfig:
         return dataclasses.replace(cfg.aligned_teacher, model=reused_teacher(run_dir))
     align, name = run_dir.path / "align", cfg.aligned_teacher.name
     if name == "vllm" and (align / "teacher-adapter" / "adapter_config.json").is_file():
-        model, adapter = resolve_hf(cfg.teacher.model), str(align / "teacher-adapter")
+        from arte.stages.align import align_base
+
+        model, adapter = resolve_hf(align_base(cfg)), str(align / "teacher-adapter")
         return dataclasses.replace(cfg.aligned_teacher, model=model, lora_adapter=adapter)
     aligned = align / ("teacher-f16.gguf" if name == "llama_cpp" else "teacher")
     if not aligned.exists():

@@ -152,6 +152,7 @@ def write_summary(
     from arte.stages.out_of_domain import ood_summary
     from arte.stages.prefcheck import consistency_markdown
     from arte.stages.prefset import fallback_summary_lines
+    from arte.stages.rounds import round_sets, rounds_info, rounds_markdown
     from arte.stages.training_set.ablations import size_mismatches
     from common.tasks.answer_space import task_answer_space
 
@@ -159,7 +160,7 @@ def write_summary(
     fmt = format_report(records, {t.name: task_answer_space(t) for t in tasks}, table["differences"])
     manifest = read_json(run_dir.path / "manifest.json")
     stages = dict(manifest.get("stages", {}))
-    sizes = training_sets(run_dir, tasks, cfg.variants)
+    sizes = training_sets(run_dir, tasks, cfg.variants) | round_sets(run_dir)
     notes = caveats(table, sizes, fmt)
     short = size_mismatches(sizes, cfg.generate.n_examples)
     if short:
@@ -190,6 +191,7 @@ def write_summary(
         "format": fmt,
         "alignment": alignment,
         "pref_consistency": consistency,
+        "rounds": rounds_info(run_dir),
         "caveats": notes,
         "data": data,
         "stages": stages,
@@ -205,7 +207,8 @@ def write_summary(
         lines += ["### Read these numbers with care", ""] + [f"- {n}" for n in notes] + [""]
     lines += ood_lines
     lines += ["## Answer format and guessing levels", ""] + format_tables_markdown(fmt, names)
-    lines += alignment_markdown(alignment) + consistency_markdown(consistency)
+    lines += alignment_markdown(alignment) + rounds_markdown(summary["rounds"])
+    lines += consistency_markdown(consistency)
     lines += ["## Data", ""]
     lines += [
         f"- drafts: {data['drafts']}; DPO pairs: {data['pairs']}",

@@ -133,17 +133,21 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict | None:
     """SFT of the student on generate/VARIANT.jsonl into train/VARIANT for every trained variant
     (`--variants`: original, arte, the ablations); a student already saved is kept. Under a launcher
     every process trains; only the main one saves and returns the stats (the others: None)."""
+    counts = {variant: train_variant(cfg, run_dir, variant) for variant in cfg.variants}
+    return counts if processes.current().is_main else None
+
+
+def train_variant(cfg: RunConfig, run_dir: RunDir, variant: str) -> dict | None:
+    """SFT of `cfg.student` on run_dir/generate/VARIANT.jsonl into run_dir/train/VARIANT (kept when
+    already saved); its stats (None outside the main process). Iterative rounds call it for each
+    round's tailored set (`arte.stages.rounds`)."""
     procs = processes.current()
-    out, counts = run_dir.stage("train"), {}
-    for variant in cfg.variants:
-        target, data = out / variant, run_dir.path / "generate" / f"{variant}.jsonl"
-        if (target / "config.json").is_file():
-            stats_file = target / "train_stats.json"
-            counts[variant] = read_json(stats_file) if stats_file.exists() else {}
-            continue
-        tcfg = dataclasses.replace(cfg.train, threads=procs.threads(cfg.train.threads))
-        model_dir = procs.prepare_model("sft", cfg.student.model, data, target, tcfg)
-        target.mkdir(parents=True, exist_ok=True)
-        trainer = build_sft_trainer(model_dir, data, target, tcfg, cfg.student.allow_pickle)
-        counts[variant] = procs.train_and_save(trainer, target, "train_stats.json", SFT_METRICS, model_dir)
-    return counts if procs.is_main else None
+    target, data = run_dir.stage("train") / variant, run_dir.path / "generate" / f"{variant}.jsonl"
+    if (target / "config.json").is_file():
+        stats_file = target / "train_stats.json"
+        return read_json(stats_file) if stats_file.exists() else {}
+    tcfg = dataclasses.replace(cfg.train, threads=procs.threads(cfg.train.threads))
+    model_dir = procs.prepare_model("sft", cfg.student.model, data, target, tcfg)
+    target.mkdir(parents=True, exist_ok=True)
+    trainer = build_sft_trainer(model_dir, data, target, tcfg, cfg.student.allow_pickle)
+    return procs.train_and_save(trainer, target, "train_stats.json", SFT_METRICS, model_dir)
