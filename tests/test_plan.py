@@ -272,3 +272,19 @@ def test_stages_recorded_with_another_config_are_reported_as_the_run_would(capsy
     plan = plan_of(capsys, *base, "--elicit.m", "5", "--on_config_change", "redo")
     assert plan["ready"] and any("elicit.m: 8 -> 5" in n for n in plan["notes"])
     assert (run.path / "elicit" / "done.json").is_file()  # nothing deleted
+
+
+def test_rounds_config_counts_every_round(capsys):
+    path = ROOT / "configs" / "rounds.yaml"
+    y = yaml.safe_load(path.read_text())
+    extra = y["rounds"] - 1
+    assert extra == 1
+    m, n, k = y["elicit"]["m"], len(y["elicit"]["strategies"]), y["prefset"]["k"]
+    plan = plan_of(capsys, "--config", str(path))
+    c = counts(plan)
+    gain = 8  # gain.n_examples default
+    assert c["rounds.student_generations"]["high"] == extra * (m * n * k + 2 * gain * k)
+    assert c["rounds.teacher_generations"]["high"] == extra * (m * n + y["generate"]["max_calls"])
+    students = ["vanilla", "original", "arte", "arte_r2"]
+    assert c["evaluate.student_generations"]["high"] == len(students) * 2 * y["evaluate"]["n_test"]
+    assert any(s["stage"] == "rounds" and s["status"] == "runs" for s in plan["stages"])

@@ -25,6 +25,7 @@ from typing import Any
 
 from arte.commands.plan_counts import (
     TaskSize,
+    evaluated_students,
     generate_teachers,
     irt_outlook,
     out_of_domain_count,
@@ -127,7 +128,7 @@ def variant_lines(cfg: RunConfig) -> dict[str, str]:
     return {
         "generate": f"sets {', '.join(sets)}{original}",
         "train": trained,
-        "evaluate": f"students vanilla, {', '.join(cfg.variants)}",
+        "evaluate": f"students {', '.join(evaluated_students(cfg))}",
     }
 
 

@@ -123,9 +123,42 @@ def generate_teachers(cfg: RunConfig) -> list[str]:
     return sets + [v for v in cfg.variants if v in ABLATIONS]
 
 
+def evaluated_students(cfg: RunConfig) -> list[str]:
+    """The students evaluate tests: vanilla, each --variants entry, each later round's (arte_rR)."""
+    from arte.stages.rounds import round_variant
+
+    return ["vanilla", *cfg.variants, *(round_variant(r) for r in range(2, cfg.rounds + 1))]
+
+
 def task_counts(cfg: RunConfig, size: TaskSize) -> list[Count]:
     """Every stage's generations for one task (`size`: its validation and test questions)."""
-    return preference_counts(cfg, size) + tailoring_counts(cfg, size)
+    return preference_counts(cfg, size) + tailoring_counts(cfg, size) + round_counts(cfg)
+
+
+def round_counts(cfg: RunConfig) -> list[Count]:
+    """Rounds 2..N (`arte.stages.rounds`) for one task: each drafts m x n, scores m x n x k, and
+    draws one tailored set (its baseline is the round before's, read back) plus the gain's scoring."""
+    extra = cfg.rounds - 1
+    if extra < 1:
+        return []
+    e, g, k = cfg.elicit, cfg.generate, cfg.prefset.k
+    m, n = e.m, len(e.strategies)
+    teacher = extra * (m * n + g.max_calls)
+    student = extra * (m * n * k + 2 * cfg.gain.n_examples * k)
+    return [
+        at_most(
+            "rounds",
+            "teacher generations",
+            teacher,
+            f"{extra} rounds x (m {m} x n {n} drafts + max_calls {g.max_calls}) (+ brainstorm calls)",
+        ),
+        exact(
+            "rounds",
+            "student generations",
+            student,
+            f"{extra} rounds x (m x n x k {m * n * k} + gain 2 x {cfg.gain.n_examples} x k {k})",
+        ),
+    ]
 
 
 def preference_counts(cfg: RunConfig, size: TaskSize) -> list[Count]:
@@ -172,7 +205,7 @@ def tailoring_counts(cfg: RunConfig, size: TaskSize) -> list[Count]:
     calls_formula = f"{len(teachers)} sets ({', '.join(teachers)}) x max_calls {g.max_calls}"
     if checked:
         calls_formula += f" + label check {g.label_check} x samples {g.samples} x {checked} sets"
-    students, shots = 1 + len(cfg.variants), len(cfg.evaluate.shots)
+    students, shots = len(evaluated_students(cfg)), len(cfg.evaluate.shots)
     n_eval = min(cfg.evaluate.n_test, size.test)
     return [
         at_most("generate", "teacher generations", calls, calls_formula),
@@ -187,7 +220,7 @@ def tailoring_counts(cfg: RunConfig, size: TaskSize) -> list[Count]:
             "evaluate",
             "student generations",
             students * shots * n_eval,
-            f"{students} students (vanilla + {', '.join(cfg.variants)}) x {shots} shot settings "
+            f"{students} students ({', '.join(evaluated_students(cfg))}) x {shots} shot settings "
             f"x n_test {n_eval}",
         ),
     ]
@@ -244,7 +277,7 @@ def out_of_domain_count(cfg: RunConfig, sizes: list[TaskSize]) -> Count | None:
     """Evaluate's generations on the --evaluate.extra_tasks (every student, every shot setting)."""
     if not cfg.evaluate.extra_tasks:
         return None
-    evaluated, shots = 1 + len(cfg.variants), len(cfg.evaluate.shots)
+    evaluated, shots = len(evaluated_students(cfg)), len(cfg.evaluate.shots)
     questions = sum(min(cfg.evaluate.n_test, s.test) for s in sizes)
     return exact(
         "evaluate",
