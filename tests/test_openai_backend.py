@@ -725,7 +725,13 @@ def test_smoke_run_with_openai_teacher_and_llama_cpp_student(smol_server, tmp_pa
             },
             "rationale_max_new_tokens": 48,
             "verify": False,
+            # The engines are under test, not the yield: 4 kept per teacher, no label check (this test
+            # took 384 s in CI with smoke.yaml's 12 kept and 200 calls).
+            "n_examples": 4,
+            "max_calls": 100,
+            "label_check": 0,
         },
+        gain={"n_examples": 2},
         train={"max_length": 256, "learning_rate": 1.0e-5},
         evaluate={"shots": [0], "n_test": 4, "max_new_tokens": 24, "n_boot": 50},
     )
