@@ -2,9 +2,15 @@
 (`arte.stages.train`): special tokens, LoRA, checkpoints and resume, safe saving, JSONL reading.
 
 - Special tokens (`arte.special_tokens`): a training copy of the tokenizer gets a pad token that is
-  neither EOS nor BOS; `save_trained_model` puts the model's original special-token ids back,
-  saves, reloads the saved config, generation config and tokenizer, and raises if any of them
-  differs from the input model's.
+  neither EOS, BOS nor an end-of-turn token (an added one where none exists: the embeddings grow
+  for training and are shrunk back before saving); `save_trained_model` puts the model's original
+  special-token ids back, saves, reloads the saved config, generation config and tokenizer, and
+  raises if any of them differs from the input model's.
+- Hardware (`arte.training_precision`): `start_run` resolves --dtype on this device, prints the
+  memory estimate (`arte.memory_estimate`) before loading, refuses a run that cannot fit on a
+  GPU, and loads the weights in the resolved dtype (or 4-bit); `trainer_args` sets trl's bf16/fp16
+  and gradient-checkpointing flags to match. All of it lands in the stats (precision,
+  memory_estimate, pad_token_origin).
 - LoRA is trained with peft and merged into the weights (`merge_and_unload`): the output is a plain
   HF model that the backends and exporters load like any other.
 - Resume: checkpoints go to `out_dir/checkpoints/` every `checkpoint_steps`; a re-run with the same
@@ -31,6 +37,7 @@ from arte.special_tokens import (  # noqa: F401 - choose_pad_token: part of this
     saved_special_token_mismatches,
     special_token_snapshot,
 )
+from arte.training_log import resumed_train_loss, summarize_log
 from arte.training_precision import (
     DeviceFacts,
     Precision,
@@ -230,14 +237,15 @@ def start_run(
     facts, section = device_facts(), SECTIONS[kind]
     precision = resolve_precision(cfg.dtype, cfg.method, facts, section)
     quantization = quantization_config(cfg.quantization, precision, facts, section)
-    num_processes = processes.current().num_processes
+    procs = processes.current()
+    plan = (cfg, precision, facts, procs.num_processes, not procs.is_main)
     model_config = read_model_config(model_dir)
-    memory = plan_memory(kind, model_config, cfg, precision, facts, num_processes) if model_config else None
+    memory = plan_memory(kind, model_config, *plan) if model_config else None
     tokenizer, model = load_for_training(
         model_dir, cfg.threads, allow_pickle, PICKLE_FLAGS[kind], precision.load_dtype, quantization
     )
     if memory is None:  # a .gguf file or hub id: the config is known once loaded
-        memory = plan_memory(kind, model.config.to_dict(), cfg, precision, facts, num_processes)
+        memory = plan_memory(kind, model.config.to_dict(), *plan)
     original = special_token_snapshot(model, tokenizer)
     train_tokenizer = copy.deepcopy(tokenizer)
     notes = {
@@ -334,37 +342,6 @@ def is_peft_model(model) -> bool:
     except ImportError:
         return False
     return isinstance(model, PeftModel)
-
-
-def summarize_log(log_history: list[dict], metrics: tuple[str, ...]) -> dict[str, Any]:
-    """First/last training loss and first/last/mean of each logged metric."""
-    out: dict[str, Any] = {}
-    for key in ("loss", *metrics):
-        values = [e[key] for e in log_history if key in e and "train_runtime" not in e]
-        if values:
-            name = "train_loss" if key == "loss" else key.replace("/", "_")
-            out[f"{name}_first"], out[f"{name}_last"] = values[0], values[-1]
-            out[f"{name}_mean"] = sum(values) / len(values)
-    return out
-
-
-def resumed_train_loss(reported: float, steps: int, started_step: int, log_history: list[dict]) -> float:
-    """The mean training loss over all `steps`, also after a resume at `started_step`: transformers
-    then sums the losses of the new steps only but still divides by every step (0.34 reported for a
-    true 0.69 when resumed half-way). The steps before the resume enter with the mean of the losses
-    logged for them (each log entry covers the steps since the one before). Unresumed: `reported`."""
-    if not started_step or not steps:
-        return reported
-    logged, last, covered = 0.0, 0, 0
-    for entry in log_history:
-        step = entry.get("step", 0)
-        if "loss" in entry and "train_runtime" not in entry and last < step <= started_step:
-            logged += entry["loss"] * (step - last)
-            covered += step - last
-            last = step
-    if not covered:
-        return reported
-    return (reported * steps + logged / covered * started_step) / steps
 
 
 def save_adapter(peft_model, adapter_dir: Path) -> None:

@@ -198,17 +198,25 @@ def check_memory_fits(estimate: MemoryEstimate, facts: DeviceFacts, section: str
 
 
 def plan_memory(
-    kind: str, model_config: dict, cfg: Any, precision: Precision, facts: DeviceFacts, num_processes: int
+    kind: str,
+    model_config: dict,
+    cfg: Any,
+    precision: Precision,
+    facts: DeviceFacts,
+    num_processes: int,
+    quiet: bool = False,
 ) -> dict[str, Any]:
-    """Estimate, print and (cfg.memory_check, CUDA) check the memory of a run; the estimate as a dict
-    for the stats ({"unavailable": reason} for an architecture the estimate does not know)."""
+    """Estimate, print (unless `quiet`: the other processes of a launcher) and (cfg.memory_check,
+    CUDA) check the memory of a run; the estimate as a dict for the stats ({"unavailable": reason}
+    for an architecture the estimate does not know)."""
     section = "align" if kind == "dpo" else "train"
     try:
         estimate = training_memory(model_config, training_settings(kind, cfg, precision, num_processes))
     except (ValueError, KeyError) as e:
-        print(f"[{section}] no memory estimate: {e}", flush=True)
+        if not quiet:
+            print(f"[{section}] no memory estimate: {e}", flush=True)
         return {"unavailable": str(e)}
-    for line in estimate.lines():
+    for line in [] if quiet else estimate.lines():
         print(f"[{section}] {line}", flush=True)
     if cfg.memory_check:
         check_memory_fits(estimate, facts, section)

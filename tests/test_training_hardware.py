@@ -267,3 +267,31 @@ def test_shipped_accelerate_configs_parse(name):
     assert sorted(p.name for p in (ROOT / "configs" / "accelerate").glob("*.yaml")) == sorted(
         ACCELERATE_CONFIGS
     )
+
+
+LLAMA_3_70B = {**LLAMA_3_8B, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80}
+LLAMA_3_70B["num_attention_heads"] = 64
+
+
+def test_paper_config_fits_8_gpus_of_80_gb_under_fsdp(monkeypatch):
+    """configs/paper.yaml's align settings on Llama-3-70B's shape: under the shipped FSDP config on
+    8 x 80 GB they fit; without gradient checkpointing, or on one process, they would not."""
+    from arte.pipeline import RunConfig
+    from common.config import load_config
+
+    cfg = load_config(RunConfig, str(ROOT / "configs" / "paper.yaml"), {})
+    assert (cfg.align.dtype, cfg.align.gradient_checkpointing, cfg.train.dtype) == (
+        "bfloat16",
+        True,
+        "bfloat16",
+    )
+    assert round(count_parameters(LLAMA_3_70B)["total"] / 1e9, 1) == 70.6
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.delenv("FSDP_SHARDING_STRATEGY", raising=False)
+    precision = resolve_precision(cfg.align.dtype, cfg.align.method, H100)
+    assert plan_memory("dpo", LLAMA_3_70B, cfg.align, precision, H100, 8)["total_gb"] < 80
+    no_checkpointing = dataclasses.replace(cfg.align, gradient_checkpointing=False)
+    with pytest.raises(UserError, match="gradient_checkpointing"):
+        plan_memory("dpo", LLAMA_3_70B, no_checkpointing, precision, H100, 8)
+    with pytest.raises(UserError, match="fsdp_full_shard.yaml"):
+        plan_memory("dpo", LLAMA_3_70B, cfg.align, precision, H100, 1)

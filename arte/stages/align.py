@@ -174,12 +174,31 @@ def reference_copy(model_dir: str, cfg: AlignConfig, run: TrainingRun, allow_pic
     return reference
 
 
+def pairs_dataset(rows: list[dict], checkpoint_dir: Path, precompute: bool):
+    """The pairs as a datasets.Dataset. Under a launcher with precomputed reference log-probs it is
+    saved to `checkpoint_dir` by the main process and loaded from there by all: trl caches the
+    log-probs next to the dataset's files and the other processes read the main one's, which an
+    in-memory dataset (one temporary directory per process) does not allow."""
+    import shutil
+
+    from datasets import Dataset, load_from_disk
+
+    dataset, procs = Dataset.from_list(rows), processes.current()
+    if not precompute or procs.num_processes == 1:
+        return dataset
+    path = checkpoint_dir / "pairs-dataset"
+    if procs.is_main:
+        shutil.rmtree(path, ignore_errors=True)
+        dataset.save_to_disk(str(path))
+    procs.barrier()
+    return load_from_disk(str(path))
+
+
 def build_dpo_trainer(
     model_dir: str, pairs_path: Path, out_dir: Path, cfg: AlignConfig, allow_pickle: bool = False
 ) -> TrainingRun:
     """A DPOTrainer on the pairs, with LoRA or against a frozen copy (method full); `allow_pickle`:
     the teacher may be a pickle-only model (--teacher.allow_pickle)."""
-    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     rows = read_jsonl_rows(pairs_path, ("prompt", "chosen", "rejected"))
@@ -196,7 +215,7 @@ def build_dpo_trainer(
             beta=cfg.beta,
             precompute_ref_log_probs=cfg.precompute_ref_log_probs,
         ),
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=pairs_dataset(rows, run.checkpoint_dir, cfg.precompute_ref_log_probs),
         processing_class=run.train_tokenizer,
         peft_config=lora_config(cfg) if cfg.method == "lora" else None,
     )
