@@ -245,3 +245,69 @@ def test_tokenizer_without_any_candidate_gets_an_added_pad(data, tmp_path):
     assert json.loads((out / "config.json").read_text())["vocab_size"] == rows
     saved = AutoTokenizer.from_pretrained(out)
     assert saved.pad_token is None and len(saved) == rows
+
+
+# ---- plumbing of the device facts (faked: no GPU here) ------------------------------------------------
+
+
+def test_a_run_that_cannot_fit_stops_before_loading(tiny_model, data, tmp_path, monkeypatch):
+    import arte.finetune as finetune
+    from arte.training_precision import DeviceFacts
+    from common.errors import UserError
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(finetune, "device_facts", lambda: DeviceFacts(True, True, 10**6, "fake 1 MB GPU"))
+    monkeypatch.setattr(finetune, "load_for_training", no_loading)
+    with pytest.raises(
+        UserError, match=r"train: the training run needs about .* fake 1 MB GPU has 0.0 GB free"
+    ):
+        build_sft_trainer(str(tiny_model.hf_dir), data["sft"], tmp_path / "s", TrainConfig(**FAST))
+
+
+def test_4bit_plumbing_and_the_merge_into_the_unquantized_base(tiny_model, data, tmp_path, monkeypatch):
+    """With faked facts and a fake 4-bit loader (the real one needs a GPU and bitsandbytes): the
+    quantization config reaches the loader, the memory estimate counts NF4 weights, and the trained
+    adapter is merged into the base re-loaded unquantised, which changes only the LoRA'd projections."""
+    import arte.finetune as finetune
+    import arte.training_precision as precision_module
+    from common.hf_models import load_hf_model
+
+    loaded = {}
+
+    def fake_load_quantized(model_dir, quantization, allow_pickle, flag):
+        loaded["quantization"] = quantization
+        return load_hf_model(model_dir, "float32", allow_pickle=allow_pickle, flag=flag)
+
+    monkeypatch.setattr(finetune, "quantization_config", lambda q, p, f, s: f"BNB[{q}, {p.compute_dtype}]")
+    monkeypatch.setattr(precision_module, "load_quantized", fake_load_quantized)
+    cfg = TrainConfig(method="lora", quantization="4bit", learning_rate=1e-2, epochs=1, **FAST)
+    out = tmp_path / "student"
+    run = build_sft_trainer(str(tiny_model.hf_dir), data["sft"], out, cfg)
+    assert loaded["quantization"] == "BNB[4bit, float32]" and run.quantized
+    assert run.notes["memory_estimate"]["settings"]["quantization"] == "4bit"
+    assert run.notes["precision"]["load_dtype"] == "nf4"
+    stats = run_training(run, out, "train_stats.json", ())
+    assert stats["steps"] == 2 and (tmp_path / "student-adapter" / "adapter_config.json").is_file()
+    from safetensors.torch import load_file
+
+    before, after = load_file(tiny_model.hf_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    changed = {k for k in before if not (before[k] == after[k]).all()}
+    assert changed and all("proj" in k for k in changed)
+
+
+def test_bf16_lora_sft_with_checkpointing_lowers_the_loss(tiny_model, data, tmp_path):
+    cfg = TrainConfig(
+        method="lora", dtype="bfloat16", gradient_checkpointing=True, learning_rate=2e-2, epochs=3, **FAST
+    )
+    stats = train_student(str(tiny_model.hf_dir), data["sft"], tmp_path / "s", cfg)
+    losses = logged_losses(stats)
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.5, losses
+    assert stats["precision"] == {
+        "dtype": "bfloat16",
+        "load_dtype": "bfloat16",
+        "bf16": True,
+        "fp16": False,
+        "device": "cpu",
+    }
