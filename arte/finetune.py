@@ -2,9 +2,15 @@
 (`arte.stages.train`): special tokens, LoRA, checkpoints and resume, safe saving, JSONL reading.
 
 - Special tokens (`arte.special_tokens`): a training copy of the tokenizer gets a pad token that is
-  neither EOS nor BOS; `save_trained_model` puts the model's original special-token ids back,
-  saves, reloads the saved config, generation config and tokenizer, and raises if any of them
-  differs from the input model's.
+  neither EOS, BOS nor an end-of-turn token (an added one where none exists: the embeddings grow
+  for training and are shrunk back before saving); `save_trained_model` puts the model's original
+  special-token ids back, saves, reloads the saved config, generation config and tokenizer, and
+  raises if any of them differs from the input model's.
+- Hardware (`arte.training_precision`): `start_run` resolves --dtype on this device, prints the
+  memory estimate (`arte.memory_estimate`) before loading, refuses a run that cannot fit on a
+  GPU, and loads the weights in the resolved dtype (or 4-bit); `trainer_args` sets trl's bf16/fp16
+  and gradient-checkpointing flags to match. All of it lands in the stats (precision,
+  memory_estimate, pad_token_origin).
 - LoRA is trained with peft and merged into the weights (`merge_and_unload`): the output is a plain
   HF model that the backends and exporters load like any other.
 - Resume: checkpoints go to `out_dir/checkpoints/` every `checkpoint_steps`; a re-run with the same
@@ -31,6 +37,17 @@ from arte.special_tokens import (  # noqa: F401 - choose_pad_token: part of this
     saved_special_token_mismatches,
     special_token_snapshot,
 )
+from arte.training_log import resumed_train_loss, summarize_log
+from arte.training_precision import (
+    DeviceFacts,
+    Precision,
+    device_facts,
+    plan_memory,
+    quantization_config,
+    read_model_config,
+    resolve_precision,
+    validate_hardware_settings,
+)
 from common.config import to_dict
 from common.errors import UserError
 from common.records import sha256_file, write_json_atomic
@@ -42,8 +59,19 @@ CHECKPOINTS = "checkpoints"
 
 Scheduler = Literal["cosine", "linear", "constant_with_warmup"]
 
-TRAINING_RUNTIME_ONLY = ("threads", "checkpoint_steps", "logging_steps")
-"""Settings of align and train that do not change the trained model (`RUNTIME_ONLY` of their configs)."""
+TRAINING_RUNTIME_ONLY = (
+    "threads",
+    "checkpoint_steps",
+    "logging_steps",
+    "gradient_checkpointing",
+    "memory_check",
+    "precompute_ref_log_probs",
+)
+"""Settings of align and train that do not change the trained model (`RUNTIME_ONLY` of their configs):
+gradient checkpointing recomputes the same activations, precomputed reference log-probs are the
+ones computed on the fly (dropout is off in DPO)."""
+SECTIONS = {"dpo": "align", "sft": "train"}
+"""The config section of each kind of training (flags are named --SECTION.key)."""
 
 
 def validate_common(cfg: Any) -> None:
@@ -66,6 +94,7 @@ def validate_common(cfg: Any) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+    validate_hardware_settings(cfg)
 
 
 def read_jsonl_rows(path: Path, fields: tuple[str, ...]) -> list[dict[str, str]]:
@@ -98,15 +127,28 @@ PICKLE_FLAGS = {"dpo": "--teacher.allow_pickle", "sft": "--student.allow_pickle"
 """The option that lets each kind of training load a pickle-only model (`common.weights`)."""
 
 
-def load_for_training(model_dir: str, threads: int = 0, allow_pickle: bool = False, flag: str = ""):
-    """(tokenizer, model) in fp32 for an embedded name, HF directory, .gguf file or hub id
-    (safetensors only, unless `allow_pickle`, the opt-in set by the option `flag`)."""
+def load_for_training(
+    model_dir: str,
+    threads: int = 0,
+    allow_pickle: bool = False,
+    flag: str = "",
+    dtype: str = "float32",
+    quantization: Any = None,
+):
+    """(tokenizer, model) in `dtype` for an embedded name, HF directory, .gguf file or hub id
+    (safetensors only, unless `allow_pickle`, the opt-in set by the option `flag`); with a
+    `quantization` config (`arte.training_precision.quantization_config`), 4-bit on the GPU."""
     from arte.models import resolve_hf
     from common.hf_models import load_hf_model
     from common.threads import configure_torch_threads, pick_threads
 
     configure_torch_threads(pick_threads(threads))
-    tokenizer, model = load_hf_model(resolve_hf(model_dir), allow_pickle=allow_pickle, flag=flag)
+    if quantization is not None:
+        from arte.training_precision import load_quantized
+
+        tokenizer, model = load_quantized(resolve_hf(model_dir), quantization, allow_pickle, flag)
+    else:
+        tokenizer, model = load_hf_model(resolve_hf(model_dir), dtype, allow_pickle=allow_pickle, flag=flag)
     point_base_model_at_backbone(model)
     return tokenizer, model
 
@@ -133,8 +175,9 @@ def lora_config(cfg: Any):
     )
 
 
-def trainer_args(cfg: Any, checkpoint_dir: Path) -> dict[str, Any]:
-    """Keyword arguments shared by DPOConfig and SFTConfig: fp32 (on CPU), Adam, no reporting."""
+def trainer_args(cfg: Any, checkpoint_dir: Path, precision: Precision) -> dict[str, Any]:
+    """Keyword arguments shared by DPOConfig and SFTConfig: `precision`'s bf16/fp16 flags, gradient
+    checkpointing as configured (non-reentrant, which LoRA's frozen inputs need), Adam, no reporting."""
     import torch
 
     return dict(
@@ -154,10 +197,11 @@ def trainer_args(cfg: Any, checkpoint_dir: Path) -> dict[str, Any]:
         save_total_limit=1,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=False,  # trl defaults to bf16; CPU training here is fp32
-        fp16=False,
+        bf16=precision.bf16,  # trl defaults to bf16: set from --dtype (arte.training_precision)
+        fp16=precision.fp16,
         use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=False,  # trl defaults to on; small models don't need it, it costs ~20%
+        gradient_checkpointing=cfg.gradient_checkpointing,  # trl defaults to on; ours: off (~20% slower)
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         report_to="none",
         dataloader_num_workers=0,
     )
@@ -176,6 +220,9 @@ class TrainingRun:
     notes: dict[str, Any]
     checkpoint_dir: Path
     resume_from: str | None
+    precision: Precision
+    model_dir: str = ""  # what was loaded (a 4-bit run merges its adapter into this, re-loaded)
+    quantized: bool = False
     trainer: Any = None
 
 
@@ -185,16 +232,56 @@ def start_run(
     """Load the model, snapshot its special tokens, prepare a training copy of its tokenizer, and
     find a checkpoint to resume from (`kind`: 'sft' or 'dpo'; `allow_pickle`: a pickle-only model
     may be loaded)."""
-    tokenizer, model = load_for_training(model_dir, cfg.threads, allow_pickle, PICKLE_FLAGS[kind])
+    from arte import processes
+
+    facts, section = device_facts(), SECTIONS[kind]
+    precision = resolve_precision(cfg.dtype, cfg.method, facts, section)
+    quantization = quantization_config(cfg.quantization, precision, facts, section)
+    procs = processes.current()
+    plan = (cfg, precision, facts, procs.num_processes, not procs.is_main)
+    model_config = read_model_config(model_dir)
+    memory = plan_memory(kind, model_config, *plan) if model_config else None
+    tokenizer, model = load_for_training(
+        model_dir, cfg.threads, allow_pickle, PICKLE_FLAGS[kind], precision.load_dtype, quantization
+    )
+    if memory is None:  # a .gguf file or hub id: the config is known once loaded
+        memory = plan_memory(kind, model.config.to_dict(), *plan)
     original = special_token_snapshot(model, tokenizer)
     train_tokenizer = copy.deepcopy(tokenizer)
-    notes = {**prepare_special_tokens(train_tokenizer, model), "method": cfg.method, "config": to_dict(cfg)}
+    notes = {
+        **prepare_special_tokens(train_tokenizer, model),
+        "method": cfg.method,
+        "precision": precision_notes(precision, facts, quantization is not None),
+        "memory_estimate": memory,
+        "config": to_dict(cfg),
+    }
     checkpoint_dir = Path(out_dir) / CHECKPOINTS
     resume_from = resume_point(checkpoint_dir, run_fingerprint(kind, model_dir, data_path, cfg))
     generation_config = copy.deepcopy(model.generation_config)
     return TrainingRun(
-        model, tokenizer, train_tokenizer, original, generation_config, notes, checkpoint_dir, resume_from
+        model,
+        tokenizer,
+        train_tokenizer,
+        original,
+        generation_config,
+        notes,
+        checkpoint_dir,
+        resume_from,
+        precision,
+        str(model_dir),
+        quantization is not None,
     )
+
+
+def precision_notes(precision: Precision, facts: DeviceFacts, quantized: bool) -> dict[str, Any]:
+    """What the dtype setting resolved to on this device (for the stats)."""
+    return {
+        "dtype": precision.dtype,
+        "load_dtype": "nf4" if quantized else precision.load_dtype,
+        "bf16": precision.bf16,
+        "fp16": precision.fp16,
+        "device": facts.name,
+    }
 
 
 def resume_point(checkpoint_dir: Path, fingerprint: dict[str, Any]) -> str | None:
@@ -221,6 +308,9 @@ def run_fingerprint(kind: str, model_dir: str, data_path: Path, cfg: Any) -> dic
 def save_trained_model(run: TrainingRun, model, out_dir: Path) -> dict[str, list]:
     """Save `model` (merged, plain HF) + the input tokenizer into `out_dir` atomically; check that the
     saved special tokens equal the input model's (RuntimeError if not). Returns restored fields."""
+    rows = run.notes.get("embedding_rows")
+    if rows:  # a pad token was added for training: back to the input's vocabulary
+        model.resize_token_embeddings(rows[0])
     restored = restore_special_tokens(model, run.original, run.generation_config)
     tmp = out_dir / f".saving-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -254,37 +344,6 @@ def is_peft_model(model) -> bool:
     return isinstance(model, PeftModel)
 
 
-def summarize_log(log_history: list[dict], metrics: tuple[str, ...]) -> dict[str, Any]:
-    """First/last training loss and first/last/mean of each logged metric."""
-    out: dict[str, Any] = {}
-    for key in ("loss", *metrics):
-        values = [e[key] for e in log_history if key in e and "train_runtime" not in e]
-        if values:
-            name = "train_loss" if key == "loss" else key.replace("/", "_")
-            out[f"{name}_first"], out[f"{name}_last"] = values[0], values[-1]
-            out[f"{name}_mean"] = sum(values) / len(values)
-    return out
-
-
-def resumed_train_loss(reported: float, steps: int, started_step: int, log_history: list[dict]) -> float:
-    """The mean training loss over all `steps`, also after a resume at `started_step`: transformers
-    then sums the losses of the new steps only but still divides by every step (0.34 reported for a
-    true 0.69 when resumed half-way). The steps before the resume enter with the mean of the losses
-    logged for them (each log entry covers the steps since the one before). Unresumed: `reported`."""
-    if not started_step or not steps:
-        return reported
-    logged, last, covered = 0.0, 0, 0
-    for entry in log_history:
-        step = entry.get("step", 0)
-        if "loss" in entry and "train_runtime" not in entry and last < step <= started_step:
-            logged += entry["loss"] * (step - last)
-            covered += step - last
-            last = step
-    if not covered:
-        return reported
-    return (reported * steps + logged / covered * started_step) / steps
-
-
 def save_adapter(peft_model, adapter_dir: Path) -> None:
     """The trained LoRA adapter alone (adapter_config.json + weights), written atomically."""
     tmp = adapter_dir.with_name(adapter_dir.name + f".saving-{os.getpid()}")
@@ -292,6 +351,18 @@ def save_adapter(peft_model, adapter_dir: Path) -> None:
     peft_model.save_pretrained(tmp)
     shutil.rmtree(adapter_dir, ignore_errors=True)
     tmp.rename(adapter_dir)
+
+
+def merge_into_unquantized(run: TrainingRun, adapter_dir: Path):
+    """A 4-bit run's adapter merged into its base re-loaded (CPU) in the compute dtype, never into
+    the quantized weights (UNVERIFIED: no GPU here)."""
+    from peft import PeftModel
+
+    _tokenizer, base = load_for_training(run.model_dir, dtype=run.precision.compute_dtype, allow_pickle=True)
+    rows = run.notes.get("embedding_rows")
+    if rows:
+        base.resize_token_embeddings(rows[1], mean_resizing=False)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
 def run_training(run: TrainingRun, out_dir: Path, stats_name: str, metrics: tuple[str, ...]) -> dict:
@@ -305,8 +376,9 @@ def run_training(run: TrainingRun, out_dir: Path, stats_name: str, metrics: tupl
     seconds = time.time() - started
     model = trainer.model
     if is_peft_model(model):  # keep the adapter (vLLM serves it unmerged), then fold it into the weights
-        save_adapter(model, out_dir.with_name(out_dir.name + "-adapter"))
-        model = model.merge_and_unload()
+        adapter_dir = out_dir.with_name(out_dir.name + "-adapter")
+        save_adapter(model, adapter_dir)
+        model = merge_into_unquantized(run, adapter_dir) if run.quantized else model.merge_and_unload()
     restored = save_trained_model(run, model, out_dir)
     steps = trainer.state.global_step
     stats = {

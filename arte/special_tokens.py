@@ -2,22 +2,32 @@
 
 trl pads with the EOS token when the tokenizer has no pad token, and transformers'
 `Trainer.train()` rewrites the model's eos/bos/pad ids to the tokenizer's. `prepare_special_tokens`
-(on a copy of the tokenizer) picks a pad token that is neither EOS nor BOS and makes the EOS that
-trl appends to completions one the model stops at. After training, `restore_special_tokens` puts
-the model's original ids back and `saved_special_token_mismatches` reloads the saved config,
-generation config and tokenizer to compare them with the input model's (`arte.finetune`).
+(on a copy of the tokenizer) picks a pad token that is neither EOS, BOS nor an end-of-turn token (an
+existing one, else one it adds, with the embeddings resized for training and shrunk back before
+saving) and makes the EOS that trl appends to completions one the model stops at. After training,
+`restore_special_tokens` puts the model's original ids back and `saved_special_token_mismatches`
+reloads the saved config, generation config and tokenizer to compare them with the input model's
+(`arte.finetune`).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
-from common.errors import UserError
-
 PAD_CANDIDATES = ("<|endoftext|>", "<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]")
 """Existing tokens tried, in order, as the pad token when the tokenizer has none (never EOS/BOS)."""
+RESERVED_TOKEN = re.compile(r"<\|reserved_special_token_(\d+)\|>|<unused(\d+)>")
+"""Unused special tokens (Llama 3's `<|reserved_special_token_N|>`, Gemma's `<unusedN>`): pad
+candidates after PAD_CANDIDATES, lowest N first."""
+END_OF_TURN = ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|end_of_text|>")
+"""Tokens that end a turn or a text in common chat formats: never the pad (padding positions are
+masked, so a pad equal to an end token would hide the end from the loss)."""
+ADDED_PAD = "<|arte_pad|>"
+"""The pad token added when no existing token qualifies (embeddings resized for training, shrunk back
+before saving: the saved model keeps the input's vocabulary)."""
 PROBE_TEXT = "Question: What is 17 + 25? Answer: Let's think step by step. 17 + 25 = 42. <ans>42</ans>"
 """Encoded by the input and the saved tokenizer: the ids must agree (catches lost add_bos flags)."""
 SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
@@ -34,18 +44,50 @@ def model_eos_ids(model) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def choose_pad_token(tokenizer, avoid: set[int]) -> str:
-    """An existing token to pad with: the first of PAD_CANDIDATES, else the unknown token, that is in
-    the vocabulary and not in `avoid` (EOS and BOS ids). Never adds a token (no embedding resize)."""
+def tokens_to_avoid(tokenizer, model) -> set[int]:
+    """Ids the pad must not be: every EOS of the model and tokenizer, BOS, and end-of-turn tokens."""
     vocab = tokenizer.get_vocab()
-    for token in (*PAD_CANDIDATES, tokenizer.unk_token):
+    ends = {vocab[t] for t in END_OF_TURN if t in vocab}
+    return {*model_eos_ids(model), tokenizer.eos_token_id, tokenizer.bos_token_id, *ends} - {None}
+
+
+def choose_pad_token(tokenizer, avoid: set[int]) -> str | None:
+    """An existing token to pad with, not in `avoid` (EOS, BOS, end-of-turn ids): the first of
+    PAD_CANDIDATES in the vocabulary, else the lowest reserved special token (RESERVED_TOKEN),
+    else the unknown token; None when there is none (the caller adds ADDED_PAD)."""
+    vocab = tokenizer.get_vocab()
+    for token in (*PAD_CANDIDATES, *reserved_tokens(tokenizer), tokenizer.unk_token):
         if token is not None and token in vocab and vocab[token] not in avoid:
             return token
-    raise UserError(
-        "the tokenizer has no pad token and none of "
-        f"{', '.join(PAD_CANDIDATES)} (or an unknown token) to pad with; set tokenizer.pad_token in "
-        "the model's tokenizer_config.json"
-    )
+    return None
+
+
+def reserved_tokens(tokenizer) -> list[str]:
+    """The tokenizer's special tokens that match RESERVED_TOKEN, by their number."""
+    numbered = []
+    for token in tokenizer.get_vocab():
+        match = RESERVED_TOKEN.fullmatch(token)
+        if match:
+            numbered.append((int(match.group(1) or match.group(2)), token))
+    return [token for _, token in sorted(numbered)]
+
+
+def set_pad_token(tokenizer, model) -> dict[str, Any]:
+    """Give the training tokenizer (a copy) a pad that is not EOS, BOS or an end-of-turn token:
+    an existing one (`choose_pad_token`), else ADDED_PAD, with the model's embeddings resized when
+    the new id does not fit. Returns notes: pad_token_origin (existing / added) and, on a resize,
+    embedding_rows [before, after]."""
+    chosen = choose_pad_token(tokenizer, tokens_to_avoid(tokenizer, model))
+    if chosen is not None:
+        tokenizer.pad_token = chosen
+        return {"pad_token_origin": "existing"}
+    tokenizer.add_special_tokens({"pad_token": ADDED_PAD})
+    notes: dict[str, Any] = {"pad_token_origin": "added"}
+    rows = model.get_input_embeddings().weight.shape[0]
+    if tokenizer.pad_token_id >= rows:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        notes["embedding_rows"] = [rows, model.get_input_embeddings().weight.shape[0]]
+    return notes
 
 
 def prepare_special_tokens(tokenizer, model) -> dict[str, Any]:
@@ -53,10 +95,12 @@ def prepare_special_tokens(tokenizer, model) -> dict[str, Any]:
 
     - EOS: trl appends `tokenizer.eos_token` to every completion, so the model learns to end with
       it. If it is not one of the ids the model stops at, the model's own EOS is used instead.
-    - pad: kept if the tokenizer has one; else an existing, otherwise unused token (PAD_CANDIDATES;
-      for SmolLM2 '<|endoftext|>', id 0), never EOS: trl would then also set the model's pad id to
-      EOS, and transformers would align the model's config to the tokenizer. Padding positions are
-      masked by the trainers (attention mask, labels -100), so the choice does not change the loss.
+    - pad: kept if the tokenizer has one (pad_token_origin "tokenizer"); else `set_pad_token`: an
+      existing, otherwise unused token (SmolLM2: '<|endoftext|>', id 0; Llama 3.0, which has no pad
+      and no unk: '<|reserved_special_token_0|>'), never EOS: trl would then also set the model's
+      pad id to EOS, and transformers would align the model's config to the tokenizer; else an
+      added one. Padding positions are masked by the trainers (attention mask, labels -100), so the
+      choice does not change the loss, and the EOS that ends each completion keeps its label.
     """
     notes: dict[str, Any] = {}
     eos_ids = model_eos_ids(model)
@@ -67,8 +111,9 @@ def prepare_special_tokens(tokenizer, model) -> dict[str, Any]:
         )
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_ids[0])
     if tokenizer.pad_token is None:
-        avoid = {*eos_ids, tokenizer.eos_token_id, tokenizer.bos_token_id} - {None}
-        tokenizer.pad_token = choose_pad_token(tokenizer, avoid)
+        notes.update(set_pad_token(tokenizer, model))
+    else:
+        notes["pad_token_origin"] = "tokenizer"
     notes.update(
         eos_token=tokenizer.eos_token,
         eos_token_id=tokenizer.eos_token_id,

@@ -1,6 +1,7 @@
 """The pipeline's two training stages as a program for multi-process launchers (DDP, FSDP, DeepSpeed):
 
-    accelerate launch [--config_file ddp|fsdp|deepspeed.yaml] -m arte.train_launch align --config RUN.yaml
+    accelerate launch [--config_file configs/accelerate/{ddp,fsdp_full_shard,zero3}.yaml] \
+        -m arte.train_launch align --config RUN.yaml
     accelerate launch ... -m arte.train_launch train --config RUN.yaml
     torchrun --nproc_per_node 8 -m arte.train_launch align --config RUN.yaml
 
@@ -18,8 +19,11 @@ Without a launcher, `python -m arte.train_launch align ...` is the same as `arte
 
 DDP is tested on CPU (2 processes, gloo: tests/test_accelerate.py). FSDP and DeepSpeed ZeRO-3 shard
 the weights, so the model is gathered with `Trainer.save_model` (collective) and the main process
-reloads it before merging: UNVERIFIED here (no GPU); for ZeRO-3 set
-`stage3_gather_16bit_weights_on_model_save: true` in the DeepSpeed config.
+reloads it before merging: UNVERIFIED here (no GPU); the shipped configs set what that needs
+(FSDP: `fsdp_state_dict_type: FULL_STATE_DICT`; ZeRO-3: `zero3_save_16bit_model: true`, i.e.
+`stage3_gather_16bit_weights_on_model_save`). Which to use when: the README's "Training at scale".
+The memory estimate each stage prints reads the launcher's sharding from accelerate's environment
+(`arte.training_precision.launcher_sharding`).
 """
 
 from __future__ import annotations
@@ -45,9 +49,13 @@ def _gather_after_training(run, model_dir: str, gather_dir: Path) -> None:
         result = train(*args, **kwargs)
         trainer.save_model(str(gather_dir))
         if trainer.args.should_save:
+            import torch
             from transformers import AutoModelForCausalLM
 
             from common.hf_models import attention_kwargs
+
+            precision = run.precision  # reloaded in the dtype it trained in (a 4-bit base: unquantised)
+            dtype = getattr(torch, precision.compute_dtype if run.quantized else precision.load_dtype)
 
             if (gather_dir / "adapter_config.json").is_file():
                 from peft import PeftModel
@@ -57,12 +65,12 @@ def _gather_after_training(run, model_dir: str, gather_dir: Path) -> None:
                 # The training run loaded model_dir under the pickle policy already; load it the same way.
                 use_safetensors = check_model_weights(Path(model_dir), allow_pickle=True)
                 base = AutoModelForCausalLM.from_pretrained(
-                    model_dir, use_safetensors=use_safetensors, **attention_kwargs(model_dir)
+                    model_dir, dtype=dtype, use_safetensors=use_safetensors, **attention_kwargs(model_dir)
                 )
                 trainer.model = PeftModel.from_pretrained(base, str(gather_dir))
             else:
                 trainer.model = AutoModelForCausalLM.from_pretrained(
-                    str(gather_dir), use_safetensors=True, **attention_kwargs(gather_dir)
+                    str(gather_dir), dtype=dtype, use_safetensors=True, **attention_kwargs(gather_dir)
                 )
         return result
 

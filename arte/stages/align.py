@@ -8,8 +8,13 @@ Paper: lr 1e-7, batch 16, 1 epoch, 10% warm-up then cosine; beta and LoRA-vs-ful
 default: LoRA (peft, r=8 on the attention and MLP projections), beta 0.1, lr 5e-5, merged into the
 weights at the end; `method: full` is full-parameter DPO.
 
-Reference policy: with LoRA, trl computes the reference log-probs with the adapters disabled (the
-input weights), so no second copy is held; with full DPO a frozen second copy is loaded.
+Reference policy: its log-probs are computed once before training by default
+(`precompute_ref_log_probs`): with LoRA by the network with adapters disabled, with full DPO by the
+untrained model itself, so no second copy is held. Without precomputing, LoRA still needs no copy
+(adapters off in every step) and full DPO loads a frozen second copy in the training dtype.
+
+Precision, gradient checkpointing, 4-bit bases and the memory estimate printed before loading:
+`arte.training_precision`, `arte.memory_estimate`.
 
 trl 1.16 details handled here: it joins prompt + chosen / rejected as they are (the separator belongs
 to the completion); it appends the EOS token to both; it has no `max_prompt_length`, only
@@ -42,6 +47,14 @@ from arte.finetune import (
 from arte.stages.teacher_reuse import (
     external_inputs,  # noqa: F401  (provenance: a reused teacher)
     reuse_aligned_teacher,
+)
+from arte.training_precision import (
+    DTYPE_HELP,
+    GRADIENT_CHECKPOINTING_HELP,
+    MEMORY_CHECK_HELP,
+    QUANTIZATION_HELP,
+    Dtype,
+    Quantization,
 )
 from common.config import opt
 from common.records import read_json
@@ -114,6 +127,17 @@ class AlignConfig:
     checkpoint_steps: int = opt(
         50, "Save a resumable checkpoint every this many steps into out_dir/checkpoints (0 = never)."
     )
+    dtype: Dtype = opt("auto", DTYPE_HELP)
+    gradient_checkpointing: bool = opt(False, GRADIENT_CHECKPOINTING_HELP)
+    quantization: Quantization = opt("none", QUANTIZATION_HELP)
+    memory_check: bool = opt(True, MEMORY_CHECK_HELP)
+    precompute_ref_log_probs: bool = opt(
+        True,
+        "Compute the reference policy's log-probs of every pair once, before training (trl), instead "
+        "of in every step. method full: no second, frozen copy of the teacher is held during training "
+        "(the model itself, untrained, computes them); lora: one forward pass per step fewer. Same "
+        "numbers either way (dropout is off); false only to save the pass before training.",
+    )
     threads: int = opt(0, "torch CPU threads; 0 = the cores that are free right now.")
 
     RUNTIME_ONLY = TRAINING_RUNTIME_ONLY
@@ -141,12 +165,46 @@ def truncate_prompt(tokenizer, prompt: str, max_tokens: int) -> tuple[str, bool]
     return prompt[start:], True
 
 
+def reference_copy(model_dir: str, cfg: AlignConfig, run: TrainingRun, allow_pickle: bool):
+    """The frozen reference policy DPOTrainer gets: None with LoRA (the adapters switched off) and
+    with precomputed reference log-probs (trl computes them with the untrained model itself before
+    training, so no copy is ever held); else a second copy of the teacher in the training dtype."""
+    if cfg.method == "lora" or cfg.precompute_ref_log_probs:
+        return None
+    _tokenizer, reference = load_for_training(
+        model_dir, cfg.threads, allow_pickle, "--teacher.allow_pickle", run.precision.load_dtype
+    )
+    rows = run.notes.get("embedding_rows")
+    if rows:  # the policy's embeddings grew by an added pad token: the reference's must match
+        reference.resize_token_embeddings(rows[1], mean_resizing=False)
+    return reference
+
+
+def pairs_dataset(rows: list[dict], checkpoint_dir: Path, precompute: bool):
+    """The pairs as a datasets.Dataset. Under a launcher with precomputed reference log-probs it is
+    saved to `checkpoint_dir` by the main process and loaded from there by all: trl caches the
+    log-probs next to the dataset's files and the other processes read the main one's, which an
+    in-memory dataset (one temporary directory per process) does not allow."""
+    import shutil
+
+    from datasets import Dataset, load_from_disk
+
+    dataset, procs = Dataset.from_list(rows), processes.current()
+    if not precompute or procs.num_processes == 1:
+        return dataset
+    path = checkpoint_dir / "pairs-dataset"
+    if procs.is_main:
+        shutil.rmtree(path, ignore_errors=True)
+        dataset.save_to_disk(str(path))
+    procs.barrier()
+    return load_from_disk(str(path))
+
+
 def build_dpo_trainer(
     model_dir: str, pairs_path: Path, out_dir: Path, cfg: AlignConfig, allow_pickle: bool = False
 ) -> TrainingRun:
     """A DPOTrainer on the pairs, with LoRA or against a frozen copy (method full); `allow_pickle`:
     the teacher may be a pickle-only model (--teacher.allow_pickle)."""
-    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     rows = read_jsonl_rows(pairs_path, ("prompt", "chosen", "rejected"))
@@ -157,11 +215,13 @@ def build_dpo_trainer(
         truncated += cut
     run.trainer = DPOTrainer(
         model=run.model,
-        ref_model=None
-        if cfg.method == "lora"
-        else load_for_training(model_dir, cfg.threads, allow_pickle, "--teacher.allow_pickle")[1],
-        args=DPOConfig(**trainer_args(cfg, run.checkpoint_dir), beta=cfg.beta),
-        train_dataset=Dataset.from_list(rows),
+        ref_model=reference_copy(model_dir, cfg, run, allow_pickle),
+        args=DPOConfig(
+            **trainer_args(cfg, run.checkpoint_dir, run.precision),
+            beta=cfg.beta,
+            precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+        ),
+        train_dataset=pairs_dataset(rows, run.checkpoint_dir, cfg.precompute_ref_log_probs),
         processing_class=run.train_tokenizer,
         peft_config=lora_config(cfg) if cfg.method == "lora" else None,
     )

@@ -33,6 +33,14 @@ from arte.finetune import (
     validate_common,
 )
 from arte.stages.training_set.ablations import TRAINED_VARIANTS
+from arte.training_precision import (
+    DTYPE_HELP,
+    GRADIENT_CHECKPOINTING_HELP,
+    MEMORY_CHECK_HELP,
+    QUANTIZATION_HELP,
+    Dtype,
+    Quantization,
+)
 from common.config import opt
 from common.records import read_json
 
@@ -84,6 +92,10 @@ class TrainConfig:
     checkpoint_steps: int = opt(
         100, "Save a resumable checkpoint every this many steps into out_dir/checkpoints (0 = never)."
     )
+    dtype: Dtype = opt("auto", DTYPE_HELP)
+    gradient_checkpointing: bool = opt(False, GRADIENT_CHECKPOINTING_HELP)
+    quantization: Quantization = opt("none", QUANTIZATION_HELP)
+    memory_check: bool = opt(True, MEMORY_CHECK_HELP)
     threads: int = opt(0, "torch CPU threads; 0 = the cores that are free right now.")
 
     RUNTIME_ONLY = TRAINING_RUNTIME_ONLY
@@ -105,7 +117,7 @@ def build_sft_trainer(
     run = start_run("sft", model_dir, data_path, out_dir, cfg, allow_pickle)
     run.trainer = SFTTrainer(
         model=run.model,
-        args=SFTConfig(**trainer_args(cfg, run.checkpoint_dir), completion_only_loss=True),
+        args=SFTConfig(**trainer_args(cfg, run.checkpoint_dir, run.precision), completion_only_loss=True),
         train_dataset=Dataset.from_list(rows),
         processing_class=run.train_tokenizer,
         peft_config=lora_config(cfg) if cfg.method == "lora" else None,
