@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arte.cli import _import, main
+from arte.cli import main
 from arte.pipeline import RunConfig
 from arte.stages import STAGE_NAMES
 from common.config import load_config
@@ -133,11 +133,15 @@ def test_demo_config_numbers(capsys):
     rows = 1 + 3 * y["prefset"]["demo_sets"]  # default shots 0..3
     assert plan["irt"]["rows"] == rows and "fall back" not in plan["irt"]["verdict"]
     ev = y["evaluate"]
-    assert total["evaluate.student_generations"]["high"] == n_tasks * 3 * len(ev["shots"]) * ev["n_test"]
+    students = 1 + len(y["variants"])  # vanilla and every trained variant (the demo: with the ablations)
+    ablations = [v for v in y["variants"] if v not in ("original", "arte")]  # their own teacher calls
+    assert (
+        total["evaluate.student_generations"]["high"] == n_tasks * students * len(ev["shots"]) * ev["n_test"]
+    )
     g = y["generate"]
     assert (
         per["generate.teacher_generations"]["high"]
-        == 2 * g["max_calls"] + 2 * g["label_check"] * g["samples"]
+        == (2 + len(ablations)) * g["max_calls"] + 2 * g["label_check"] * g["samples"]
     )
     train = next(t for t in plan["training"] if t["set"] == "arte")
     t = y["train"]
@@ -226,9 +230,35 @@ def test_done_stages_and_out_of_domain_tasks(capsys, tmp_path):
     assert plan["out_of_domain"]["high"] == 3 * len(ev.shots) * ev.n_test
 
 
-def test_memory_placeholder_is_the_one_named_function():
-    memory_lines = _import("arte.commands.plan:memory_lines")
-    assert memory_lines(RunConfig()) == ["memory estimate: see arte align/train (not in this plan yet)"]
+def test_memory_estimate_of_the_paper_config(capsys):
+    """paper.yaml's placeholders: the paper's models stand in (Llama-3-70B: 70.6B parameters per its
+    model card, Gemma-2B: 2.51B), with align's bf16 LoRA, precomputed reference and checkpointing."""
+    plan = plan_of(capsys, "--config", str(ROOT / "configs" / "paper.yaml"))
+    text = "\n".join(plan["memory"])
+    assert "the paper's Llama-3-70B-Instruct shape stands in" in text and "70.55B params, bfloat16" in text
+    assert "the paper's Gemma-2B shape stands in" in text and "2.51B params, bfloat16" in text
+    align = plan["memory"][: plan["memory"].index(next(x for x in plan["memory"] if x.startswith("train")))]
+    assert any("reference" in x and "precomputed" in x for x in align)
+    assert any("checkpointing on" in x for x in align)
+    per_device = [float(x.split(":")[1].split()[0]) for x in align if "FSDP full-shard on 8" in x]
+    total = [float(x.split()[1]) for x in align if x.strip().startswith("total")]
+    assert per_device and total and per_device[0] < total[0] / 3  # sharding the 141 GB of weights
+
+
+def test_memory_estimate_reads_a_local_model_config(capsys, tmp_path):
+    from transformers import LlamaConfig
+
+    model = tmp_path / "model"
+    model.mkdir()
+    LlamaConfig(
+        vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
+    ).to_json_file(model / "config.json")
+    # 2 x embeddings 64,000 + 2 layers x (4 x 64 x 64 attention + 3 x 64 x 128 MLP + 2 x 64 norms) + 64
+    expected = 2 * 1000 * 64 + 2 * (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64) + 64
+    plan = plan_of(capsys, "--config", str(ROOT / "configs" / "smoke.yaml"), "--student.model", str(model))
+    train = plan["memory"][[i for i, x in enumerate(plan["memory"]) if x.startswith("train")][0] :]
+    assert str(model / "config.json") in train[0]
+    assert f"{expected / 1e6:.1f}M params" in "\n".join(train)
 
 
 def test_run_command_passes_a_plain_run_config_to_the_pipeline():

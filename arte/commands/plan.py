@@ -32,6 +32,7 @@ from arte.commands.plan_counts import (
     task_counts,
     training_counts,
 )
+from arte.commands.plan_memory import memory_lines
 from arte.commands.plan_render import render_plan
 from arte.paper_settings import not_given, paper_differences
 from arte.pipeline import RunConfig, check_models, not_needed, run_pipeline_cli, stages_to_run, switched_off
@@ -65,11 +66,6 @@ class RunCommandConfig(RunConfig):
 def run_config(cfg: RunConfig) -> RunConfig:
     """The plain RunConfig of a command's config (its extra options left out)."""
     return RunConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)})
-
-
-def memory_lines(cfg: RunConfig) -> list[str]:
-    """The plan's lines on memory. Placeholder until `arte.memory_estimate` is merged and wired here."""
-    return ["memory estimate: see arte align/train (not in this plan yet)"]
 
 
 def read_tasks(cfg: RunConfig) -> tuple[list, list[dict[str, str]], list[str]]:
