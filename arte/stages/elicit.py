@@ -6,7 +6,9 @@ blocks are counted and dropped; duplicates, seeds and questions of the validatio
 dropped (a draft equal to a test question would leak it into training).
 
 Rationales: n per question, one per reasoning-strategy prompt, greedy. Every strategy ends by asking
-for the final answer as `<ans>...</ans>`.
+for the final answer as `<ans>...</ans>`. The strategy texts are the four generic ones, or the run
+config's, for all tasks or per task (`elicit.strategy_prompts`, `elicit.task_strategy_prompts`:
+`arte.stages.strategy_prompts`).
 
 Both loops append one record per teacher call to a JSONL log, so a killed run resumes where it
 stopped and never asks the teacher for a finished prompt again.

@@ -50,7 +50,7 @@ def _load_spec(spec: str, *, n_validation: int, n_test: int, seed: int) -> list[
     """The tasks of one spec; `SPEC::validation=PATH` reads validation from PATH
     (`common.tasks.validation_file`)."""
     spec, validation_path = split_spec(spec)
-    if validation_path is None:
+    if validation_path is None or n_validation == 0:  # no validation wanted (out-of-domain tasks)
         return _load_plain_spec(spec, n_validation=n_validation, n_test=n_test, seed=seed)
     if not validation_path.is_file():
         raise UserError(f"validation file not found: {validation_path} (in task spec {spec!r})")
