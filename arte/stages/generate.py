@@ -17,6 +17,9 @@ best-scoring rationale that agrees with the label (no new calls; at most elicit'
 
 The ablations that `variants` names (paper, Table 2) mix the two teachers: question_only (aligned
 questions, original rationales), rationale_only (the reverse): `arte.stages.training_set.ablations`.
+
+Last, every set is matched per task to the same size (`generate.size_match`, default a seeded sample
+within each label down to the smallest set: `arte.stages.training_set.size_match`).
 """
 
 from __future__ import annotations
