@@ -27,7 +27,8 @@ from common.tasks.validation_file import SPEC_SEPARATOR, attach_validation, spli
 
 ACCEPTED_FORMS = (
     "a built-in task name, a .jsonl or .json file (BIG-bench task.json too), a directory of NAME.jsonl "
-    "files, a directory saved by datasets' save_to_disk, or hf:DATASET[:CONFIG][:SPLIT]"
+    "files, a directory saved by datasets' save_to_disk, or hf:DATASET[:CONFIG][:SPLIT]; any of them "
+    "followed by ::validation=PATH to read the validation questions from PATH"
 )
 
 
