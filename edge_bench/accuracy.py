@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from common.prompts import STUDENT_STOP, answer_only_rationale, icl_prompt
+from common.prompts import STUDENT_STOP, icl_prompt
 from common.tasks import extract_answer
 
 
@@ -94,7 +94,7 @@ def task_prompts(task, shots: int, n_questions: int | None = None) -> list[tuple
     """(prompt, target) per test question: the same prompts as arte/evaluate.py `shot_prompts`."""
     if not 0 <= shots <= len(task.seeds):
         raise ValueError(f"task {task.name!r} has {len(task.seeds)} seeds; cannot build {shots}-shot prompts")
-    demos = [(ex.input, answer_only_rationale(ex.target)) for ex in task.seeds[:shots]]
+    demos = task.demonstrations(shots)  # the seeds' written reasoning where they have it
     return [(icl_prompt(task.description, demos, ex.input), ex.target) for ex in task.test[:n_questions]]
 
 

@@ -14,8 +14,9 @@ from arte.pipeline import RunConfig, load_run_tasks
 from arte.run_dir import RunDir
 from arte.stages import generate
 from arte.stages.summary import training_sets
-from arte.stages.training_set.ablations import size_mismatches, trim_to_smallest
+from arte.stages.training_set.ablations import size_mismatches
 from arte.stages.training_set.collect import SEED_OFFSET
+from arte.stages.training_set.size_match import match_sizes
 from common.config import load_config
 from common.errors import UserError
 from common.records import RecordLog, write_jsonl_atomic
@@ -142,11 +143,12 @@ def test_size_mismatches_and_trimming_to_the_smallest_set():
     }
     sets = {name: (r, {"t": {}, "u": {}}) for name, r in rows.items()}
     tasks = [SimpleNamespace(name="t"), SimpleNamespace(name="u")]
-    assert trim_to_smallest(sets, tasks) == {"t": 4, "u": 3}
+    assert match_sizes(sets, tasks, "trim", seed=0) == {"t": 4, "u": 3}
     for kept, counts in sets.values():
         assert [(r["task"], r["i"]) for r in kept if r["task"] == "t"] == [("t", i) for i in range(4)]
         assert [(r["task"], r["i"]) for r in kept if r["task"] == "u"] == [("u", i) for i in range(3)]
-        assert counts["t"]["trimmed_to"] == 4 and counts["u"]["trimmed_to"] == 3
+        assert counts["t"]["size_match"]["after"] == 4 and counts["u"]["size_match"]["after"] == 3
+    assert sets["original"][1]["u"]["size_match"] == {"mode": "trim", "before": 6, "after": 3}
 
 
 @pytest.mark.parametrize(
@@ -169,8 +171,9 @@ def test_rationale_only_needs_the_original_teachers_own_questions():
     assert cfg.variants == ALL[:3]
 
 
-def test_generate_trims_every_set_to_the_smallest_when_asked(tmp_path, monkeypatch):
-    for mode in ("report", "trim"):
+def test_generate_matches_every_set_to_the_smallest_unless_told_not_to(tmp_path, monkeypatch):
+    kept: dict[str, dict[str, list]] = {}
+    for mode in ("report", "trim", "sample"):
         run = tmp_path / mode
         cfg = load_config(
             RunConfig,
@@ -180,10 +183,31 @@ def test_generate_trims_every_set_to_the_smallest_when_asked(tmp_path, monkeypat
         (run / "align" / "teacher").mkdir(parents=True)
         monkeypatch.setattr("arte.backends.load_backend", lambda c: MarkedTeacher(c, []))
         tasks = load_run_tasks(cfg)
-        generate.run(cfg, RunDir(run), tasks)
+        counts = generate.run(cfg, RunDir(run), tasks)
         sizes = training_sets(RunDir(run), tasks, ALL)
         per_task = {t.name: {sizes[v][t.name] for v in ALL} for t in tasks}
+        kept[mode] = {v: RecordLog(run / "generate" / f"{v}.jsonl").read() for v in ALL}
+        for t in tasks:
+            for v in ALL:
+                record = counts[t.name][v]["size_match"]
+                assert record == {
+                    "mode": mode,
+                    "before": counts[t.name][v]["kept"],
+                    "after": sizes[v][t.name],
+                }
         if mode == "report":  # the budget stops the sets at different sizes ...
             assert any(len(n) > 1 for n in per_task.values()) and size_mismatches(sizes, 12)
-        else:  # ... and trim cuts each to the smallest
-            assert all(len(n) == 1 for n in per_task.values()), per_task
+        else:  # ... and trim or sample cut each to the smallest surviving set
+            smallest = {t.name: min(counts[t.name][v]["kept"] for v in ALL) for t in tasks}
+            assert per_task == {t: {n} for t, n in smallest.items()}, per_task
+    for v in ALL:  # trim keeps each set's first rows; sample draws from all of them
+        raw, trimmed, sampled = (kept[m][v] for m in ("report", "trim", "sample"))
+        for t in tasks:
+            mine = [r for r in raw if r["task"] == t.name]
+            assert [r for r in trimmed if r["task"] == t.name] == mine[
+                : len([r for r in trimmed if r["task"] == t.name])
+            ]
+            drawn = [r for r in sampled if r["task"] == t.name]
+            assert all(r in mine for r in drawn)
+            assert [r for r in mine if r in drawn] == drawn  # the set's own order
+    assert any(kept["sample"][v] != kept["trim"][v] for v in ALL)  # a sample, not the first rows

@@ -112,7 +112,9 @@ def test_smoke_pipeline_end_to_end_and_rerun_skips(tmp_path, capsys):
     for variant, recs in hf_records.items():
         got = RecordLog(run / "evaluate" / f"{variant}.jsonl").read()
         assert len(got) == len(recs)
-        same = sum(a["completion"] == b["completion"] for a, b in zip(recs, got)) / len(recs)
+        # Compared up to whitespace: on this random model the two engines write some runs of newlines
+        # and spaces differently (2 of 32 answers, on the longer 3-shot prompts with rationales).
+        same = sum(a["completion"].split() == b["completion"].split() for a, b in zip(recs, got)) / len(recs)
         assert same >= 0.9, f"{variant}: only {same:.0%} identical completions across engines"
 
 

@@ -6,7 +6,9 @@ blocks are counted and dropped; duplicates, seeds and questions of the validatio
 dropped (a draft equal to a test question would leak it into training).
 
 Rationales: n per question, one per reasoning-strategy prompt, greedy. Every strategy ends by asking
-for the final answer as `<ans>...</ans>`.
+for the final answer as `<ans>...</ans>`. The strategy texts are the four generic ones, or the run
+config's, for all tasks or per task (`elicit.strategy_prompts`, `elicit.task_strategy_prompts`:
+`arte.stages.strategy_prompts`).
 
 Both loops append one record per teacher call to a JSONL log, so a killed run resumes where it
 stopped and never asks the teacher for a finished prompt again.
@@ -22,9 +24,15 @@ from typing import TYPE_CHECKING
 
 from arte.backends.base import Backend, SamplingParams
 from arte.stages.draft_parsing import parse_question_blocks, question_key
+from arte.stages.strategy_prompts import (
+    DEFAULT_STRATEGIES,
+    checked_prompts,
+    strategy_text,
+    undefined_strategies,
+)
 from common.config import opt
 from common.errors import UserError
-from common.prompts import ANSWER_FORMAT, STEP_BY_STEP, TEACHER_STOP, render_question_block, worked_example
+from common.prompts import STEP_BY_STEP, TEACHER_STOP, render_question_block, worked_example
 from common.records import RecordLog, write_jsonl_atomic
 from common.tasks.base import Task
 
@@ -43,16 +51,6 @@ QUESTIONS_PER_CALL = 5
 """The brainstorm prompt asks for 5 questions per call (paper)."""
 PRIMER = "<Question_4><input>"
 """The brainstorm prompt ends by opening the 4th block; the teacher continues with a question."""
-
-DEFAULT_STRATEGIES: dict[str, str] = {
-    "expert": "You are an expert in {task}. {description} Solve the question the way an expert would, "
-    "following the task's procedure one step at a time.",
-    "rules": "{description} First recall the rules needed for this task, then compute the answer step by "
-    "step.",
-    "plain": "{description}",
-    "eliminate": "{description} Consider the candidate answers, eliminate the wrong ones, and pick the best.",
-}
-"""Generic reasoning strategies (n = 4, as in the paper); override per task in the run config."""
 
 
 @dataclass(frozen=True)
@@ -104,15 +102,70 @@ class ElicitConfig(QuestionConfig):
     """Knowledge elicitation (ARTE step 1): m questions, then n rationales each (one per strategy)."""
 
     rationale_max_new_tokens: int = opt(160, "Decode budget of one rationale.")
-    strategies: list[str] = opt(list(DEFAULT_STRATEGIES), "Reasoning strategies used for rationales (n).")
+    strategies: list[str] = opt(
+        list(DEFAULT_STRATEGIES),
+        "Reasoning strategies used for rationales (n), the same names for every task: the built-in "
+        f"{', '.join(DEFAULT_STRATEGIES)}, or names that --elicit.strategy_prompts / "
+        "--elicit.task_strategy_prompts define.",
+    )
+    strategy_prompts: dict[str, str] = opt(
+        {},
+        "Strategy name -> prompt text for every task (YAML), adding a strategy or replacing a built-in's "
+        "text. {task} and {description} are filled in; the standard <ans> sentence is appended (a text "
+        "asking for <ans> in other words is refused). See arte/stages/strategy_prompts.py.",
+    )
+    task_strategy_prompts: dict[str, dict[str, str]] = opt(
+        {},
+        "Task name -> {strategy name -> prompt text} (YAML): that task's own texts (paper, Table 12: four "
+        "per task), over --elicit.strategy_prompts and the built-in ones.",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.rationale_max_new_tokens < 1:
             raise ValueError(f"--rationale_max_new_tokens must be >= 1, got {self.rationale_max_new_tokens}")
-        unknown = [s for s in self.strategies if s not in DEFAULT_STRATEGIES]
-        if unknown or not self.strategies:
-            raise ValueError(f"--strategies: unknown {unknown}; valid: {', '.join(DEFAULT_STRATEGIES)}")
+        if not self.strategies or len(set(self.strategies)) < len(self.strategies):
+            raise ValueError(f"--strategies must name one or more distinct strategies, got {self.strategies}")
+        self.strategy_prompts = checked_prompts("--elicit.strategy_prompts", self.strategy_prompts)
+        self.task_strategy_prompts = {
+            task: checked_prompts(f"--elicit.task_strategy_prompts.{task}", prompts)
+            for task, prompts in self.task_strategy_prompts.items()
+        }
+        known = set(DEFAULT_STRATEGIES) | set(self.strategy_prompts)
+        known |= {n for prompts in self.task_strategy_prompts.values() for n in prompts}
+        unknown = [s for s in self.strategies if s not in known]
+        if unknown:
+            raise ValueError(
+                f"--strategies: unknown {unknown}; valid: {', '.join(sorted(known))} (define new ones in "
+                "--elicit.strategy_prompts or --elicit.task_strategy_prompts)"
+            )
+
+    def check_tasks(self, task_names: list[str]) -> None:
+        """Every strategy defined for every task, and no per-task texts for a task the run lacks."""
+        stray = [t for t in self.task_strategy_prompts if t not in task_names]
+        if stray:
+            raise UserError(
+                f"--elicit.task_strategy_prompts names task(s) {', '.join(stray)} that are not among the "
+                f"run's tasks ({', '.join(task_names)})"
+            )
+        prompts, per_task = self.strategy_prompts, self.task_strategy_prompts
+        gaps = undefined_strategies(self.strategies, task_names, prompts, per_task)
+        if gaps:
+            listed = "; ".join(f"{t}: {', '.join(names)}" for t, names in gaps.items())
+            raise UserError(
+                f"--elicit.strategies has no prompt text for some tasks ({listed}): define them in "
+                "--elicit.task_strategy_prompts for each task, or in --elicit.strategy_prompts for all"
+            )
+
+    def prompt_text(self, task: Task, strategy: str) -> str:
+        """The instructions of `strategy` for `task`, ending with the standard format sentence."""
+        return strategy_text(
+            strategy, task.name, task.description, self.strategy_prompts, self.task_strategy_prompts
+        )
+
+
+_BUILTIN = ElicitConfig()
+"""The built-in strategy texts only (callers that pass no config)."""
 
 
 def question_prompt(task: Task) -> str:
@@ -135,10 +188,13 @@ def teacher_example(task: Task, enabled: bool) -> str:
     return worked_example(seed.input, seed.target, task.worked_rationale(seed))
 
 
-def strategy_prompt(task: Task, strategy: str, question: str, example: str = "") -> str:
-    """A rationale prompt: the strategy's instructions, an optional worked example, the question."""
-    head = DEFAULT_STRATEGIES[strategy].format(task=task.name, description=task.description)
-    return f"{head} {ANSWER_FORMAT}\n{example}Question: {question} Answer: {STEP_BY_STEP}"
+def strategy_prompt(
+    task: Task, strategy: str, question: str, example: str = "", cfg: ElicitConfig | None = None
+) -> str:
+    """A rationale prompt: the strategy's instructions (the config's text for this task, else the
+    built-in one: `ElicitConfig.prompt_text`), an optional worked example, the question."""
+    head = (cfg or _BUILTIN).prompt_text(task, strategy)
+    return f"{head}\n{example}Question: {question} Answer: {STEP_BY_STEP}"
 
 
 def elicit_questions(
@@ -238,7 +294,8 @@ def elicit_rationales(
         range(0, len(todo), batch), desc=f"rationales {task.name}", unit="batch", disable=not todo
     ):
         chunk = todo[start : start + batch]
-        gens = teacher.generate([strategy_prompt(task, s, q["input"], example) for q, s in chunk], params)
+        prompts = [strategy_prompt(task, s, q["input"], example, cfg) for q, s in chunk]
+        gens = teacher.generate(prompts, params)
         records = [
             {"qid": q["qid"], "strategy": s, "rationale": clean_rationale(g.text), "finish": g.finish_reason}
             for (q, s), g in zip(chunk, gens)
@@ -258,6 +315,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     (elicit/TASK.rationales.jsonl); all drafts in elicit/drafts.jsonl."""
     from arte.backends import load_backend
 
+    cfg.elicit.check_tasks([t.name for t in tasks])
     out, counts, drafts = run_dir.stage("elicit"), {}, []
     teacher = load_backend(cfg.teacher)
     try:

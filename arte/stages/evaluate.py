@@ -50,6 +50,12 @@ class EvaluateConfig:
     """Evaluation of the students (paper's protocol: target-task accuracy, zero-shot and 3-shot)."""
 
     shots: list[int] = opt([0, 3], "Shot settings (demonstrations are the task's seeds).")
+    demo_rationales: bool = opt(
+        True,
+        "k-shot demonstrations show each seed's written reasoning (its `rationale` field, else the task's "
+        "explainer) before its <ans> answer, in the format the students are trained on; seeds without "
+        "reasoning, or false here, show the answer only. The summary says which, per task.",
+    )
     n_test: int = opt(200, "Test questions per task.")
     max_new_tokens: int = opt(192, "Decode budget per answer.")
     n_boot: int = opt(2000, "Bootstrap resamples for the confidence intervals.")
@@ -114,7 +120,11 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
             )
             try:
                 for log, task in tqdm(todo, desc=f"evaluate {variant}", unit="task"):  # a kill loses one task
-                    log.extend(evaluate_student(backend, [task], ev.shots, ev.n_test, ev.max_new_tokens))
+                    log.extend(
+                        evaluate_student(
+                            backend, [task], ev.shots, ev.n_test, ev.max_new_tokens, ev.demo_rationales
+                        )
+                    )
             finally:
                 backend.close()
         for (done, _), into in zip(logs, (records, ood)):  # the run's tasks, then the OOD ones
@@ -123,6 +133,19 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     from arte.stages.summary import write_summary
 
     return write_summary(cfg, run_dir, tasks, records, ood_records=ood or None)
+
+
+def demonstration_kinds(cfg: EvaluateConfig, tasks: list[Task]) -> dict[str, dict[int, str]]:
+    """{task: {k: what its k-shot demonstrations show}} for every k > 0 evaluated ("with rationales",
+    "answer-only", ...: `Task.demonstration_kind`), for the summary."""
+    shots = [k for k in cfg.shots if k > 0]
+    return {t.name: {k: t.demonstration_kind(k, cfg.demo_rationales) for k in shots} for t in tasks}
+
+
+def demonstration_line(kinds: dict[str, dict[int, str]]) -> str | None:
+    """One Markdown line saying, per task, what the k-shot demonstrations showed (None: no k > 0)."""
+    cells = [f"{task} {k}-shot {kind}" for task, per in kinds.items() for k, kind in per.items()]
+    return f"- k-shot demonstrations (the task's seeds): {'; '.join(cells)}" if cells else None
 
 
 def _refuse_duplicates(path: Path, records: list[dict]) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from arte.backends.base import Backend, SamplingParams
 from arte.stages.rounds import previous_variant
 from common.errors import UserError
-from common.prompts import STUDENT_STOP, answer_only_rationale, icl_prompt
+from common.prompts import STUDENT_STOP, icl_prompt
 from common.tasks.answers import extract_answer
 from common.tasks.base import Task
 
@@ -28,12 +28,14 @@ MACRO = "macro"
 """The task name under which the macro average over tasks is reported."""
 
 
-def shot_prompts(task: Task, shots: int, n_test: int | None = None) -> list[str]:
+def shot_prompts(task: Task, shots: int, n_test: int | None = None, rationales: bool = True) -> list[str]:
     """The student prompts for the task's test questions with the first `shots` seeds as
-    demonstrations (the seeds have no written reasoning, so each demonstrates `<ans>target</ans>`)."""
+    demonstrations: question, written reasoning and `<ans>target</ans>` where the seed or the task's
+    explainer has reasoning (and `rationales` is on), else `<ans>target</ans>` alone
+    (`Task.demonstrations`)."""
     if not 0 <= shots <= len(task.seeds):
         raise UserError(f"task {task.name!r} has {len(task.seeds)} seeds; cannot evaluate {shots}-shot")
-    demos = [(ex.input, answer_only_rationale(ex.target)) for ex in task.seeds[:shots]]
+    demos = task.demonstrations(shots, rationales)
     return [icl_prompt(task.description, demos, ex.input) for ex in task.test[:n_test]]
 
 
@@ -43,6 +45,7 @@ def evaluate_student(
     shots: Sequence[int] = (0, 3),
     n_test: int | None = None,
     max_new_tokens: int = 256,
+    rationales: bool = True,
 ) -> list[dict[str, Any]]:
     """Greedy answers to the first `n_test` test questions of each task (None = all), per shot count.
 
@@ -57,7 +60,7 @@ def evaluate_student(
             raise UserError(f"task {task.name!r} has no test questions to evaluate on")
         examples = task.test[:n_test]
         for k in shots:
-            gens = backend.generate(shot_prompts(task, k, n_test), params)
+            gens = backend.generate(shot_prompts(task, k, n_test, rationales), params)
             if len(gens) != len(examples):
                 raise RuntimeError(f"backend returned {len(gens)} generations for {len(examples)} prompts")
             for i, (ex, gen) in enumerate(zip(examples, gens)):

@@ -17,6 +17,9 @@ best-scoring rationale that agrees with the label (no new calls; at most elicit'
 
 The ablations that `variants` names (paper, Table 2) mix the two teachers: question_only (aligned
 questions, original rationales), rationale_only (the reverse): `arte.stages.training_set.ablations`.
+
+Last, every set is matched per task to the same size (`generate.size_match`, default a seeded sample
+within each label down to the smallest set: `arte.stages.training_set.size_match`).
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ from arte.stages.training_set.ablations import (
     ablation_set,
     size_mismatches,
     training_set_sizes,
-    trim_to_smallest,
 )
 from arte.stages.training_set.collect import SEED_OFFSET, collect_training_set, draw_rationales, select
 from arte.stages.training_set.labels import majority
+from arte.stages.training_set.size_match import match_sizes
 from arte.stages.training_set.tag_repair import read_rationale
 from common.config import opt
 from common.errors import UserError
@@ -97,11 +100,17 @@ class GenerateConfig:
         "Validation questions labelled by the vote, without the solver, and compared with their gold "
         "labels: how far the vote can be trusted (0 = skip).",
     )
-    size_match: Literal["report", "trim"] = opt(
-        "report",
-        "Trained sets of one task that differ in size (a set short of n_examples): report it next to the "
-        "numbers, or trim every set to the smallest one's size (its first rows), so the students differ "
-        "only in what their data holds.",
+    size_match: Literal["sample", "trim", "report"] = opt(
+        "sample",
+        "Like-for-like sets: every trained variant gets the same number of examples per task "
+        "(--generate.size_match_n). sample: a random sample with --seed, drawn within each label so a "
+        "balanced set stays balanced; trim: each set's first rows; report: no matching (raw sets, sizes "
+        "flagged in the summary). See arte/stages/training_set/size_match.py.",
+    )
+    size_match_n: int = opt(
+        0,
+        "Examples per task and set after matching; 0 = the smallest surviving set's size (a larger value "
+        "is capped there). Unused with --generate.size_match report.",
     )
     original: Literal["teacher", "drafts"] = opt(
         "teacher",
@@ -123,6 +132,8 @@ class GenerateConfig:
             raise ValueError(f"--min_votes ({self.min_votes}) is more than --samples ({self.samples})")
         if not 0 <= self.balance_tolerance <= 1:
             raise ValueError(f"--balance_tolerance must be within 0..1, got {self.balance_tolerance}")
+        if self.size_match_n < 0:
+            raise ValueError(f"--size_match_n must be >= 0 (0 = the smallest set), got {self.size_match_n}")
         if self.label_check < 0 or self.sample_temperature < 0:
             raise ValueError("--label_check and --sample_temperature must be >= 0")
 
@@ -245,8 +256,10 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         sets["original"] = (original_rows, original_counts)
     for variant in (v for v in cfg.variants if v in ABLATIONS):
         sets[variant] = ablation_set(cfg, variant, teachers, out / variant, tasks)
-    if cfg.generate.size_match == "trim":
-        trim_to_smallest(sets, tasks)
+    mode, wanted = cfg.generate.size_match, cfg.generate.size_match_n
+    matched = match_sizes(sets, tasks, mode, seed=cfg.seed, wanted=wanted)
+    if mode != "report" and wanted and any(n < wanted for n in matched.values()):
+        log.warning("--generate.size_match_n %d capped at the smallest set per task: %s", wanted, matched)
     counts = {t.name: {name: c[t.name] for name, (_, c) in sets.items()} for t in tasks}
     for name, (rows, _) in sets.items():
         if not rows:

@@ -147,6 +147,7 @@ def write_summary(
     ood_records: dict[str, list[dict]] | None = None,
 ) -> dict:
     from arte.stages.alignment_report import alignment_markdown, alignment_summary
+    from arte.stages.evaluate import demonstration_kinds, demonstration_line
     from arte.stages.evaluate_stats import accuracy_table, format_table_markdown
     from arte.stages.format_report import MARK_LEGEND, difference_marks, format_report, format_tables_markdown
     from arte.stages.out_of_domain import ood_summary
@@ -154,6 +155,7 @@ def write_summary(
     from arte.stages.prefset import fallback_summary_lines
     from arte.stages.rounds import round_sets, rounds_info, rounds_markdown
     from arte.stages.training_set.ablations import size_mismatches
+    from arte.stages.training_set.size_match import size_match_lines
     from common.tasks.answer_space import task_answer_space
 
     table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
@@ -166,7 +168,7 @@ def write_summary(
     if short:
         notes.append(
             f"**training set sizes are not {cfg.generate.n_examples} per task** ({'; '.join(short)}): where "
-            "they differ, so does the amount of data (--generate.size_match trim cuts them to the smallest)."
+            "they differ, so does the amount of data (--generate.size_match sample matches them)."
         )
     notes += fallback_summary_lines(run_dir.path, tasks)  # a random D_pref, said out loud
     reused = run_dir.path / "align" / "reused.json"  # arte.stages.teacher_reuse
@@ -188,6 +190,7 @@ def write_summary(
     consistency = read_json(path) if path.is_file() else None
     summary = {
         "accuracy": table,
+        "demonstrations": demonstration_kinds(cfg.evaluate, tasks),
         "format": fmt,
         "alignment": alignment,
         "pref_consistency": consistency,
@@ -203,6 +206,8 @@ def write_summary(
     write_json_atomic(run_dir.path / "summary.json", summary)
     lines = [f"# ARTE run: {run_dir.path}", ""]
     lines += [format_table_markdown(table, names, difference_marks(fmt), MARK_LEGEND)]
+    if demo_line := demonstration_line(summary["demonstrations"]):
+        lines += [demo_line, ""]
     if notes:
         lines += ["### Read these numbers with care", ""] + [f"- {n}" for n in notes] + [""]
     lines += ood_lines
@@ -216,6 +221,9 @@ def write_summary(
         + "; ".join(f"{v} {', '.join(f'{t} {n}' for t, n in per.items())}" for v, per in sizes.items()),
         f"- D_pref selection per task: {data['prefset']}",
     ]
+    if matched := size_match_lines(data["generate"]):
+        lines += ["- training examples per task before -> after size matching (--generate.size_match):"]
+        lines += ["  " + line for line in matched]
     if data["aligned_teacher_from"]:
         r = data["aligned_teacher_from"]
         lines.append(f"- aligned teacher from another run: {r['reused_from']} (sha256 {r['sha256']})")

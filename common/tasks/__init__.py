@@ -6,7 +6,9 @@
   those, or {"examples": [...], "description": ...}; BIG-bench task.json included);
 - a directory of NAME.jsonl files (one task each, NAME.description.txt optional; `load_tasks` expands
   it), a BIG-bench task directory, or a directory written by `datasets` `save_to_disk`;
-- `hf:DATASET[:CONFIG][:SPLIT]` for a Hugging Face hub dataset (`datasets` is imported only then).
+- `hf:DATASET[:CONFIG][:SPLIT]` for a Hugging Face hub dataset (`datasets` is imported only then);
+- any of these followed by `::validation=PATH`: validation questions from their own file (a
+  NAME.validation.jsonl beside a task file does the same: `common.tasks.validation_file`).
 
 Importing this package is cheap: no `datasets`, no torch.
 """
@@ -21,10 +23,12 @@ from common.tasks.answers import AnswerStats, extract_answer, normalize_answer, 
 from common.tasks.base import Example, Task, split_examples
 from common.tasks.builtin import BUILTIN_TASKS, make_builtin_task
 from common.tasks.loaders import load_file_task, load_hf_task, load_task_dir
+from common.tasks.validation_file import SPEC_SEPARATOR, attach_validation, split_spec
 
 ACCEPTED_FORMS = (
     "a built-in task name, a .jsonl or .json file (BIG-bench task.json too), a directory of NAME.jsonl "
-    "files, a directory saved by datasets' save_to_disk, or hf:DATASET[:CONFIG][:SPLIT]"
+    "files, a directory saved by datasets' save_to_disk, or hf:DATASET[:CONFIG][:SPLIT]; any of them "
+    "followed by ::validation=PATH to read the validation questions from PATH"
 )
 
 
@@ -44,6 +48,23 @@ def _parse_hf_spec(spec: str) -> tuple[str, str | None, str | None]:
 
 
 def _load_spec(spec: str, *, n_validation: int, n_test: int, seed: int) -> list[Task]:
+    """The tasks of one spec; `SPEC::validation=PATH` reads validation from PATH
+    (`common.tasks.validation_file`)."""
+    spec, validation_path = split_spec(spec)
+    if validation_path is None or n_validation == 0:  # no validation wanted (out-of-domain tasks)
+        return _load_plain_spec(spec, n_validation=n_validation, n_test=n_test, seed=seed)
+    if not validation_path.is_file():
+        raise UserError(f"validation file not found: {validation_path} (in task spec {spec!r})")
+    tasks = _load_plain_spec(spec, n_validation=0, n_test=n_test, seed=seed)
+    if len(tasks) != 1:
+        raise UserError(
+            f"{spec} holds {len(tasks)} tasks; {SPEC_SEPARATOR}PATH names one task's validation file "
+            "(name each task file, or put NAME.validation.jsonl beside each)"
+        )
+    return [attach_validation(tasks[0], validation_path, n_validation=n_validation, seed=seed)]
+
+
+def _load_plain_spec(spec: str, *, n_validation: int, n_test: int, seed: int) -> list[Task]:
     kw = dict(n_validation=n_validation, n_test=n_test, seed=seed)
     if spec.startswith("hf:"):
         dataset, config, split = _parse_hf_spec(spec)

@@ -54,6 +54,10 @@ class Task:
     source: str = "builtin"
     solver: Solver | None = field(default=None, repr=False)
     explainer: Explainer | None = field(default=None, repr=False)
+    validation_source: str = ""
+    """The file the validation split was read from ("" = cut from the task's own examples)."""
+    validation_overlap: int = 0
+    """Questions of that file dropped because a seed or test question is the same text."""
 
     def worked_rationale(self, example: Example) -> str | None:
         """Written reasoning for `example` (a seed): its own `rationale`, else the task's explainer;
@@ -61,6 +65,29 @@ class Task:
         if example.rationale.strip():
             return example.rationale.strip()
         return self.explainer(example.input) if self.explainer is not None else None
+
+    def demonstrations(self, shots: int, rationales: bool = True) -> list[tuple[str, str]]:
+        """(question, rationale) of the first `shots` seeds, the k-shot evaluation's demonstrations in
+        the format the student is trained on (`common.prompts.icl_prompt`): the seed's written
+        reasoning (`worked_rationale`) ending in `<ans>target</ans>` where it has one and `rationales`
+        is on, else only `<ans>target</ans>` (answer-only)."""
+        from common.prompts import answer_only_rationale
+
+        out = []
+        for ex in self.seeds[:shots]:
+            shown = self.worked_rationale(ex) if rationales else None
+            out.append((ex.input, shown or answer_only_rationale(ex.target)))
+        return out
+
+    def demonstration_kind(self, shots: int, rationales: bool = True) -> str:
+        """What the first `shots` demonstrations show: "with rationales", "answer-only", or "N of K with
+        rationales" when only some seeds have written reasoning."""
+        with_reasoning = sum(
+            rationales and self.worked_rationale(ex) is not None for ex in self.seeds[:shots]
+        )
+        if with_reasoning == shots:
+            return "with rationales"
+        return "answer-only" if with_reasoning == 0 else f"{with_reasoning} of {shots} with rationales"
 
     def normalize(self, answer: str) -> str:
         from common.tasks.answers import normalize_answer

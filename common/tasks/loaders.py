@@ -244,8 +244,19 @@ def build_task(
     )
 
 
-def load_file_task(path: Path, *, n_validation: int = 100, n_test: int | None = 200, seed: int = 0) -> Task:
-    """A task from a .jsonl or .json file (NAME.description.txt beside it wins over a "description")."""
+def load_file_task(
+    path: Path, *, n_validation: int = 100, n_test: int | None = 200, seed: int = 0, sibling: bool = True
+) -> Task:
+    """A task from a .jsonl or .json file (NAME.description.txt beside it wins over a "description").
+    With a NAME.validation.jsonl/.json beside it (and `sibling`; not read when no validation is
+    wanted), validation comes from that file and the task's own examples give seeds and test only
+    (`common.tasks.validation_file`)."""
+    from common.tasks.validation_file import attach_validation, sibling_validation_file
+
+    validation_path = sibling_validation_file(path) if sibling and n_validation > 0 else None
+    if validation_path is not None:
+        task = load_file_task(path, n_validation=0, n_test=n_test, seed=seed, sibling=False)
+        return attach_validation(task, validation_path, n_validation=n_validation, seed=seed)
     name = task_name_for(path)
     if path.suffix == ".jsonl":
         examples, description = read_jsonl(path), None
@@ -275,7 +286,13 @@ def load_task_dir(
         return [load_hf_task(str(path), local=True, **kw)]
     if (path / "task.json").is_file():
         return [load_file_task(path / "task.json", **kw)]
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".jsonl", ".json"))
+    from common.tasks.validation_file import is_validation_file
+
+    files = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and p.suffix in (".jsonl", ".json") and not is_validation_file(p)
+    )
     if not files:
         raise UserError(f"{path}: no task files in this directory (expected NAME.jsonl files)")
     names = [task_name_for(p) for p in files]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -144,24 +143,6 @@ def size_mismatches(sizes: dict[str, dict[str, int]], wanted: int) -> list[str]:
         elif any(n != wanted for n in got.values()):
             out.append(f"{task}: all {next(iter(got.values()))} of {wanted}")
     return out
-
-
-def trim_to_smallest(sets: dict[str, tuple[list[dict], dict]], tasks: list[Task]) -> dict[str, int]:
-    """`--generate.size_match trim`: cut every set to the smallest one's size per task, keeping each
-    set's first rows (selection order; a subset keeps within the label caps). Returns the sizes."""
-    sizes = training_set_sizes(sets, tasks)
-    smallest = {t.name: min(per_set[t.name] for per_set in sizes.values()) for t in tasks}
-    for rows, counts in sets.values():
-        taken: Counter = Counter()
-        kept = []
-        for r in rows:
-            taken[r["task"]] += 1
-            if taken[r["task"]] <= smallest[r["task"]]:
-                kept.append(r)
-        rows[:] = kept
-        for t in tasks:
-            counts[t.name]["trimmed_to"] = smallest[t.name]
-    return smallest
 
 
 def training_set_sizes(
