@@ -300,6 +300,7 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, *, skip_done: bo
         if name not in STAGE_NAMES:
             raise UserError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
     tasks = load_run_tasks(cfg)
+    cfg.elicit.check_tasks([t.name for t in tasks])  # strategy prompts of every task: checked now
     load_extra_tasks(cfg, tasks)  # out-of-domain tasks: checked now, read by evaluate
     if cfg.aligned_teacher_from:
         other_align_dir(cfg)  # the other run finished align: checked now, read by align

@@ -122,3 +122,18 @@ def test_prompt_erasure_removes_a_custom_strategy_and_keeps_the_tag_instruction(
     assert row["prompt"] == naive_prompt(task.description, q.input)
     assert "surveyor" not in row["prompt"] and ANSWER_FORMAT in row["prompt"]
     assert (row["chosen_id"], row["rejected_id"]) == ("q0/survey", "q0/count")
+
+
+def test_a_stray_task_prompt_stops_the_run_before_any_file_is_written(tmp_path, capsys):
+    import yaml
+
+    from arte.cli import main
+
+    config, run = tmp_path / "run.yaml", tmp_path / "run"
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml").read_text())
+    cfg["elicit"]["task_strategy_prompts"] = {"navigat": {"expert": "Think like an expert about {task}."}}
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["run", "--config", str(config), "--run_dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "names task(s) navigat" in err and "Traceback" not in err
+    assert not run.exists()
