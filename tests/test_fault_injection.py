@@ -123,7 +123,7 @@ def test_changed_config_stops_names_stages_and_fields_and_touches_nothing(finish
     assert main(["run", *smoke(run, "--elicit.m", "4")]) == 2
     line = one_clear_line(capsys.readouterr().err, "elicit (elicit.m: 8 -> 4)", "--on_config_change redo")
     assert (
-        "made from them: score, prefcheck, pairs, align, generate, gain, train, evaluate" in line
+        "made from them: score, prefcheck, pairs, align, generate, gain, train, rounds, evaluate" in line
     )  # prefset does not read elicit
     assert main(["pairs", *smoke(run, "--pairs.quantile", "0.5")]) == 2
     one_clear_line(capsys.readouterr().err, "pairs (pairs.quantile: 0.25 -> 0.5)")
@@ -131,7 +131,7 @@ def test_changed_config_stops_names_stages_and_fields_and_touches_nothing(finish
     line = one_clear_line(
         capsys.readouterr().err, "elicit (task data of boolean_expressions, multistep_arithmetic"
     )
-    assert "made from them: score, prefcheck, pairs, align, generate, gain, train, evaluate" in line
+    assert "made from them: score, prefcheck, pairs, align, generate, gain, train, rounds, evaluate" in line
     assert snapshot(run) == before  # manifest.json included: it never claims m = 4
     # What only changes speed is not a change of what the files are made from.
     assert main(["run", *smoke(run, "--teacher.threads", "1", "--train.logging_steps", "2")]) == 0
