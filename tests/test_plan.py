@@ -98,7 +98,9 @@ def test_paper_config_numbers(capsys):
     assert c["pairs.rationale_level_pairs"]["high"] == m
     assert c["gain.student_generations"]["high"] == 2 * y["gain"]["n_examples"] * k
     ev = y["evaluate"]
-    assert c["evaluate.student_generations"]["high"] == 3 * len(ev["shots"]) * ev["n_test"]
+    students = 1 + len(y["variants"])  # vanilla, original, arte and the paper's two ablations
+    assert students == 5
+    assert c["evaluate.student_generations"]["high"] == students * len(ev["shots"]) * ev["n_test"]
     assert c["prefcheck.student_generations"]["high"] == 0
     # data/bbh is not there: reported, counts per task, no totals
     assert plan["tasks"]["unread"][0]["spec"] == "data/bbh" and plan["all_tasks"] is None
