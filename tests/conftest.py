@@ -6,6 +6,7 @@ Tests marked `slow` load the real embedded model; deselect them with `pytest -m 
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +20,35 @@ for _path in (TESTS, TESTS.parent):  # `import tiny_models` and `import arte` wi
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: loads the real embedded model (SmolLM2-135M); takes minutes")
+
+
+class ModuleTmp:
+    """`tmp_path_factory.mktemp` for module-scoped fixtures, remembering what it made."""
+
+    def __init__(self, factory: pytest.TempPathFactory):
+        self._factory = factory
+        self.paths: list[Path] = []
+
+    def mktemp(self, basename: str) -> Path:
+        path = self._factory.mktemp(basename)
+        self.paths.append(path)
+        return path
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Directories for a module's fixtures, deleted when the module ends unless a test has failed.
+
+    Exports and runs of a full session come to about 10 GB; deleting them as the session goes keeps
+    the suite's disk use to the largest module plus the session fixtures (a few GB).
+    (`tmp_path_retention_policy = "failed"` in pyproject.toml does the same for each test's tmp_path.)
+    """
+    tmp = ModuleTmp(tmp_path_factory)
+    failed_before = request.session.testsfailed
+    yield tmp
+    if request.session.testsfailed == failed_before:
+        for path in tmp.paths:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

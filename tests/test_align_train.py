@@ -33,7 +33,7 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pairs_path(tmp_path_factory) -> Path:
+def pairs_path(module_tmp) -> Path:
     """8 DPO pairs whose preference is trivially learnable: always ' yes' over ' no'."""
     rows = [
         {
@@ -45,11 +45,11 @@ def pairs_path(tmp_path_factory) -> Path:
         }
         for i in range(8)
     ]
-    return write_jsonl(tmp_path_factory.mktemp("pairs") / "pairs.jsonl", rows)
+    return write_jsonl(module_tmp.mktemp("pairs") / "pairs.jsonl", rows)
 
 
 @pytest.fixture(scope="module")
-def sft_path(tmp_path_factory) -> Path:
+def sft_path(module_tmp) -> Path:
     rows = [
         {
             "prompt": f"Question: What is {i} + 2? Answer: Let's think step by step.",
@@ -58,7 +58,7 @@ def sft_path(tmp_path_factory) -> Path:
         }
         for i in range(8)
     ]
-    return write_jsonl(tmp_path_factory.mktemp("sft") / "sft.jsonl", rows)
+    return write_jsonl(module_tmp.mktemp("sft") / "sft.jsonl", rows)
 
 
 def load(path: Path):
@@ -107,9 +107,9 @@ def changed_tensors(dir_a: Path, dir_b: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def dpo_lora(tiny_model, pairs_path, tmp_path_factory):
+def dpo_lora(tiny_model, pairs_path, module_tmp):
     """(out_dir, stats) of LoRA DPO with a large learning rate, 3 epochs."""
-    out = tmp_path_factory.mktemp("dpo") / "teacher"
+    out = module_tmp.mktemp("dpo") / "teacher"
     cfg = AlignConfig(learning_rate=1e-2, epochs=3, **FAST)
     return out, align_teacher(str(tiny_model.hf_dir), pairs_path, out, cfg)
 

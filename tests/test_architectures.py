@@ -28,12 +28,12 @@ ARCHS = list(TINY_ARCHITECTURES)
 
 
 @pytest.fixture(scope="module")
-def exported(request, tmp_path_factory) -> dict:
+def exported(request, module_tmp) -> dict:
     """{arch: (hf_dir, gguf f16 record, onnx fp32 record)}, built and exported once per arch."""
     return {}
 
 
-def _export(arch: str, request, tmp_path_factory, cache: dict):
+def _export(arch: str, request, module_tmp, cache: dict):
     if arch in cache:
         return cache[arch]
     from tiny_models import build_tiny_arch
@@ -42,7 +42,7 @@ def _export(arch: str, request, tmp_path_factory, cache: dict):
         "gemma3_tokenizer" if TINY_ARCHITECTURES[arch][1].startswith("gemma") else "smollm2_tokenizer"
     )
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp(f"arch-{arch}")
+    root = module_tmp.mktemp(f"arch-{arch}")
     hf_dir = build_tiny_arch(arch, tokenizer, root / "hf")
     (gguf,) = export_gguf(hf_dir, root / "gguf", ["f16"], name=f"tiny-{arch}")
     (onnx,) = export_onnx(hf_dir, root / "onnx", ["fp32"])
@@ -51,8 +51,8 @@ def _export(arch: str, request, tmp_path_factory, cache: dict):
 
 
 @pytest.fixture(params=ARCHS)
-def arch_export(request, tmp_path_factory, exported):
-    return request.param, *_export(request.param, request, tmp_path_factory, exported)
+def arch_export(request, module_tmp, exported):
+    return request.param, *_export(request.param, request, module_tmp, exported)
 
 
 def test_every_tested_architecture_has_a_tiny_model():
@@ -75,11 +75,11 @@ def test_gguf_f16_and_onnx_fp32_match_torch(arch_export):
 
 
 @pytest.mark.parametrize("arch", ["gemma2", "gemma3"])
-def test_gemma_sliding_window_and_soft_capping_are_kept(arch, request, tmp_path_factory, exported):
+def test_gemma_sliding_window_and_soft_capping_are_kept(arch, request, module_tmp, exported):
     """The GGUF carries the window and the caps, and the verification ran past the window: its
     sequences are longer than 8 tokens, so a runtime that ignored the window (or the caps, which
     here change every logit) would have failed the KL bound above."""
-    hf_dir, gguf, onnx = _export(arch, request, tmp_path_factory, exported)
+    hf_dir, gguf, onnx = _export(arch, request, module_tmp, exported)
     from export.reference import PROMPTS
 
     meta = read_gguf_header(Path(gguf["path"]))[0]
@@ -114,7 +114,7 @@ def _assert_caps_act(hf_dir: Path, tokenizer, cap: float) -> None:
     assert compare_distributions([capped], [uncapped])["mean_kl"] > 1e-2
 
 
-def test_gemma_chat_template_and_bos_agree_across_runtimes(request, tmp_path_factory, exported):
+def test_gemma_chat_template_and_bos_agree_across_runtimes(request, module_tmp, exported):
     """One user turn, rendered and tokenized as each backend does it (arte/backends): transformers
     (apply_chat_template, no added specials), llama.cpp (the GGUF's template through llama-cpp-python's
     Jinja2 formatter, add_bos off) and onnxruntime (the ONNX directory's tokenizer files): the same
@@ -123,7 +123,7 @@ def test_gemma_chat_template_and_bos_agree_across_runtimes(request, tmp_path_fac
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     from transformers import AutoTokenizer
 
-    hf_dir, gguf, onnx = _export("gemma3", request, tmp_path_factory, exported)
+    hf_dir, gguf, onnx = _export("gemma3", request, module_tmp, exported)
     hf_tok = AutoTokenizer.from_pretrained(hf_dir)
     ort_tok = AutoTokenizer.from_pretrained(onnx["path"])
     llm = Llama(gguf["path"], vocab_only=True, verbose=False)

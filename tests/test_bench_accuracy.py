@@ -54,10 +54,10 @@ def _answering_fakes(root: Path, n_task: int) -> tuple[list[Path], Path]:
 
 
 @pytest.fixture(scope="module")
-def answering_bench(tmp_path_factory):
+def answering_bench(module_tmp):
     """`arte bench` on fakes that answer 60% (fp32 and "same") and 45% ("worse", nested) of a task
     whose answers they can read: (report, answers by variant)."""
-    root = tmp_path_factory.mktemp("bench-answers")
+    root = module_tmp.mktemp("bench-answers")
     paths, task = _answering_fakes(root, 120)
     out = root / "out"
     argv = ["bench", *map(str, paths), "--task", str(task), *QUICK_FLAGS, "--n_questions", "60"]

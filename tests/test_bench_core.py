@@ -148,11 +148,11 @@ def test_benchmark_generation_warms_up_repeats_and_pools():
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tiny_model, tmp_path_factory):
+def tiny_onnx(tiny_model, module_tmp):
     pytest.importorskip("onnxruntime")
     from export.onnx_export import export_onnx_fp32
 
-    return export_onnx_fp32(tiny_model.hf_dir, tmp_path_factory.mktemp("tiny-onnx") / "fp32")
+    return export_onnx_fp32(tiny_model.hf_dir, module_tmp.mktemp("tiny-onnx") / "fp32")
 
 
 def _greedy(runtime, ids, steps):

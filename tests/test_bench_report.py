@@ -35,9 +35,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def fake_bench(tmp_path_factory):
+def fake_bench(module_tmp):
     """`arte bench` on three fake variants: (rc, stdout, output directory)."""
-    root = tmp_path_factory.mktemp("bench-fake")
+    root = module_tmp.mktemp("bench-fake")
     paths = write_fakes(root / "variants")
     out = root / "out"
     argv = [

@@ -112,21 +112,21 @@ def build_qwen2_own_bpe(out_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def qwen2_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+def qwen2_dir(module_tmp, smollm2_tokenizer) -> Path:
     from tiny_models import build_tiny_arch
 
-    return build_tiny_arch("qwen2", smollm2_tokenizer, tmp_path_factory.mktemp("tiny-qwen2") / "hf")
+    return build_tiny_arch("qwen2", smollm2_tokenizer, module_tmp.mktemp("tiny-qwen2") / "hf")
 
 
 @pytest.fixture(scope="module")
-def exports(tiny_model, qwen2_dir, tmp_path_factory) -> dict[str, dict[str, dict]]:
+def exports(tiny_model, qwen2_dir, module_tmp) -> dict[str, dict[str, dict]]:
     """{"llama"|"qwen2": {quant: record}}: every QUANTS file of both tiny models, verified. Two exports
     per model, so that both converter outputs are tested: F16 (the quantizations' source) and F32
     (asked alone; with others it would become their source and F16 a llama.cpp quantization)."""
     torch.set_num_threads(1)
     out = {}
     for arch, model_dir in (("llama", tiny_model.hf_dir), ("qwen2", qwen2_dir)):
-        out_dir = tmp_path_factory.mktemp(f"gguf-{arch}")
+        out_dir = module_tmp.mktemp(f"gguf-{arch}")
         records = [
             *export_gguf(model_dir, out_dir, ["f16", "q8_0", "q4_k_m"], name=f"tiny-{arch}"),
             *export_gguf(model_dir, out_dir, ["f32"], name=f"tiny-{arch}"),

@@ -32,7 +32,7 @@ from export.reference import ExportVerificationError, load_reference  # noqa: E4
 
 
 @pytest.fixture(scope="module")
-def tiny_qwen2_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+def tiny_qwen2_dir(module_tmp, smollm2_tokenizer) -> Path:
     """A tiny random Qwen2 (2 layers, hidden 32, tied embeddings) with the SmolLM2 tokenizer."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -57,14 +57,14 @@ def tiny_qwen2_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config).eval()
     # save_hf: tokenizer.save_pretrained, then delete the GGUF-derived tokenizer.model
-    return save_hf(model, tok, tmp_path_factory.mktemp("tiny-qwen2") / "hf")
+    return save_hf(model, tok, module_tmp.mktemp("tiny-qwen2") / "hf")
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
-def exported(request, tiny_model, tiny_qwen2_dir, tmp_path_factory):
+def exported(request, tiny_model, tiny_qwen2_dir, module_tmp):
     """(model_dir, records) of all three variants, exported once per architecture."""
     model_dir = Path(tiny_model.hf_dir) if request.param == "llama" else tiny_qwen2_dir
-    out = tmp_path_factory.mktemp(f"onnx-{request.param}")
+    out = module_tmp.mktemp(f"onnx-{request.param}")
     return model_dir, {r["quant"]: r for r in ox.export_onnx(model_dir, out, ["fp32", "int8", "int4"])}
 
 

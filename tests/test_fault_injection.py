@@ -31,9 +31,9 @@ from common.records import RecordLog
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
+def finished(module_tmp) -> Path:
     """One uninterrupted smoke run, the reference every test compares with (copy it to change it)."""
-    run = tmp_path_factory.mktemp("finished") / "run"
+    run = module_tmp.mktemp("finished") / "run"
     done = arte("run", *smoke(run))
     assert done.returncode == 0, done.stderr[-3000:]
     assert_records_complete(run)
@@ -273,11 +273,11 @@ def test_unwritable_output_paths_get_one_line_naming_path_and_reason(tmp_path, c
 
 
 @pytest.fixture(scope="module")
-def pickle_only(tmp_path_factory, finished) -> Path:
+def pickle_only(module_tmp, finished) -> Path:
     """The smoke run's tiny student saved as a PyTorch pickle only (pytorch_model.bin)."""
     from transformers import AutoModelForCausalLM
 
-    out = tmp_path_factory.mktemp("pickle") / "student"
+    out = module_tmp.mktemp("pickle") / "student"
     src = finished / "train" / "arte"
     AutoModelForCausalLM.from_pretrained(src).save_pretrained(out, safe_serialization=False)
     for p in src.iterdir():

@@ -20,7 +20,7 @@ pytest.importorskip("sentencepiece")
 
 
 @pytest.fixture(scope="module")
-def gemma_export(tmp_path_factory):
+def gemma_export(module_tmp):
     from arte.models import embedded_gguf, materialize_hf
     from common.errors import UserError
     from export.run import export_model
@@ -31,7 +31,7 @@ def gemma_export(tmp_path_factory):
         pytest.skip(str(e))
     torch.set_num_threads(2)
     hf_dir = materialize_hf("gemma3-270m")
-    out = tmp_path_factory.mktemp("gemma3-export")
+    out = module_tmp.mktemp("gemma3-export")
     gguf, onnx = ["f16", "q8_0", "q4_k_m"], ["fp32", "int8", "int4"]
     manifest = export_model(hf_dir, out, gguf=gguf, onnx=onnx, threads=2)
     return source, hf_dir, manifest

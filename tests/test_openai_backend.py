@@ -241,10 +241,10 @@ def api_key(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_server(tiny_model, tmp_path_factory):
+def tiny_server(tiny_model, module_tmp):
     """The tiny random Llama behind a server that wants API_KEY."""
     server = LlamaServer(
-        tiny_model.gguf_path, free_port(), tmp_path_factory.mktemp("srv") / "tiny.log", api_key=API_KEY
+        tiny_model.gguf_path, free_port(), module_tmp.mktemp("srv") / "tiny.log", api_key=API_KEY
     ).start()
     yield server
     server.stop()
@@ -545,8 +545,8 @@ def test_openai_backend_needs_base_url():
 
 
 @pytest.fixture(scope="module")
-def smol_server(smollm2_gguf, tmp_path_factory):
-    server = LlamaServer(smollm2_gguf, free_port(), tmp_path_factory.mktemp("srv") / "smol.log").start()
+def smol_server(smollm2_gguf, module_tmp):
+    server = LlamaServer(smollm2_gguf, free_port(), module_tmp.mktemp("srv") / "smol.log").start()
     yield server
     server.stop()
 

@@ -93,15 +93,15 @@ def save_tiny_llama(tokenizer, out_dir: Path, stop_ids: list[int]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def llama3_dir(tmp_path_factory) -> Path:
+def llama3_dir(module_tmp) -> Path:
     tokenizer = byte_level_tokenizer(LLAMA3_SPECIALS, "<|begin_of_text|>", "<|eot_id|>")
     stops = [tokenizer.convert_tokens_to_ids(t) for t in ("<|end_of_text|>", "<|eot_id|>")]
-    return save_tiny_llama(tokenizer, tmp_path_factory.mktemp("llama3") / "hf", stops)
+    return save_tiny_llama(tokenizer, module_tmp.mktemp("llama3") / "hf", stops)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("data")
+def data(module_tmp) -> dict[str, Path]:
+    root = module_tmp.mktemp("data")
     return {
         "sft": write_jsonl(root / "sft.jsonl", SFT_ROWS),
         "dpo": write_jsonl(root / "dpo.jsonl", DPO_ROWS),
