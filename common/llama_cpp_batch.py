@@ -26,7 +26,7 @@ KV cache:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,24 +133,41 @@ class BatchedDecoder:
         """(generated tokens, finish reason) per prompt, in input order. A budget of 0 gives
         ([], "length") without running the prompt."""
         out: list[tuple[list[int], str] | None] = [None] * len(prompts)
+        for i, tokens, reason in self.stream(prompts, budgets, setup, seeds, stop):
+            out[i] = (tokens, reason)
+        return out  # type: ignore[return-value]
+
+    def stream(
+        self,
+        prompts: Sequence[list[int]],
+        budgets: Sequence[int],
+        setup: SamplingSetup,
+        seeds: Sequence[int],
+        stop: StopRule,
+    ) -> Iterator[tuple[int, list[int], str]]:
+        """(prompt index, generated tokens, finish reason) for every prompt, as each one finishes:
+        one continuous batch over all of `prompts`, however many there are. Abandoning the iterator
+        frees the sequences still in flight."""
         queue = deque(i for i in range(len(prompts)) if budgets[i] > 0)
         for i in range(len(prompts)):
             if budgets[i] <= 0:
-                out[i] = ([], "length")
+                yield i, [], "length"
         free, active = list(range(self.width))[::-1], []
-        while queue or active:
-            while free and queue and self._may_admit(prompts[queue[0]], active):
-                i = queue.popleft()
-                rng = np.random.default_rng(seeds[i]) if setup.temperature > 0 else None
-                active.append(self._admit(i, free.pop(), list(prompts[i]), budgets[i], rng))
-            rows = self._step(active)
-            finished = self._sample(rows, setup, stop)
-            for seq, reason in finished:
-                out[seq.index] = (seq.tokens, reason)
+        try:
+            while queue or active:
+                while free and queue and self._may_admit(prompts[queue[0]], active):
+                    i = queue.popleft()
+                    rng = np.random.default_rng(seeds[i]) if setup.temperature > 0 else None
+                    active.append(self._admit(i, free.pop(), list(prompts[i]), budgets[i], rng))
+                rows = self._step(active)
+                for seq, reason in self._sample(rows, setup, stop):
+                    self.lib.llama_memory_seq_rm(self.mem, seq.slot, -1, -1)
+                    active.remove(seq)
+                    free.append(seq.slot)
+                    yield seq.index, seq.tokens, reason
+        finally:
+            for seq in active:
                 self.lib.llama_memory_seq_rm(self.mem, seq.slot, -1, -1)
-                active.remove(seq)
-                free.append(seq.slot)
-        return out  # type: ignore[return-value]
 
     def _may_admit(self, prompt: list[int], active: list[_Seq]) -> bool:
         """False when a sequence still prefilling shares more of `prompt` than the holder does (the

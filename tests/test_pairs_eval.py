@@ -236,8 +236,9 @@ def test_evaluate_student_prompts_and_records():
     backend = LookupBackend({"test 0 is": "false", "test 1 is": "False", "test 2 is": "False."})
     records = evaluate_student(backend, [task], shots=[0, 3], n_test=3, max_new_tokens=32)
 
-    assert len(backend.calls) == 2  # one list of prompts per (task, shots)
-    (zero, params), (three, _) = backend.calls
+    assert len(backend.calls) == 1  # every (task, shots) prompt in one stream: 6 < the call size
+    ((prompts, params),) = backend.calls
+    zero, three = prompts[:3], prompts[3:]
     assert params.temperature == 0.0 and params.stop == STUDENT_STOP and params.max_new_tokens == 32
     hint = "Remember you should include your final answer with the tag <ans> and </ans>."
     assert (

@@ -7,7 +7,9 @@ completion is detokenized after each token and cut right after the first stop st
 completed, which stays in the text. Prompts are run sorted by token sequence (prompts sharing a
 demonstration run back to back and share its KV cells) and the outputs are put back in input order.
 Each prompt samples with its own generator seeded from (seed, prompt index), so its text does not
-depend on the batch width or on the other prompts of the call.
+depend on the batch width or on the other prompts of the call. `stream` yields each generation as
+it finishes, so that a stage can hand over all its prompts at once and never wait for a batch to
+drain (`arte.backends.streaming`).
 
 Log-likelihoods use a second `Llama` created on first use with logits_all=True (logits for every
 position), one request at a time with prefix reuse; the weights are shared (mmapped).
@@ -15,7 +17,7 @@ position), one request at a time with prefix reuse; the weights are shared (mmap
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from arte.backends.base import Generation, SamplingParams
@@ -119,6 +121,14 @@ class LlamaCppBackend:
     # ---- generation ---------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Generation]:
+        results: list[Generation | None] = [None] * len(prompts)
+        for i, gen in self.stream(prompts, params):
+            results[i] = gen
+        return results  # type: ignore[return-value]
+
+    def stream(self, prompts: Sequence[str], params: SamplingParams) -> Iterator[tuple[int, Generation]]:
+        """(prompt index, generation) for every prompt as it finishes: all of `prompts` in one
+        continuous batch (`arte.backends.streaming.generate_stream` is how the stages call it)."""
         from common.llama_cpp_batch import SamplingSetup
 
         encoded = [self.encode(self.render(p)) for p in prompts]
@@ -135,16 +145,12 @@ class LlamaCppBackend:
                 return "eog"
             return "stop" if find_stop(self._decode_text(tokens), params.stop) is not None else None
 
-        done = self._decoder().generate([encoded[i] for i in order], budgets, setup, seeds, stop)
-        results: list[Generation | None] = [None] * len(encoded)
-        for k, i in enumerate(order):
-            tokens, finish = done[k]
+        done = self._decoder().stream([encoded[i] for i in order], budgets, setup, seeds, stop)
+        for k, tokens, finish in done:
+            i = order[k]
             text = self._decode_text(tokens)
             cut = find_stop(text, params.stop)
-            results[i] = Generation(
-                text[:cut] if cut is not None else text, finish, len(encoded[i]), len(tokens)
-            )
-        return results  # type: ignore[return-value]
+            yield i, Generation(text[:cut] if cut is not None else text, finish, len(encoded[i]), len(tokens))
 
     def _decoder(self):
         """The batched decoder (created on first use: it allocates the KV cache of every sequence)."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from arte.backends.base import Backend, SamplingParams
+from arte.backends.streaming import generate_stream
 from arte.stages.draft_parsing import parse_question_blocks, question_key
 from arte.stages.strategy_prompts import (
     DEFAULT_STRATEGIES,
@@ -290,18 +291,20 @@ def elicit_rationales(
     jobs = [(q, s) for q in questions for s in cfg.strategies]
     todo = [(q, s) for q, s in jobs if (q["qid"], s) not in done]
     params = SamplingParams(max_new_tokens=cfg.rationale_max_new_tokens, temperature=0.0, stop=TEACHER_STOP)
-    for start in tqdm(
-        range(0, len(todo), batch), desc=f"rationales {task.name}", unit="batch", disable=not todo
-    ):
-        chunk = todo[start : start + batch]
-        prompts = [strategy_prompt(task, s, q["input"], example, cfg) for q, s in chunk]
-        gens = teacher.generate(prompts, params)
-        records = [
-            {"qid": q["qid"], "strategy": s, "rationale": clean_rationale(g.text), "finish": g.finish_reason}
-            for (q, s), g in zip(chunk, gens)
-        ]
-        log.extend(records)
-        done.update({(r["qid"], r["strategy"]): r["rationale"] for r in records})
+    prompts = [strategy_prompt(task, s, q["input"], example, cfg) for q, s in todo]
+    bar = tqdm(total=len(todo), desc=f"rationales {task.name}", unit="draft", disable=not todo)
+    for k, g in generate_stream(teacher, prompts, params, batch):  # each one logged as it is done
+        q, s = todo[k]
+        rec = {
+            "qid": q["qid"],
+            "strategy": s,
+            "rationale": clean_rationale(g.text),
+            "finish": g.finish_reason,
+        }
+        log.append(rec)
+        done[(q["qid"], s)] = rec["rationale"]
+        bar.update(1)
+    bar.close()
     return [Draft(task.name, q["qid"], q["input"], q["target"], s, done[(q["qid"], s)]) for q, s in jobs]
 
 

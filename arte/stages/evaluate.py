@@ -100,7 +100,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     (evaluate/ood/VARIANT.jsonl), resumable per variant and task; then write the summary files."""
     from tqdm import tqdm
 
-    from arte.stages.evaluate_stats import evaluate_student
+    from arte.stages.evaluate_stats import evaluate_stream
     from arte.stages.out_of_domain import load_extra_tasks
 
     out, ev = run_dir.stage("evaluate"), cfg.evaluate
@@ -111,25 +111,38 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         logs = [(RecordLog(out / f"{variant}.jsonl", resume=True), tasks)]
         if extra:
             logs.append((RecordLog(out / "ood" / f"{variant}.jsonl", resume=True), extra))
-        todo = [(log, t) for log, ts in logs for t in ts if t.name not in {r["task"] for r in log}]
-        if todo:
+        todo = [(log, [t for t in ts if t.name not in {r["task"] for r in log}]) for log, ts in logs]
+        if any(ts for _, ts in todo):
             pickle_ok = ev.backend.allow_pickle or (variant == "vanilla" and cfg.student.allow_pickle)
             engine_model = _engine_model(ev.backend, model, out, variant)
             backend = load_backend(
                 dataclasses.replace(ev.backend, model=engine_model, allow_pickle=pickle_ok)
             )
             try:
-                for log, task in tqdm(todo, desc=f"evaluate {variant}", unit="task"):  # a kill loses one task
-                    log.extend(
-                        evaluate_student(
-                            backend, [task], ev.shots, ev.n_test, ev.max_new_tokens, ev.demo_rationales
-                        )
+                for log, ts in todo:  # one stream per log; each task is written when done
+                    bar = tqdm(total=len(ts), desc=f"evaluate {variant}", unit="task", disable=not ts)
+                    stream = evaluate_stream(
+                        backend,
+                        ts,
+                        ev.shots,
+                        ev.n_test,
+                        ev.max_new_tokens,
+                        ev.demo_rationales,
+                        ev.backend.call_size,
                     )
+                    for _, task_records in stream:
+                        log.extend(task_records)
+                        bar.update(1)
+                    bar.close()
             finally:
                 backend.close()
-        for (done, _), into in zip(logs, (records, ood)):  # the run's tasks, then the OOD ones
-            into[variant] = done.read()
-            _refuse_duplicates(done.path, into[variant])
+        for (done, ts), into in zip(logs, (records, ood)):  # the run's tasks, then the OOD ones
+            rows = done.read()
+            _refuse_duplicates(done.path, rows)
+            order = {t.name: n for n, t in enumerate(ts)}  # tasks are written as they finish
+            into[variant] = sorted(
+                rows, key=lambda r: (order.get(r["task"], len(order)), r["shots"], r["index"])
+            )
     from arte.stages.summary import write_summary
 
     return write_summary(cfg, run_dir, tasks, records, ood_records=ood or None)

@@ -12,12 +12,13 @@ question-difficulty noise the two share. Macro averages resample within each tas
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from arte.backends.base import Backend, SamplingParams
+from arte.backends.streaming import stream_groups
 from arte.stages.rounds import previous_variant
 from common.errors import UserError
 from common.prompts import STUDENT_STOP, icl_prompt
@@ -46,38 +47,54 @@ def evaluate_student(
     n_test: int | None = None,
     max_new_tokens: int = 256,
     rationales: bool = True,
+    call_size: int = 64,
 ) -> list[dict[str, Any]]:
     """Greedy answers to the first `n_test` test questions of each task (None = all), per shot count.
 
     One record per (task, shots, question index): {"task", "shots", "index", "target", "answer"
-    (None when no complete `<ans>` tag), "correct" (0/1), "missing_tag" (0/1), "completion"}.
-    Each (task, shots) goes to the backend as one list of prompts; the backend batches internally.
-    """
+    (None when no complete `<ans>` tag), "correct" (0/1), "missing_tag" (0/1), "completion"}, in
+    task, shots and index order (`evaluate_stream` has them task by task as each is done)."""
+    done = dict(evaluate_stream(backend, tasks, shots, n_test, max_new_tokens, rationales, call_size))
+    return [rec for task in tasks for rec in done[task.name]]
+
+
+def evaluate_stream(
+    backend: Backend,
+    tasks: Sequence[Task],
+    shots: Sequence[int] = (0, 3),
+    n_test: int | None = None,
+    max_new_tokens: int = 256,
+    rationales: bool = True,
+    call_size: int = 64,
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(task name, its records in shots and index order) as each task's last answer is done. Every
+    prompt of every task and shot count goes to the backend as one stream (`arte.backends.streaming`),
+    so a batching backend never waits for one task's stragglers before starting the next."""
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=STUDENT_STOP)
-    records: list[dict[str, Any]] = []
     for task in tasks:
         if not task.test:
             raise UserError(f"task {task.name!r} has no test questions to evaluate on")
+    groups = [[p for k in shots for p in shot_prompts(task, k, n_test, rationales)] for task in tasks]
+    for t, gens in stream_groups(backend, groups, params, call_size):
+        task = tasks[t]
         examples = task.test[:n_test]
-        for k in shots:
-            gens = backend.generate(shot_prompts(task, k, n_test, rationales), params)
-            if len(gens) != len(examples):
-                raise RuntimeError(f"backend returned {len(gens)} generations for {len(examples)} prompts")
-            for i, (ex, gen) in enumerate(zip(examples, gens)):
-                answer = extract_answer(gen.text)
-                records.append(
-                    {
-                        "task": task.name,
-                        "shots": k,
-                        "index": i,
-                        "target": ex.target,
-                        "answer": answer,
-                        "correct": int(task.is_correct(gen.text, ex.target)),
-                        "missing_tag": int(answer is None),
-                        "completion": gen.text,
-                    }
-                )
-    return records
+        records = []
+        for j, gen in enumerate(gens):
+            k, i = shots[j // len(examples)], j % len(examples)
+            ex, answer = examples[i], extract_answer(gen.text)
+            records.append(
+                {
+                    "task": task.name,
+                    "shots": k,
+                    "index": i,
+                    "target": ex.target,
+                    "answer": answer,
+                    "correct": int(task.is_correct(gen.text, ex.target)),
+                    "missing_tag": int(answer is None),
+                    "completion": gen.text,
+                }
+            )
+        yield task.name, records
 
 
 def _resampled_means(strata: Sequence[np.ndarray], n_boot: int, seed: int) -> np.ndarray:

@@ -106,24 +106,35 @@ def pending_jobs(
 def answer_jobs(
     backend, rid: str, jobs: Sequence[dict], params: SamplingParams, call_size: int, answers: RecordLog
 ) -> None:
-    """Generate for `jobs`, `call_size` prompts per call, appending each call's answers to the log."""
+    """Generate for `jobs` as one stream (`arte.backends.streaming`: one continuous batch on
+    llama_cpp, calls of `call_size` prompts elsewhere), appending the answers to the log as they
+    arrive, FLUSH_EVERY at a time and whatever is left when the engine fails: a kill loses at most
+    the answers in flight and FLUSH_EVERY - 1 unwritten ones."""
     from tqdm import tqdm
 
+    from arte.backends.streaming import generate_stream
+
     bar = tqdm(total=len(jobs), desc=f"prefset {rid}", unit="answer")
-    for start in range(0, len(jobs), call_size):
-        chunk = jobs[start : start + call_size]
-        gens = backend.generate([j["prompt"] for j in chunk], params)
-        answers.extend(
-            {
-                "respondent": rid,
-                **{k: v for k, v in j.items() if k != "prompt"},
-                "text": g.text,
-                "pid": os.getpid(),
-            }
-            for j, g in zip(chunk, gens)
-        )
-        bar.update(len(chunk))
-    bar.close()
+    pending: list[dict] = []
+
+    def flush() -> None:
+        answers.extend(pending)
+        bar.update(len(pending))
+        pending.clear()
+
+    try:
+        for i, g in generate_stream(backend, [j["prompt"] for j in jobs], params, call_size):
+            rest = {k: v for k, v in jobs[i].items() if k != "prompt"}
+            pending.append({"respondent": rid, **rest, "text": g.text, "pid": os.getpid()})
+            if len(pending) >= FLUSH_EVERY:
+                flush()
+    finally:  # an engine that fails half-way keeps the answers it gave
+        flush()
+        bar.close()
+
+
+FLUSH_EVERY = 8
+"""Answers written (and fsynced) together: one fsync per answer would cost more than some answers."""
 
 
 def memory_in_use() -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arte.backends.base import Backend, SamplingParams
+from arte.backends.streaming import stream_groups
 from arte.stages.elicit import Draft
 from common.prompts import STUDENT_STOP, icl_prompt
 from common.records import RecordLog, read_json, write_jsonl_atomic
@@ -86,10 +87,10 @@ def score_drafts(
     """Score every draft (accuracy on `pref_set` with the draft as the one-shot demonstration).
 
     Returns one score per draft, in order (identical drafts are scored once and share it). Scores
-    already in `cache` are reused; new ones are appended to it after each generate call, so a killed
-    run resumes where it stopped. A call holds the k prompts of as many drafts as fit in
-    `prompts_per_call` (at least one draft): a batching backend then has enough sequences to decode
-    together.
+    already in `cache` are reused; each new one is appended to it as soon as its draft's last answer
+    is done, so a killed run resumes where it stopped and loses only the drafts in flight. All
+    prompts go to the student as one stream (`arte.backends.streaming`): llama_cpp decodes them as
+    one continuous batch; other backends get calls of `prompts_per_call` prompts.
     """
     from tqdm import tqdm
 
@@ -97,34 +98,26 @@ def score_drafts(
     cached = {rec["key"]: rec["score"] for rec in cache}
     keys = [draft_key(student_id, d, pref_set, max_new_tokens) for d in drafts]
     todo = list({k: d for k, d in zip(keys, drafts) if k not in cached}.items())  # identical drafts: once
-    per_call = max(1, prompts_per_call // max(1, len(pref_set)))
+    groups = [
+        [icl_prompt(task.description, [(draft.question, draft.rationale)], ex.input) for ex in pref_set]
+        for _, draft in todo
+    ]
     bar = tqdm(total=len(todo), desc=f"score {task.name}", unit="draft", disable=not progress or not todo)
-    for start in range(0, len(todo), per_call):
-        chunk = todo[start : start + per_call]
-        prompts = [
-            icl_prompt(task.description, [(draft.question, draft.rationale)], ex.input)
-            for _, draft in chunk
-            for ex in pref_set
-        ]
-        gens = student.generate(prompts, params)
-        records = []
-        for j, (key, draft) in enumerate(chunk):
-            mine = gens[j * len(pref_set) : (j + 1) * len(pref_set)]
-            correct = [int(task.is_correct(g.text, ex.target)) for g, ex in zip(mine, pref_set)]
-            score = sum(correct) / len(correct)
-            records.append(
-                {
-                    "key": key,
-                    "task": task.name,
-                    "qid": draft.qid,
-                    "strategy": draft.strategy,
-                    "correct": correct,
-                    "score": score,
-                }
-            )
-            cached[key] = score
-        cache.extend(records)
-        bar.update(len(chunk))
+    for g, gens in stream_groups(student, groups, params, prompts_per_call):
+        key, draft = todo[g]
+        correct = [int(task.is_correct(gen.text, ex.target)) for gen, ex in zip(gens, pref_set)]
+        score = sum(correct) / len(correct) if correct else 0.0
+        record = {
+            "key": key,
+            "task": task.name,
+            "qid": draft.qid,
+            "strategy": draft.strategy,
+            "correct": correct,
+            "score": score,
+        }
+        cache.append(record)
+        cached[key] = score
+        bar.update(1)
     bar.close()
     return [cached[k] for k in keys]
 

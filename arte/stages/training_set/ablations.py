@@ -65,12 +65,21 @@ class LazyBackend:
     def __init__(self, cfg: BackendConfig):
         self.cfg, self.inner = cfg, None
 
-    def generate(self, prompts, params):
+    def _loaded(self):
         if self.inner is None:
             from arte.backends import load_backend
 
             self.inner = load_backend(self.cfg)
-        return self.inner.generate(prompts, params)
+        return self.inner
+
+    def generate(self, prompts, params):
+        return self._loaded().generate(prompts, params)
+
+    def stream(self, prompts, params):
+        """The engine's own stream where it has one (`arte.backends.streaming`), else its generate."""
+        from arte.backends.streaming import generate_stream
+
+        return generate_stream(self._loaded(), prompts, params, self.cfg.call_size)
 
     def close(self) -> None:
         if self.inner is not None:

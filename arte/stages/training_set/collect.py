@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arte.backends.base import Backend, SamplingParams
+from arte.backends.streaming import generate_stream
 from arte.stages.draft_parsing import question_key
 from arte.stages.elicit import elicit_questions
 from arte.stages.training_set.balance import LabelCaps, balance_report
@@ -183,27 +184,23 @@ def draw_rationales(
     example: str,
 ) -> list[dict]:
     """Generate the needed rationales (0 greedy, the others sampled with their own seeds), logging
-    each call's records as it returns; returns the records."""
+    each record as it arrives (`arte.backends.streaming`); returns the records."""
     records: list[dict] = []
     greedy = [(q, i) for q, i in needs if i == 0]
     sampled = [(q, i) for q, i in needs if i > 0]
     for jobs, temperature in ((greedy, 0.0), (sampled, cfg.sample_temperature)):
-        for start in range(0, len(jobs), call_size):
-            chunk = jobs[start : start + call_size]
-            params = SamplingParams(
-                max_new_tokens=cfg.rationale_max_new_tokens,
-                temperature=temperature,
-                stop=TEACHER_STOP,
-                seeds=tuple(_seed(seed, q["qid"], i) for q, i in chunk),
-            )
-            prompts = [naive_prompt(task.description, q["input"], example) for q, _ in chunk]
-            gens = teacher.generate(prompts, params)
-            made = [
-                {"qid": q["qid"], "sample": i, "text": g.text, "finish": g.finish_reason}
-                for (q, i), g in zip(chunk, gens, strict=True)
-            ]
-            log.extend(made)
-            records += made
+        params = SamplingParams(
+            max_new_tokens=cfg.rationale_max_new_tokens,
+            temperature=temperature,
+            stop=TEACHER_STOP,
+            seeds=tuple(_seed(seed, q["qid"], i) for q, i in jobs),
+        )
+        prompts = [naive_prompt(task.description, q["input"], example) for q, _ in jobs]
+        for k, g in generate_stream(teacher, prompts, params, call_size):
+            (q, i) = jobs[k]
+            made = {"qid": q["qid"], "sample": i, "text": g.text, "finish": g.finish_reason}
+            log.append(made)
+            records.append(made)
     return records
 
 
