@@ -122,18 +122,11 @@ class BatchedDecoder:
 
     # ---- one call ------------------------------------------------------------------------------
 
-    def generate(
-        self,
-        prompts: Sequence[list[int]],
-        budgets: Sequence[int],
-        setup: SamplingSetup,
-        seeds: Sequence[int],
-        stop: StopRule,
-    ) -> list[tuple[list[int], str]]:
-        """(generated tokens, finish reason) per prompt, in input order. A budget of 0 gives
-        ([], "length") without running the prompt."""
+    def generate(self, prompts: Sequence[list[int]], *args, **kwargs) -> list[tuple[list[int], str]]:
+        """(generated tokens, finish reason) per prompt, in input order; the arguments are
+        `stream`'s. A budget of 0 gives ([], "length") without running the prompt."""
         out: list[tuple[list[int], str] | None] = [None] * len(prompts)
-        for i, tokens, reason in self.stream(prompts, budgets, setup, seeds, stop):
+        for i, tokens, reason in self.stream(prompts, *args, **kwargs):
             out[i] = (tokens, reason)
         return out  # type: ignore[return-value]
 

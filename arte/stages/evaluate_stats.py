@@ -40,21 +40,14 @@ def shot_prompts(task: Task, shots: int, n_test: int | None = None, rationales: 
     return [icl_prompt(task.description, demos, ex.input) for ex in task.test[:n_test]]
 
 
-def evaluate_student(
-    backend: Backend,
-    tasks: Sequence[Task],
-    shots: Sequence[int] = (0, 3),
-    n_test: int | None = None,
-    max_new_tokens: int = 256,
-    rationales: bool = True,
-    call_size: int = 64,
-) -> list[dict[str, Any]]:
-    """Greedy answers to the first `n_test` test questions of each task (None = all), per shot count.
+def evaluate_student(backend: Backend, tasks: Sequence[Task], *args, **kwargs) -> list[dict[str, Any]]:
+    """Greedy answers to the first `n_test` test questions of each task (None = all), per shot count;
+    the arguments are `evaluate_stream`'s.
 
     One record per (task, shots, question index): {"task", "shots", "index", "target", "answer"
     (None when no complete `<ans>` tag), "correct" (0/1), "missing_tag" (0/1), "completion"}, in
     task, shots and index order (`evaluate_stream` has them task by task as each is done)."""
-    done = dict(evaluate_stream(backend, tasks, shots, n_test, max_new_tokens, rationales, call_size))
+    done = dict(evaluate_stream(backend, tasks, *args, **kwargs))
     return [rec for task in tasks for rec in done[task.name]]
 
 
