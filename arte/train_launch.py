@@ -145,6 +145,16 @@ class LaunchedProcesses(SingleProcess):
     def annotate(self, counts: dict) -> dict:
         return {**counts, "processes": self.num_processes}
 
+    def close(self) -> None:
+        """Every process reaches the end before any leaves, then the group is taken down. A process
+        that exits while the others still hold their gloo connections to it can abort them: CI saw
+        SIGABRT once when both processes skipped a finished align and exited at once."""
+        import torch.distributed as dist
+
+        self.barrier()
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def run_training_stage(stage: str, cfg) -> dict | None:
     """Run (or skip, if done) `stage` of the run in `cfg.run_dir` in every launched process, with the
@@ -157,8 +167,11 @@ def run_training_stage(stage: str, cfg) -> dict | None:
         raise UserError(
             f"arte.train_launch: stage must be one of {', '.join(TRAINING_STAGES)}, got {stage!r}"
         )
-    with processes.use(LaunchedProcesses()):
-        return run_pipeline(cfg, only=[stage], skip_done=True)
+    procs = LaunchedProcesses()
+    with processes.use(procs):
+        manifest = run_pipeline(cfg, only=[stage], skip_done=True)
+    procs.close()
+    return manifest
 
 
 def main(argv: Sequence[str] | None = None) -> int:
