@@ -111,7 +111,8 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         logs = [(RecordLog(out / f"{variant}.jsonl", resume=True), tasks)]
         if extra:
             logs.append((RecordLog(out / "ood" / f"{variant}.jsonl", resume=True), extra))
-        todo = [(log, [t for t in ts if t.name not in {r["task"] for r in log}]) for log, ts in logs]
+        written = [{r["task"] for r in log} for log, _ in logs]  # each log read once
+        todo = [(log, [t for t in ts if t.name not in done]) for (log, ts), done in zip(logs, written)]
         if any(ts for _, ts in todo):
             pickle_ok = ev.backend.allow_pickle or (variant == "vanilla" and cfg.student.allow_pickle)
             engine_model = _engine_model(ev.backend, model, out, variant)
