@@ -281,6 +281,7 @@ def precision_notes(precision: Precision, facts: DeviceFacts, quantized: bool) -
         "bf16": precision.bf16,
         "fp16": precision.fp16,
         "device": facts.name,
+        **({"cpu_bf16": list(facts.cpu_bf16)} if not facts.cuda else {}),
     }
 
 

@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from common.cpu_features import cpuinfo as _cpuinfo
+
 ISA_FLAGS = (
     "sse4_2",
     "avx",
@@ -49,22 +51,6 @@ ISA_FLAGS = (
 """Flags worth stating in a report: each selects different matmul kernels in ggml/MLAS/oneDNN."""
 
 RUNTIME_PACKAGES = ("torch", "onnxruntime", "llama-cpp-python", "transformers", "numpy", "optimum-onnx")
-
-
-def _cpuinfo() -> list[dict[str, str]]:
-    """/proc/cpuinfo as one dict per processor (Linux; [] elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    blocks = []
-    for block in text.strip().split("\n\n"):
-        entry = {}
-        for line in block.splitlines():
-            key, _, value = line.partition(":")
-            entry[key.strip()] = value.strip()
-        blocks.append(entry)
-    return blocks
 
 
 def cpu_model(cpuinfo: list[dict[str, str]] | None = None) -> str:

@@ -282,7 +282,9 @@ def test_4bit_plumbing_and_the_merge_into_the_unquantized_base(tiny_model, data,
 
     monkeypatch.setattr(finetune, "quantization_config", lambda q, p, f, s: f"BNB[{q}, {p.compute_dtype}]")
     monkeypatch.setattr(precision_module, "load_quantized", fake_load_quantized)
-    cfg = TrainConfig(method="lora", quantization="4bit", learning_rate=1e-2, epochs=1, **FAST)
+    cfg = TrainConfig(
+        method="lora", quantization="4bit", dtype="float32", learning_rate=1e-2, epochs=1, **FAST
+    )
     out = tmp_path / "student"
     run = build_sft_trainer(str(tiny_model.hf_dir), data["sft"], out, cfg)
     assert loaded["quantization"] == "BNB[4bit, float32]" and run.quantized
@@ -304,10 +306,34 @@ def test_bf16_lora_sft_with_checkpointing_lowers_the_loss(tiny_model, data, tmp_
     stats = train_student(str(tiny_model.hf_dir), data["sft"], tmp_path / "s", cfg)
     losses = logged_losses(stats)
     assert len(losses) == 6 and losses[-1] < losses[0] - 0.5, losses
+    from arte.training_precision import device_facts
+
     assert stats["precision"] == {
         "dtype": "bfloat16",
         "load_dtype": "bfloat16",
         "bf16": True,
         "fp16": False,
         "device": "cpu",
+        "cpu_bf16": list(device_facts().cpu_bf16),
     }
+
+
+def test_bf16_mixed_lora_sft_keeps_fp32_weights_and_computes_in_bf16(tiny_model, data, tmp_path):
+    """bf16_mixed (auto on a CPU with AVX512_BF16/AMX_BF16): the weights, adapters and so the
+    optimizer stay fp32, while the layers' outputs during training steps are bf16 (autocast)."""
+    import torch
+
+    cfg = TrainConfig(method="lora", dtype="bf16_mixed", learning_rate=2e-2, epochs=3, **FAST)
+    run = build_sft_trainer(str(tiny_model.hf_dir), data["sft"], tmp_path / "s", cfg)
+    assert {p.dtype for p in run.trainer.model.parameters()} == {torch.float32}
+    assert run.trainer.args.bf16 and not run.trainer.args.fp16
+    seen: set = set()
+    linear = next(m for n, m in base_model_of(run.trainer).named_modules() if n.endswith("mlp.down_proj"))
+    handle = linear.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    stats = run_training(run, tmp_path / "s", "train_stats.json", ("mean_token_accuracy",))
+    handle.remove()
+    assert seen == {torch.bfloat16}, seen
+    losses = logged_losses(stats)
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.5, losses
+    assert (stats["precision"]["dtype"], stats["precision"]["load_dtype"]) == ("bf16_mixed", "float32")
+    assert stats["memory_estimate"]["settings"]["compute_dtype"] == "bfloat16"

@@ -149,6 +149,63 @@ def test_auto_dtype_follows_the_device():
     assert (on_v100.load_dtype, on_v100.bf16, on_v100.fp16) == ("float32", False, False)
 
 
+def test_auto_dtype_on_a_cpu_follows_its_bf16_instructions():
+    zen4 = DeviceFacts(cuda=False, cpu_bf16=("avx512_bf16",))
+    mixed = resolve_precision("auto", "lora", zen4)
+    assert (mixed.dtype, mixed.load_dtype, mixed.compute_dtype) == ("bf16_mixed", "float32", "bfloat16")
+    assert (mixed.bf16, mixed.fp16) == (True, False)
+    assert resolve_precision("auto", "lora", NO_GPU).dtype == "float32"  # AVX2-only, Skylake: emulated bf16
+    assert resolve_precision("float32", "lora", zen4).compute_dtype == "float32"  # asked for: kept
+    on_gpu = resolve_precision("bf16_mixed", "full", H100)
+    assert (on_gpu.load_dtype, on_gpu.compute_dtype, on_gpu.bf16) == ("float32", "bfloat16", True)
+
+
+def _cpuinfo(flags: str, key: str = "flags") -> list[dict[str, str]]:
+    return [{"processor": "0", key: flags}, {"processor": "1", key: flags}]
+
+
+@pytest.mark.parametrize(
+    ("cpu", "info", "expected"),
+    [
+        ("AMD EPYC Zen 4", _cpuinfo("fma avx2 avx512f avx512bw avx512_vnni avx512_bf16"), ["avx512_bf16"]),
+        (
+            "Intel Xeon Sapphire Rapids",
+            _cpuinfo("avx2 avx512f avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8"),
+            ["avx512_bf16", "amx_bf16"],
+        ),
+        ("Intel Xeon Skylake-SP", _cpuinfo("avx2 avx512f avx512bw avx512vl avx512dq"), []),
+        ("AMD EPYC Zen 2", _cpuinfo("sse4_2 avx avx2 fma f16c"), []),
+        (
+            "AWS Graviton 3 (Arm bf16: not measured)",
+            _cpuinfo("fp asimd asimddp bf16 i8mm sve", "Features"),
+            [],
+        ),
+        ("no /proc/cpuinfo", [], []),
+    ],
+)
+def test_native_bf16_flags_of_known_cpus(cpu, info, expected):
+    from common.cpu_features import native_bf16
+
+    assert native_bf16(info) == expected, cpu
+
+
+def test_device_facts_on_a_cpu_read_its_flags(monkeypatch, tmp_path):
+    import torch
+
+    from arte.training_precision import device_facts
+    from common import cpu_features
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n\nprocessor\t: 1\nflags\t: fpu\n"
+    )
+    monkeypatch.setattr(cpu_features, "CPUINFO", str(info))
+    assert device_facts() == DeviceFacts(cuda=False, cpu_bf16=("amx_bf16",))
+    monkeypatch.setattr(cpu_features, "CPUINFO", str(tmp_path / "absent"))
+    assert resolve_precision("auto", "lora", device_facts()).dtype == "float32"
+
+
 def test_explicit_dtypes():
     cpu_bf16 = resolve_precision("bfloat16", "full", NO_GPU)
     assert (cpu_bf16.load_dtype, cpu_bf16.bf16) == ("bfloat16", True)
