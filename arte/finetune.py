@@ -39,6 +39,7 @@ from arte.special_tokens import (  # noqa: F401 - choose_pad_token: part of this
 )
 from arte.training_log import resumed_train_loss, summarize_log
 from arte.training_precision import (
+    TRANSFORMERS_OPTIM,
     DeviceFacts,
     Precision,
     device_facts,
@@ -66,10 +67,12 @@ TRAINING_RUNTIME_ONLY = (
     "gradient_checkpointing",
     "memory_check",
     "precompute_ref_log_probs",
+    "optimizer",
 )
 """Settings of align and train that do not change the trained model (`RUNTIME_ONLY` of their configs):
 gradient checkpointing recomputes the same activations, precomputed reference log-probs are the
-ones computed on the fly (dropout is off in DPO)."""
+ones computed on the fly (dropout is off in DPO), the two AdamW implementations compute the same
+update."""
 SECTIONS = {"dpo": "align", "sft": "train"}
 """The config section of each kind of training (flags are named --SECTION.key)."""
 
@@ -188,7 +191,7 @@ def trainer_args(cfg: Any, checkpoint_dir: Path, precision: Precision) -> dict[s
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_ratio=cfg.warmup_ratio,
-        optim="adamw_torch",
+        optim=TRANSFORMERS_OPTIM[cfg.optimizer],
         weight_decay=0.0,  # AdamW without weight decay is the paper's Adam
         max_length=cfg.max_length,
         logging_steps=cfg.logging_steps,

@@ -32,6 +32,9 @@ from common.errors import UserError, missing_dependency
 
 Dtype = Literal["auto", "bfloat16", "bf16_mixed", "float16", "float32"]
 Quantization = Literal["none", "4bit"]
+Optimizer = Literal["adamw_fused", "adamw"]
+TRANSFORMERS_OPTIM = {"adamw_fused": "adamw_torch_fused", "adamw": "adamw_torch"}
+"""Our optimizer names -> transformers' `optim` values (the same AdamW, two implementations)."""
 BITSANDBYTES_PIP = "bitsandbytes>=0.43"
 
 DTYPE_HELP = (
@@ -50,6 +53,12 @@ GRADIENT_CHECKPOINTING_HELP = (
 QUANTIZATION_HELP = (
     "4bit: load the frozen base in 4-bit NF4 (QLoRA, bitsandbytes; CUDA GPU and method lora only); "
     "the adapters are merged into the base re-loaded unquantised. none: the base in --dtype."
+)
+OPTIMIZER_HELP = (
+    "AdamW's implementation. adamw_fused: one fused kernel over all parameters (CPU and GPU; 0.06 s "
+    "per step for the 135M student's full fine-tuning on 2 CPU threads, against 0.7 s). adamw: "
+    "PyTorch's default AdamW (a loop over the tensors on CPU). Same update rule, results equal up to "
+    "float rounding."
 )
 MEMORY_CHECK_HELP = (
     "On a CUDA host, stop before loading the model when the memory estimate (printed at the start) "

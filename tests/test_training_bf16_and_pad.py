@@ -337,3 +337,24 @@ def test_bf16_mixed_lora_sft_keeps_fp32_weights_and_computes_in_bf16(tiny_model,
     assert len(losses) == 6 and losses[-1] < losses[0] - 0.5, losses
     assert (stats["precision"]["dtype"], stats["precision"]["load_dtype"]) == ("bf16_mixed", "float32")
     assert stats["memory_estimate"]["settings"]["compute_dtype"] == "bfloat16"
+
+
+def test_fused_adamw_is_the_default_and_updates_like_the_foreach_one(tiny_model, data, tmp_path):
+    """adamw_fused (one kernel; the default) and adamw (PyTorch's default implementation) train the same full SFT run to the
+    same weights up to float rounding, and the default really builds torch's fused AdamW."""
+    from safetensors.torch import load_file
+
+    weights, fused = {}, {}
+    for optimizer in ("adamw_fused", "adamw"):
+        cfg = TrainConfig(dtype="float32", optimizer=optimizer, learning_rate=1e-2, epochs=1, **FAST)
+        run = build_sft_trainer(str(tiny_model.hf_dir), data["sft"], tmp_path / optimizer, cfg)
+        run.trainer.train()
+        torch_optimizer = getattr(run.trainer.optimizer, "optimizer", run.trainer.optimizer)
+        fused[optimizer] = bool(torch_optimizer.defaults.get("fused"))
+        weights[optimizer] = {k: v.detach().clone() for k, v in run.trainer.model.state_dict().items()}
+    assert TrainConfig().optimizer == "adamw_fused"
+    assert fused == {"adamw_fused": True, "adamw": False}
+    before = load_file(tiny_model.hf_dir / "model.safetensors")
+    moved = max((weights["adamw"][k] - before[k]).abs().max().item() for k in before if k in weights["adamw"])
+    apart = max((weights["adamw"][k] - weights["adamw_fused"][k]).abs().max().item() for k in before)
+    assert moved > 1e-3 and apart < 1e-5 * max(1.0, moved), (moved, apart)

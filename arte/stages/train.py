@@ -37,8 +37,10 @@ from arte.training_precision import (
     DTYPE_HELP,
     GRADIENT_CHECKPOINTING_HELP,
     MEMORY_CHECK_HELP,
+    OPTIMIZER_HELP,
     QUANTIZATION_HELP,
     Dtype,
+    Optimizer,
     Quantization,
 )
 from common.config import opt
@@ -93,6 +95,7 @@ class TrainConfig:
         100, "Save a resumable checkpoint every this many steps into out_dir/checkpoints (0 = never)."
     )
     dtype: Dtype = opt("auto", DTYPE_HELP)
+    optimizer: Optimizer = opt("adamw_fused", OPTIMIZER_HELP)
     gradient_checkpointing: bool = opt(False, GRADIENT_CHECKPOINTING_HELP)
     quantization: Quantization = opt("none", QUANTIZATION_HELP)
     memory_check: bool = opt(True, MEMORY_CHECK_HELP)
