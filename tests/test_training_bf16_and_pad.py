@@ -339,9 +339,10 @@ def test_bf16_mixed_lora_sft_keeps_fp32_weights_and_computes_in_bf16(tiny_model,
     assert stats["memory_estimate"]["settings"]["compute_dtype"] == "bfloat16"
 
 
-def test_fused_adamw_is_the_default_and_updates_like_the_foreach_one(tiny_model, data, tmp_path):
-    """adamw_fused (one kernel; the default) and adamw (PyTorch's default implementation) train the same full SFT run to the
-    same weights up to float rounding, and the default really builds torch's fused AdamW."""
+def test_fused_adamw_is_the_default_and_updates_like_the_plain_one(tiny_model, data, tmp_path):
+    """adamw_fused (one kernel; the default) and adamw (PyTorch's default implementation) train the
+    same full SFT run to the same weights up to float rounding, and the default really builds
+    torch's fused AdamW."""
     from safetensors.torch import load_file
 
     weights, fused = {}, {}
