@@ -1,8 +1,8 @@
-"""Seconds per training step of align (DPO, LoRA) and train (SFT, full fine-tuning) by `dtype`, on
-the embedded SmolLM2-135M, through the stages' own trainers (`build_dpo_trainer`,
-`build_sft_trainer`): what `dtype: auto` should be on this CPU.
+"""Seconds per training step of align (DPO, LoRA) and train (SFT, full fine-tuning) by `dtype` and
+`optimizer`, on the embedded SmolLM2-135M, through the stages' own trainers (`build_dpo_trainer`,
+`build_sft_trainer`): what `dtype: auto` and the default optimizer should be on this CPU.
 
-    .venv/bin/python benchmarks/training_precision.py [--dtypes float32,bf16_mixed,bfloat16] [--rounds 2]
+    .venv/bin/python benchmarks/training_precision.py [--settings float32/adamw,bf16_mixed/adamw_fused]
 
 The data are the demo's shapes: boolean_expressions questions with the task's step-by-step
 explanations as SFT completions (the student prompt), and DPO pairs of the naive prompt with that
@@ -10,7 +10,8 @@ explanation as chosen and an answer-only wrong one as rejected. Each round runs 
 (alternating, so drift in the machine's speed hits all of them), for `--steps` optimizer steps at
 the demo's batch sizes (DPO 4, SFT 2) and `--threads` torch threads, each run in a fresh process
 (accelerate keeps process-wide state between trainers). Figures: median seconds per
-step over the rounds (the first step of each run is left out: warm-up), the ratio to float32, and
+step over the rounds (the first step of each run is left out: warm-up), the ratio to the first
+setting, and
 the mean training loss of the timed steps (same data, same seed: how far the numerics move). Then
 one JSON line. Run it on an idle machine.
 """
@@ -77,11 +78,14 @@ class StepTimer:
         self.callback, self.seconds, self.losses, self.start = _Callback(), [], [], 0.0
 
 
-def time_steps(kind: str, model_dir: str, data: Path, dtype: str, steps: int, threads: int) -> dict:
+def time_steps(kind: str, model_dir: str, data: Path, setting: str, steps: int, threads: int) -> dict:
     from arte.stages.align import AlignConfig, build_dpo_trainer
     from arte.stages.train import TrainConfig, build_sft_trainer
 
-    common = dict(dtype=dtype, threads=threads, checkpoint_steps=0, logging_steps=1, epochs=1)
+    dtype, optimizer = setting.split("/")
+    common = dict(
+        dtype=dtype, optimizer=optimizer, threads=threads, checkpoint_steps=0, logging_steps=1, epochs=1
+    )
     with tempfile.TemporaryDirectory() as out:
         if kind == "dpo":
             cfg = AlignConfig(batch_size=4, gradient_accumulation_steps=1, **common)
@@ -97,32 +101,36 @@ def time_steps(kind: str, model_dir: str, data: Path, dtype: str, steps: int, th
     return {"s_per_step": statistics.median(timed), "loss": statistics.mean(timer.losses[1:])}
 
 
-def child_run(args: argparse.Namespace, kind: str, dtype: str, data: Path) -> dict:
+def child_run(args: argparse.Namespace, kind: str, setting: str, data: Path) -> dict:
     """`time_steps` in a fresh Python process; its RESULT line."""
-    cmd = [sys.executable, __file__, "--one", f"{kind}:{dtype}:{data}", "--model", args.model]
+    cmd = [sys.executable, __file__, "--one", f"{kind}:{setting}:{data}", "--model", args.model]
     cmd += ["--steps", str(args.steps), "--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode or not lines:
-        sys.exit(f"{kind} {dtype} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+        sys.exit(f"{kind} {setting} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m", help="an embedded model or an HF directory")
-    ap.add_argument("--dtypes", default="float32,bf16_mixed,bfloat16")
+    ap.add_argument(
+        "--settings",
+        default="float32/adamw,float32/adamw_fused,bf16_mixed/adamw_fused",
+        help="DTYPE/OPTIMIZER list; ratios are to the first",
+    )
     ap.add_argument("--kinds", default="dpo,sft")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # KIND:DTYPE:DATA, in a child process
+    ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # KIND:SETTING:DATA, in a child process
     args = ap.parse_args()
     from arte.models import resolve_hf
 
     if args.one:
-        kind, dtype, data = args.one.split(":", 2)
-        got = time_steps(kind, resolve_hf(args.model), Path(data), dtype, args.steps, args.threads)
+        kind, setting, data = args.one.split(":", 2)
+        got = time_steps(kind, resolve_hf(args.model), Path(data), setting, args.steps, args.threads)
         print("RESULT " + json.dumps(got))
         return
 
@@ -130,28 +138,28 @@ def main() -> None:
     flags = native_bf16() or "none"
     print(f"host: {host['cpu_model']}, {host['logical_cores']} cores, bf16 instructions: {flags}")
     resolve_hf(args.model)  # materialized once, before the children
-    dtypes, kinds = args.dtypes.split(","), args.kinds.split(",")
-    runs: dict[tuple[str, str], list[dict]] = {(k, d): [] for k in kinds for d in dtypes}
+    settings, kinds = args.settings.split(","), args.kinds.split(",")
+    runs: dict[tuple[str, str], list[dict]] = {(k, d): [] for k in kinds for d in settings}
     with tempfile.TemporaryDirectory() as work:
         sft, dpo = write_rows(Path(work), max(args.steps * 4, 16))
         for r in range(args.rounds):
             for kind in kinds:
-                for dtype in dtypes:
-                    got = child_run(args, kind, dtype, dpo if kind == "dpo" else sft)
-                    runs[(kind, dtype)].append(got)
-                    print(f"round {r + 1} {kind} {dtype}: {got['s_per_step']:.2f} s/step", flush=True)
-    print("\n| stage | dtype | s/step (median of rounds) | vs float32 | mean loss |\n|---|---|---|---|---|")
+                for setting in settings:
+                    got = child_run(args, kind, setting, dpo if kind == "dpo" else sft)
+                    runs[(kind, setting)].append(got)
+                    print(f"round {r + 1} {kind} {setting}: {got['s_per_step']:.2f} s/step", flush=True)
+    print(f"\n| stage | dtype/optimizer | s/step (median) | vs {settings[0]} | mean loss |")
+    print("|---|---|---|---|---|")
     result = []
     for kind in kinds:
-        fp32 = runs.get((kind, "float32"))
-        base = statistics.median(g["s_per_step"] for g in fp32) if fp32 else None
+        base = statistics.median(g["s_per_step"] for g in runs[(kind, settings[0])])
         name = "align (DPO, LoRA)" if kind == "dpo" else "train (SFT, full)"
-        for dtype in dtypes:
-            s = statistics.median(g["s_per_step"] for g in runs[(kind, dtype)])
-            loss = statistics.mean(g["loss"] for g in runs[(kind, dtype)])
-            ratio = f"{base / s:.2f}x" if base else "-"
-            print(f"| {name} | {dtype} | {s:.2f} | {ratio} | {loss:.4f} |")
-            result.append({"kind": kind, "dtype": dtype, "s_per_step": round(s, 3), "loss": round(loss, 4)})
+        for setting in settings:
+            s = statistics.median(g["s_per_step"] for g in runs[(kind, setting)])
+            loss = statistics.mean(g["loss"] for g in runs[(kind, setting)])
+            ratio = f"{base / s:.2f}x"
+            print(f"| {name} | {setting} | {s:.2f} | {ratio} | {loss:.5f} |")
+            result.append({"kind": kind, "setting": setting, "s_per_step": round(s, 3), "loss": loss})
     print(json.dumps({"host": host["cpu_model"], "bf16_flags": native_bf16(), "rows": result}))
 
 
