@@ -39,13 +39,13 @@ from arte.special_tokens import (  # noqa: F401 - choose_pad_token: part of this
 )
 from arte.training_log import resumed_train_loss, summarize_log
 from arte.training_precision import (
-    TRANSFORMERS_OPTIM,
     DeviceFacts,
     Precision,
     device_facts,
     plan_memory,
     quantization_config,
     read_model_config,
+    resolve_optimizer,
     resolve_precision,
     validate_hardware_settings,
 )
@@ -191,7 +191,7 @@ def trainer_args(cfg: Any, checkpoint_dir: Path, precision: Precision) -> dict[s
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_ratio=cfg.warmup_ratio,
-        optim=TRANSFORMERS_OPTIM[cfg.optimizer],
+        optim=resolve_optimizer(cfg.optimizer, cfg.method),
         weight_decay=0.0,  # AdamW without weight decay is the paper's Adam
         max_length=cfg.max_length,
         logging_steps=cfg.logging_steps,

@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m", help="an embedded model or an HF directory")
     ap.add_argument(
         "--settings",
-        default="float32/adamw,float32/adamw_fused,bf16_mixed/adamw_fused",
+        default="float32/adamw,float32/adamw_fused,bf16_mixed/adamw,bf16_mixed/adamw_fused",
         help="DTYPE/OPTIMIZER list; ratios are to the first",
     )
     ap.add_argument("--kinds", default="dpo,sft")

@@ -339,11 +339,13 @@ def test_bf16_mixed_lora_sft_keeps_fp32_weights_and_computes_in_bf16(tiny_model,
     assert stats["memory_estimate"]["settings"]["compute_dtype"] == "bfloat16"
 
 
-def test_fused_adamw_is_the_default_and_updates_like_the_plain_one(tiny_model, data, tmp_path):
-    """adamw_fused (one kernel; the default) and adamw (PyTorch's default implementation) train the
-    same full SFT run to the same weights up to float rounding, and the default really builds
-    torch's fused AdamW."""
+def test_fused_adamw_is_auto_for_full_training_and_updates_like_the_plain_one(tiny_model, data, tmp_path):
+    """adamw_fused (one kernel; auto's choice for method full) and adamw (PyTorch's default
+    implementation; auto's for lora) train the same full SFT run to the same weights up to float
+    rounding, and the fused setting really builds torch's fused AdamW."""
     from safetensors.torch import load_file
+
+    from arte.training_precision import resolve_optimizer
 
     weights, fused = {}, {}
     for optimizer in ("adamw_fused", "adamw"):
@@ -353,7 +355,9 @@ def test_fused_adamw_is_the_default_and_updates_like_the_plain_one(tiny_model, d
         torch_optimizer = getattr(run.trainer.optimizer, "optimizer", run.trainer.optimizer)
         fused[optimizer] = bool(torch_optimizer.defaults.get("fused"))
         weights[optimizer] = {k: v.detach().clone() for k, v in run.trainer.model.state_dict().items()}
-    assert TrainConfig().optimizer == "adamw_fused"
+    assert TrainConfig().optimizer == "auto" and AlignConfig().optimizer == "auto"
+    assert resolve_optimizer("auto", "full") == "adamw_torch_fused"
+    assert resolve_optimizer("auto", "lora") == resolve_optimizer("adamw", "full") == "adamw_torch"
     assert fused == {"adamw_fused": True, "adamw": False}
     before = load_file(tiny_model.hf_dir / "model.safetensors")
     moved = max((weights["adamw"][k] - before[k]).abs().max().item() for k in before if k in weights["adamw"])

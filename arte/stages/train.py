@@ -95,7 +95,7 @@ class TrainConfig:
         100, "Save a resumable checkpoint every this many steps into out_dir/checkpoints (0 = never)."
     )
     dtype: Dtype = opt("auto", DTYPE_HELP)
-    optimizer: Optimizer = opt("adamw_fused", OPTIMIZER_HELP)
+    optimizer: Optimizer = opt("auto", OPTIMIZER_HELP)
     gradient_checkpointing: bool = opt(False, GRADIENT_CHECKPOINTING_HELP)
     quantization: Quantization = opt("none", QUANTIZATION_HELP)
     memory_check: bool = opt(True, MEMORY_CHECK_HELP)
