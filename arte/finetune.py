@@ -239,6 +239,7 @@ def start_run(
 
     facts, section = device_facts(), SECTIONS[kind]
     precision = resolve_precision(cfg.dtype, cfg.method, facts, section)
+    forget_accelerator_state()
     quantization = quantization_config(cfg.quantization, precision, facts, section)
     procs = processes.current()
     plan = (cfg, precision, facts, procs.num_processes, not procs.is_main)
@@ -274,6 +275,19 @@ def start_run(
         str(model_dir),
         quantization is not None,
     )
+
+
+def forget_accelerator_state() -> None:
+    """Let the next Trainer set its own mixed precision. transformers' TrainingArguments writes its
+    bf16/fp16 choice into ACCELERATE_MIXED_PRECISION and never clears it, and accelerate keeps one
+    AcceleratorState per process: in one `arte run`, align in bf16 then train with --train.dtype
+    float32 ran train's forward under bf16 autocast (tests/test_training_bf16_and_pad.py). Precision
+    comes from --align.dtype / --train.dtype alone (the launch configs say mixed_precision 'no'); the
+    process group (PartialState) is kept, for launchers."""
+    from accelerate.state import AcceleratorState
+
+    os.environ["ACCELERATE_MIXED_PRECISION"] = "no"
+    AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def precision_notes(precision: Precision, facts: DeviceFacts, quantized: bool) -> dict[str, Any]:

@@ -363,3 +363,23 @@ def test_fused_adamw_is_auto_for_full_training_and_updates_like_the_plain_one(ti
     moved = max((weights["adamw"][k] - before[k]).abs().max().item() for k in before if k in weights["adamw"])
     apart = max((weights["adamw"][k] - weights["adamw_fused"][k]).abs().max().item() for k in before)
     assert moved > 1e-3 and apart < 1e-5 * max(1.0, moved), (moved, apart)
+
+
+def test_train_after_a_bf16_align_in_the_same_process_keeps_its_own_precision(tiny_model, data, tmp_path):
+    """A plain `arte run` trains align then train in one process: train's float32 must not inherit
+    align's bf16 autocast from accelerate's per-process state."""
+    import torch
+
+    fast = {**FAST, "epochs": 1}
+    align = build_dpo_trainer(
+        str(tiny_model.hf_dir), data["dpo"], tmp_path / "a", AlignConfig(dtype="bf16_mixed", **fast)
+    )
+    align.trainer.train()
+    run = build_sft_trainer(
+        str(tiny_model.hf_dir), data["sft"], tmp_path / "s", TrainConfig(dtype="float32", **fast)
+    )
+    seen: set = set()
+    linear = next(m for n, m in base_model_of(run.trainer).named_modules() if n.endswith("mlp.down_proj"))
+    linear.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    run.trainer.train()
+    assert run.trainer.accelerator.mixed_precision == "no" and seen == {torch.float32}, seen
