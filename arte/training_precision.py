@@ -4,8 +4,9 @@ check before any weight is loaded.
 
 - `resolve_precision(dtype, method, facts)`: `auto` is bfloat16 on a CUDA GPU that supports it;
   bf16_mixed on a CPU with bf16 matrix instructions (AVX512_BF16 or AMX_BF16:
-  `common.cpu_features.native_bf16`), where it took 1.8 s per LoRA SFT step of SmolLM2-135M against
-  3.2 s in float32 (AMD EPYC Zen 4, 2 threads; README "Training in bf16 mixed precision on the CPU");
+  `common.cpu_features.native_bf16`), where LoRA DPO steps on SmolLM2-135M ran 1.25x and full SFT
+  steps 1.16x faster than float32 (AMD EPYC Zen 4, 2 threads, `benchmarks/training_precision.py`;
+  README "Training in bf16 mixed precision on the CPU");
   float32 otherwise (a CPU without them, where bf16 is emulated and slower; a GPU without bf16, e.g.
   a V100 or T4: fp16 mixed precision overflows more easily in DPO's log-ratio, so it is only used
   when asked for). bfloat16 loads the weights in bf16 and trains with trl's `bf16` flag (also on
@@ -49,7 +50,7 @@ BITSANDBYTES_PIP = "bitsandbytes>=0.43"
 
 DTYPE_HELP = (
     "Weights and training precision. auto: bfloat16 on a CUDA GPU that supports it; bf16_mixed on a "
-    "CPU with bf16 instructions (AVX512_BF16 or AMX_BF16: 1.8x faster steps on an AMD Zen 4); else "
+    "CPU with bf16 instructions (AVX512_BF16 or AMX_BF16: DPO steps 1.25x faster on an AMD Zen 4); else "
     "float32 (other CPUs, or a GPU without bf16). bfloat16: bf16 weights and bf16 autocast (works on "
     "CPU too; halves weight, gradient and Adam memory, but bf16 weights round away very small "
     "updates). bf16_mixed: fp32 weights and optimizer, bf16 autocast (CPU or GPU). float16: GPU only "
