@@ -25,21 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arte.backends import BackendConfig, load_backend  # noqa: E402
 from arte.backends.base import SamplingParams  # noqa: E402
 from arte.stages.draft_parsing import parse_question_blocks, question_key  # noqa: E402
-from arte.stages.elicit import PRIMER, QUESTIONS_PER_CALL, teacher_example  # noqa: E402
+from arte.stages.elicit import PRIMER, question_prompt, teacher_example  # noqa: E402
 from arte.stages.training_set.tag_repair import read_rationale  # noqa: E402
-from common.prompts import TEACHER_STOP, naive_prompt, render_question_block  # noqa: E402
+from common.prompts import TEACHER_STOP, naive_prompt  # noqa: E402
 from common.tasks.answer_space import task_answer_space  # noqa: E402
 from common.tasks.builtin import make_builtin_task  # noqa: E402
-
-
-def brainstorm_prompt(task, shown) -> str:
-    """`arte.stages.elicit.question_prompt` with `shown` in place of the seeds."""
-    blocks = "\n".join(render_question_block(e.input, e.target, i) for i, e in enumerate(shown, 1))
-    return (
-        f"{task.name} is a task whose description is: {task.description} Here are 3 example questions. "
-        f"Brainstorm {QUESTIONS_PER_CALL} more questions about {task.name}. Output each as "
-        f"<Question_x><input>...</input><target>...</target></Question_x>.\n{blocks}\n{PRIMER}"
-    )
 
 
 def question_table(teacher, task, calls: int, temperature: float) -> list[str]:
@@ -56,7 +46,7 @@ def question_table(teacher, task, calls: int, temperature: float) -> list[str]:
     readable: list[str] = []
     for name, shown in variants.items():
         params = SamplingParams(max_new_tokens=100, temperature=temperature, seeds=tuple(range(calls)))
-        gens = teacher.generate([brainstorm_prompt(task, s) for s in shown], params)
+        gens = teacher.generate([question_prompt(task, s) for s in shown], params)
         parsed = [q for g in gens for q, _ in parse_question_blocks(PRIMER + g.text).questions]
         unique = {question_key(q): q for q in parsed}
         labels = Counter(str(task.solver(q)) for q in unique.values())

@@ -1,7 +1,7 @@
 """What this CPU is and which instructions it has, read from /proc/cpuinfo (Linux; empty elsewhere).
 
 Shared by `edge_bench.host` (every benchmark report states the CPU) and `arte.training_precision`
-(bf16 mixed precision by default only where the CPU has bf16 instructions). Every function takes
+(bf16 mixed precision by default only where the CPU has bf16 instructions). The functions on top take
 the parsed cpuinfo as an optional argument, so the decisions built on it are tested with the facts
 of CPUs this machine is not.
 """

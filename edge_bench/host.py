@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from common.cpu_features import cpu_flags
 from common.cpu_features import cpuinfo as _cpuinfo
 
 ISA_FLAGS = (
@@ -67,7 +68,7 @@ def cpu_model(cpuinfo: list[dict[str, str]] | None = None) -> str:
 def isa_flags(cpuinfo: list[dict[str, str]] | None = None) -> list[str]:
     """The ISA_FLAGS this CPU reports (x86 "flags", Arm "Features"; Apple arm64 has NEON + dotprod)."""
     cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
-    raw = set((cpuinfo[0].get("flags") or cpuinfo[0].get("Features") or "").split()) if cpuinfo else set()
+    raw = cpu_flags(cpuinfo)
     if "asimd" in raw:
         raw.add("neon")
     if not cpuinfo and platform.system() == "Darwin" and platform.machine() == "arm64":

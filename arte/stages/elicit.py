@@ -35,7 +35,7 @@ from common.config import opt
 from common.errors import UserError
 from common.prompts import STEP_BY_STEP, TEACHER_STOP, render_question_block, worked_example
 from common.records import RecordLog, write_jsonl_atomic
-from common.tasks.base import Task
+from common.tasks.base import Example, Task
 
 if TYPE_CHECKING:
     from arte.pipeline import RunConfig
@@ -169,10 +169,12 @@ _BUILTIN = ElicitConfig()
 """The built-in strategy texts only (callers that pass no config)."""
 
 
-def question_prompt(task: Task) -> str:
+def question_prompt(task: Task, shown: Sequence[Example] | None = None) -> str:
     """The brainstorm prompt. It ends by opening block 4 (`PRIMER`), which keeps small teachers on
-    format; the completion is parsed as `PRIMER + completion`."""
-    seeds = "\n".join(render_question_block(ex.input, ex.target, i) for i, ex in enumerate(task.seeds[:3], 1))
+    format; the completion is parsed as `PRIMER + completion`. `shown`: the 3 example questions
+    (default: the task's seeds; benchmarks/teacher_reach.py shows others)."""
+    shown = task.seeds[:3] if shown is None else shown
+    seeds = "\n".join(render_question_block(ex.input, ex.target, i) for i, ex in enumerate(shown, 1))
     return (
         f"{task.name} is a task whose description is: {task.description} Here are 3 example questions. "
         f"Brainstorm {QUESTIONS_PER_CALL} more questions about {task.name}. Output each as "
