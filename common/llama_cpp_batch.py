@@ -14,12 +14,11 @@ KV cache:
 - Every step builds one batch: the last token of each generating sequence, then prompt chunks of the
   sequences being prefilled, up to `n_batch` tokens. Finished sequences leave (their cells are
   removed) and waiting prompts take their slot.
-- Sampling happens here, per sequence: greedy is the argmax of the row (one vectorised argmax over
-  all rows); with temperature > 0, top-p then the Gumbel-max trick (`sample_row`) with the
-  sequence's own `numpy` generator, seeded by the caller. A sequence's tokens therefore depend only
-  on its own prompt, seed and logits, not on which other sequences share the batch; float
-  differences of the kernels at other batch shapes change a sampled token about as rarely as a
-  greedy one.
+- Sampling happens here, vectorised over the rows of a step (`common.token_sampling`): greedy is
+  one argmax; with temperature > 0, an inverse-CDF draw with one uniform from the sequence's own
+  `numpy` generator, seeded by the caller. A sequence's tokens therefore depend only on its own
+  prompt, seed and logits, not on which other sequences share the batch; float differences of the
+  kernels at other batch shapes change a sampled token about as rarely as a greedy one.
 - Stopping is the caller's: `stop(index, tokens)` returns a finish reason or None after each token.
 """
 
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common.token_ids import common_prefix_len
+from common.token_sampling import RowSampler, SamplingSetup
 
 StopRule = Callable[[int, list[int]], str | None]
 """(prompt index, tokens so far) -> "stop" / "length" to finish the sequence, or None to go on."""
@@ -50,42 +50,6 @@ class _Seq:
     rng: np.random.Generator | None
     tokens: list[int] = field(default_factory=list)
     last: int = -1
-
-
-@dataclass
-class SamplingSetup:
-    """How one decode call samples: temperature 0 is greedy; top_p applies when temperature > 0."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-
-
-def sample_row(logits: np.ndarray, setup: SamplingSetup, rng: np.random.Generator) -> int:
-    """One token from softmax(logits / temperature), restricted to the top-p nucleus, by the
-    Gumbel-max trick: argmax of logits / temperature + Gumbel noise. Every call draws one noise value
-    per vocabulary entry, so a sequence's random stream does not depend on its logits, and a tiny
-    float difference in the logits (another batch shape) changes the token only when the two best
-    perturbed scores are that close, as rarely as it changes a greedy argmax."""
-    x = logits.astype(np.float64) / setup.temperature
-    noisy = x + rng.gumbel(size=x.shape[0])
-    if setup.top_p < 1.0:
-        keep = nucleus(x, setup.top_p)
-        return int(keep[np.argmax(noisy[keep])])
-    return int(np.argmax(noisy))
-
-
-def nucleus(x: np.ndarray, top_p: float, first: int = 1024) -> np.ndarray:
-    """Indices of the smallest set of most probable entries of softmax(x) whose mass reaches top_p
-    (looked for among the `first` best entries, then among all)."""
-    p = np.exp(x - x.max())
-    p /= p.sum()
-    k = min(first, p.shape[0])
-    for candidates in (np.argpartition(-p, k - 1)[:k], np.arange(p.shape[0])):
-        order = candidates[np.argsort(-p[candidates], kind="stable")]
-        mass = np.cumsum(p[order])
-        if mass[-1] >= top_p or len(order) == p.shape[0]:
-            return order[: int(np.searchsorted(mass, top_p)) + 1]
-    raise AssertionError("unreachable")
 
 
 class BatchedDecoder:
@@ -119,6 +83,7 @@ class BatchedDecoder:
         self.n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
         self.batch = lib.llama_batch_init(n_batch, 0, 1)
         self.holder_tokens: list[int] = []
+        self.sampler = RowSampler()
 
     # ---- one call ------------------------------------------------------------------------------
 
@@ -214,12 +179,12 @@ class BatchedDecoder:
             return []
         ptr = self.lib.llama_get_logits(self.ctx)
         logits = np.ctypeslib.as_array(ptr, shape=(len(rows), self.n_vocab))
-        greedy = logits.argmax(axis=1) if setup.temperature <= 0 else None
+        picked = self.sampler(logits, setup, [s.rng for s, _ in rows])
         finished = []
         for r, (s, prefilled) in enumerate(rows):
             if prefilled:
                 self._hold(s)
-            tok = int(greedy[r]) if greedy is not None else sample_row(logits[r], setup, s.rng)
+            tok = int(picked[r])
             reason = stop(s.index, [*s.tokens, tok])
             if reason != "eog":
                 s.tokens.append(tok)

@@ -10,7 +10,7 @@ import pytest
 
 from arte.backends import BackendConfig, load_backend
 from arte.backends.base import SamplingParams
-from common.llama_cpp_batch import SamplingSetup
+from common.token_sampling import SamplingSetup
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
@@ -230,7 +230,7 @@ def test_grouped_calls_sample_like_separate_calls(tiny_model):
 
 def test_sample_row_matches_the_distribution():
     """Temperature / top-p sampling of one row against the probabilities it should follow."""
-    from common.llama_cpp_batch import sample_row
+    from common.token_sampling import sample_row
 
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float32))
     rng = np.random.default_rng(0)
@@ -241,6 +241,32 @@ def test_sample_row_matches_the_distribution():
     )
     assert nucleus[2] == nucleus[3] == 0  # 0.5 + 0.3 >= 0.7: only the first two survive
     assert abs(nucleus[0] / nucleus[:2].sum() - 0.5 / 0.8) < 0.015
+
+
+def test_sample_rows_draws_each_row_from_its_own_distribution_and_stream():
+    """The vectorised sampler: zero-mass entries never drawn, the frequencies of a row's distribution,
+    and each row's token the same as that row sampled alone with the same generator state (batch
+    independence), with and without top-p."""
+    from common.token_sampling import sample_row, sample_rows
+
+    n = 1000
+    probs = np.zeros(n)
+    probs[[3, 260, 700, n - 1]] = [0.1, 0.4, 0.3, 0.2]
+    with np.errstate(divide="ignore"):
+        row = np.log(probs).astype(np.float32)
+    rng = np.random.default_rng(1)
+    picked = sample_rows(np.tile(row, (20000, 1)), SamplingSetup(1.0, 1.0), [rng] * 20000)
+    draws = np.bincount(picked, minlength=n)
+    assert set(np.flatnonzero(draws)) == {3, 260, 700, n - 1}
+    assert np.allclose(draws[[3, 260, 700, n - 1]] / 20000, [0.1, 0.4, 0.3, 0.2], atol=0.015)
+
+    logits = np.random.default_rng(2).standard_normal((6, n)).astype(np.float32) * 4
+    for top_p in (1.0, 0.8):
+        s = SamplingSetup(0.7, top_p)
+        together = sample_rows(logits, s, [np.random.default_rng(10 + r) for r in range(6)])
+        alone = [sample_row(logits[r], s, np.random.default_rng(10 + r)) for r in range(6)]
+        assert together.tolist() == alone
+        assert len(set(alone)) > 1
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ def test_stream_gives_generate_s_texts_as_each_finishes(tiny_model):
 def test_short_sequences_leave_and_waiting_ones_join_before_a_long_one_ends(tiny_model):
     """Two slots, budgets 20, 2, 2, 2: the three short prompts pass through the second slot while
     the first prompt is still decoding, and each is yielded the moment it is done."""
-    from common.llama_cpp_batch import SamplingSetup
+    from common.token_sampling import SamplingSetup
 
     b = tiny_backend(tiny_model, 2)
     try:

@@ -129,7 +129,7 @@ class LlamaCppBackend:
     def stream(self, prompts: Sequence[str], params: SamplingParams) -> Iterator[tuple[int, Generation]]:
         """(prompt index, generation) for every prompt as it finishes: all of `prompts` in one
         continuous batch (`arte.backends.streaming.generate_stream` is how the stages call it)."""
-        from common.llama_cpp_batch import SamplingSetup
+        from common.token_sampling import SamplingSetup
 
         encoded = [self.encode(self.render(p)) for p in prompts]
         for i, ids in enumerate(encoded):

@@ -111,7 +111,8 @@ class LlamaCppRuntime:
         steps once every sequence has its first token."""
         import time
 
-        from common.llama_cpp_batch import BatchedDecoder, SamplingSetup
+        from common.llama_cpp_batch import BatchedDecoder
+        from common.token_sampling import SamplingSetup
 
         prompts = [[int(t) for t in (list(ids[k:]) + list(ids[:k]))] for k in range(sequences)]
         decoder = BatchedDecoder(
