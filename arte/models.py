@@ -45,6 +45,15 @@ in batches on CPUs where the embedded type's kernels do not scale (Q4_1 on AMD Z
 16 sequences, F16 2.3x; benchmarks/batched_decode.py, README). Also the exact model `evaluate` runs
 as the vanilla student."""
 
+
+def f16_twin(spec: str) -> str | None:
+    """The EMBEDDED_F16 name holding `spec`'s weights as F16 (`spec` itself, or the F16 name of an
+    embedded model), else None."""
+    if spec in EMBEDDED_F16:
+        return spec
+    return next((name for name, base in EMBEDDED_F16.items() if base == spec), None)
+
+
 BUILT_IN_RANDOM = {"tiny-random-llama": "smollm2-135m", "tiny-random-gemma3": "gemma3-270m"}
 """Tiny random models (name -> the embedded model whose tokenizer they use), for tests and smoke runs."""
 

@@ -12,9 +12,10 @@ are per prompt, so the widths draw the same texts apart from float differences o
 the script reports how many drafts and training examples are identical to the first width's, so a
 difference in work is visible next to the times.
 
-Prints seconds per stage, each width's ratio to the first, then one JSON line. Options after `--` go
-to every `arte run` (e.g. `-- --tasks boolean_expressions --variants original,arte`). Run it on an
-idle machine: a busy core makes every figure slower.
+Prints seconds per stage, the sums of the decoding stages and of the torch stages (align, train and
+rounds; the batch width does not touch them), each width's ratio to the first, then one JSON line.
+Options after `--` go to every `arte run` (e.g. `-- --tasks boolean_expressions --variants
+original,arte`). Run it on an idle machine: a busy core makes every figure slower.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("teacher", "student", "aligned_teacher", "evaluate.backend")
+TORCH_STAGES = ("align", "train", "rounds")
+"""Stages that train with torch (batch width does not touch them); every other stage's time counts
+as decoding (with its model loads, conversions and bookkeeping)."""
 
 
 def run_at(width: int, config: str, run_dir: Path, extra: list[str]) -> float:
@@ -44,6 +48,12 @@ def run_at(width: int, config: str, run_dir: Path, extra: list[str]) -> float:
     if rc != 0:
         sys.exit(f"arte run at width {width} failed (rc {rc}); see {run_dir.with_suffix('.log')}")
     return time.perf_counter() - started
+
+
+def stage_seconds(run_dir: Path) -> dict[str, float]:
+    """Seconds of each stage (its done.json), in the order the stages finished."""
+    done = [json.loads(p.read_text()) | {"stage": p.parent.name} for p in run_dir.glob("*/done.json")]
+    return {d["stage"]: d["seconds"] for d in sorted(done, key=lambda d: d["finished_at"])}
 
 
 def jsonl_lines(path: Path) -> list[str]:
@@ -73,8 +83,7 @@ def main() -> None:
     walls, stages = {}, {}
     for w in widths:
         walls[w] = run_at(w, args.config, work / f"w{w}", extra)
-        summary = json.loads((work / f"w{w}" / "summary.json").read_text())
-        stages[w] = {name: s["seconds"] for name, s in summary["stages"].items() if "seconds" in s}
+        stages[w] = stage_seconds(work / f"w{w}")
         print(f"width {w}: {walls[w]:.0f} s", flush=True)
 
     ref = widths[0]
@@ -84,14 +93,19 @@ def main() -> None:
         + "".join(f"{'w' + str(w):>9}" for w in widths)
         + "".join(f"{'w' + str(w) + '/w' + str(ref):>11}" for w in widths[1:])
     )
-    for n in [*names, "wall"]:
-        got = {w: walls[w] if n == "wall" else stages[w].get(n, 0.0) for w in widths}
+    torch = {w: round(sum(stages[w].get(n, 0.0) for n in TORCH_STAGES), 1) for w in widths}
+    rows = {n: {w: stages[w].get(n, 0.0) for w in widths} for n in names}
+    rows["decoding"] = {w: round(sum(stages[w].values()) - torch[w], 1) for w in widths}
+    rows["torch"] = torch
+    rows["wall"] = walls
+    for n, got in rows.items():
         ratios = "".join(f"{got[w] / got[ref]:>11.2f}" if got[ref] else f"{'-':>11}" for w in widths[1:])
         print(f"{n:<12}" + "".join(f"{got[w]:>9.1f}" for w in widths) + ratios)
     identical = {w: same_work(work / f"w{ref}", work / f"w{w}") for w in widths[1:]}
     for w, shares in identical.items():
         print(f"identical to width {ref} at width {w}: " + "; ".join(f"{k} {v}" for k, v in shares.items()))
-    print(json.dumps({"widths": widths, "wall_s": walls, "stage_s": stages, "identical": identical}))
+    summary = {"widths": widths, "wall_s": walls, "stage_s": stages, "decoding_s": rows["decoding"]}
+    print(json.dumps(summary | {"torch_s": torch, "identical": identical}))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ paper's prompt texts, bootstrap intervals against simulated data with a known di
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -306,3 +308,48 @@ def test_accuracy_table_pairs_by_question_index():
     assert row["n"] == 3 and row["diff"] == 1.0 and macro["task"] == MACRO
     with pytest.raises(ValueError, match="two records"):
         accuracy_table({"vanilla": ref + ref[:1]})
+
+
+@pytest.mark.parametrize(
+    ("variant", "student", "converted"),
+    [
+        ("vanilla", "smollm2-135m-f16", False),
+        ("vanilla", "smollm2-135m", False),
+        ("vanilla", "tiny-random-llama", True),
+        ("arte", "smollm2-135m-f16", True),
+    ],
+)
+def test_evaluate_converts_only_students_without_a_cached_f16_gguf(
+    tmp_path, monkeypatch, variant, student, converted
+):
+    """llama_cpp evaluation: a vanilla embedded student is the model cache's F16 GGUF (no conversion
+    per run); a trained or non-embedded one is converted into evaluate/; an existing file is reused."""
+    import arte.models
+    import export.gguf_convert
+    from arte.backends import BackendConfig
+    from arte.stages.evaluate import _engine_model
+
+    calls = []
+
+    def convert(hf, out, outtype):
+        calls.append((hf, out.name, outtype))
+        out.write_text("gguf")
+        return out
+
+    monkeypatch.setattr(export.gguf_convert, "convert_hf_to_gguf", convert)
+    monkeypatch.setattr(
+        arte.models, "resolve_hf", lambda spec: spec if spec.startswith("/") else f"/hf/{spec}"
+    )
+    monkeypatch.setattr(arte.models, "resolve_gguf", lambda spec: tmp_path / f"cache-{spec}.gguf")
+    backend = BackendConfig(name="llama_cpp", model="")
+    got = _engine_model(backend, f"/hf/{student}", tmp_path, variant, student)
+    if converted:
+        assert calls == [(Path(f"/hf/{student}"), f"{variant}-f16.gguf", "f16")]
+        assert got == str(tmp_path / f"{variant}-f16.gguf")
+        assert _engine_model(backend, f"/hf/{student}", tmp_path, variant, student) == got
+        assert len(calls) == 1  # the run's own file is reused
+    else:
+        assert calls == []
+        assert got == str(tmp_path / "cache-smollm2-135m-f16.gguf")
+    hf = BackendConfig(name="hf", model="")
+    assert _engine_model(hf, f"/hf/{student}", tmp_path, variant, student) == f"/hf/{student}"

@@ -67,7 +67,8 @@ class EvaluateConfig:
     backend: BackendConfig = opt(
         BackendConfig(name="hf", model=""),
         "Engine for every student; its model is filled in per variant. llama_cpp: each student is "
-        "converted to an F16 GGUF first (evaluate/VARIANT-f16.gguf; our converter, verified top-1 1.0).",
+        "converted to an F16 GGUF first (evaluate/VARIANT-f16.gguf; our converter, verified top-1 1.0); "
+        "a vanilla embedded student is its F16 GGUF in the model cache (the same conversion).",
     )
 
     def __post_init__(self) -> None:
@@ -115,7 +116,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         todo = [(log, [t for t in ts if t.name not in done]) for (log, ts), done in zip(logs, written)]
         if any(ts for _, ts in todo):
             pickle_ok = ev.backend.allow_pickle or (variant == "vanilla" and cfg.student.allow_pickle)
-            engine_model = _engine_model(ev.backend, model, out, variant)
+            engine_model = _engine_model(ev.backend, model, out, variant, cfg.student.model)
             backend = load_backend(
                 dataclasses.replace(ev.backend, model=engine_model, allow_pickle=pickle_ok)
             )
@@ -175,12 +176,18 @@ def _refuse_duplicates(path: Path, records: list[dict]) -> None:
         seen.add(key)
 
 
-def _engine_model(backend: BackendConfig, model: str, out: Path, variant: str) -> str:
-    """The variant's model as the evaluation engine needs it (an F16 GGUF for llama_cpp)."""
+def _engine_model(backend: BackendConfig, model: str, out: Path, variant: str, student: str) -> str:
+    """The variant's model as the evaluation engine needs it (an F16 GGUF for llama_cpp). The vanilla
+    student of an embedded model is its cached F16 GGUF (`arte.models.EMBEDDED_F16`: the same
+    conversion of the same weights, made once per machine) rather than a new conversion per run."""
     if backend.name != "llama_cpp":
         return model
-    from arte.models import resolve_hf
+    from arte.models import f16_twin, resolve_gguf, resolve_hf
     from export.gguf_convert import convert_hf_to_gguf
 
     gguf = out / f"{variant}-f16.gguf"
-    return str(gguf if gguf.is_file() else convert_hf_to_gguf(Path(resolve_hf(model)), gguf, "f16"))
+    if gguf.is_file():
+        return str(gguf)
+    if variant == "vanilla" and f16_twin(student):
+        return str(resolve_gguf(f16_twin(student)))
+    return str(convert_hf_to_gguf(Path(resolve_hf(model)), gguf, "f16"))
