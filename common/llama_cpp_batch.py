@@ -15,8 +15,8 @@ KV cache:
   sequences being prefilled, up to `n_batch` tokens. Finished sequences leave (their cells are
   removed) and waiting prompts take their slot.
 - Sampling happens here, vectorised over the rows of a step (`common.token_sampling`): greedy is
-  one argmax; with temperature > 0, an inverse-CDF draw with one uniform from the sequence's own
-  `numpy` generator, seeded by the caller. A sequence's tokens therefore depend only on its own
+  one argmax; with temperature > 0, the exponential race (Gumbel-max) with noise from the
+  sequence's own `numpy` generator, seeded by the caller. A sequence's tokens therefore depend only on its own
   prompt, seed and logits, not on which other sequences share the batch; float differences of the
   kernels at other batch shapes change a sampled token about as rarely as a greedy one.
 - Stopping is the caller's: `stop(index, tokens)` returns a finish reason or None after each token.

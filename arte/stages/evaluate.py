@@ -188,6 +188,6 @@ def _engine_model(backend: BackendConfig, model: str, out: Path, variant: str, s
     gguf = out / f"{variant}-f16.gguf"
     if gguf.is_file():
         return str(gguf)
-    if variant == "vanilla" and f16_twin(student):
-        return str(resolve_gguf(f16_twin(student)))
+    if variant == "vanilla" and (twin := f16_twin(student)):
+        return str(resolve_gguf(twin))
     return str(convert_hf_to_gguf(Path(resolve_hf(model)), gguf, "f16"))
