@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from arte.stages import PIPELINE, STAGE_NAMES
+from arte.stages import PIPELINE
 from common.config import describe_type, field_types, load_config
 from common.errors import UserError, unknown_name
 
@@ -51,8 +51,14 @@ COMMANDS: tuple[Command, ...] = (
         "tokens and steps, differences from the paper.",
     ),
     *(
-        Command(name, "arte.pipeline:RunConfig", "arte.pipeline:run_stage_cli", stage.HELP, args=(name,))
-        for name, stage in zip(STAGE_NAMES, PIPELINE)
+        Command(
+            stage.name,
+            "arte.run_config:RunConfig",
+            "arte.pipeline:run_stage_cli",
+            stage.help,
+            args=(stage.name,),
+        )
+        for stage in PIPELINE
     ),
     *(
         Command(

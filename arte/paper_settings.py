@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def respondent_rows(cfg: RunConfig) -> int:
 
 def respondent_models(cfg: RunConfig) -> int:
     """How many respondent models the prefset stage asks (the student included, duplicates once)."""
-    from arte.stages.respondents import respondent_configs
+    from arte.stages.prefset.respondents import respondent_configs
 
     return len(respondent_configs(cfg.student, cfg.prefset))
 

@@ -1,11 +1,11 @@
 """What each stage's files were made from, and what happens when the config no longer says so.
 
-Every stage module declares what its files depend on:
-- `DEPENDS_ON`: the RunConfig fields (dotted: "teacher", "align", "student.model") that change its
+Every stage declares (`arte.stages.stage.Stage`) what its files depend on:
+- `depends_on`: the RunConfig fields (dotted: "teacher", "align", "student.model") that change its
   output. Fields that only change speed or where things run are left out, by the config section
   itself (`RUNTIME_ONLY` of BackendConfig, AlignConfig, TrainConfig: threads, batch sizes of the
   engines, timeouts, checkpoint frequency, ...);
-- `READS`: the files and directories of earlier stages it reads, relative to the run directory.
+- `reads`: the files and directories of earlier stages it reads, relative to the run directory.
 
 `stage_provenance` puts those together with the task data's hashes: the config part, its sha256,
 the task hashes and a hash of every input (and, for a stage with `extra_task_hashes`, the data
@@ -18,7 +18,7 @@ command, `check_run_dir` compares each recorded stage with the config and the fi
   that differ; every stage that reads from an affected one (directly or not) goes with it.
 With `--on_config_change stop` (the default) nothing is touched and the command stops with that
 report; with `redo` the affected stages and everything made from them are deleted (a stage's
-`KEEP_ON_REDO` files, content-addressed caches, stay) and run again: files made under two
+`keep_on_redo` files, content-addressed caches, stay) and run again: files made under two
 configs are never mixed.
 """
 
@@ -29,15 +29,15 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from common.errors import UserError
 from common.records import jsonl_damage, sha256_file
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.run_dir import RunDir
+    from arte.stages.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +89,15 @@ def hash_path(path: Path) -> str | None:
     return h.hexdigest()
 
 
-def stage_provenance(cfg: RunConfig, run: RunDir, stage: ModuleType, task_hashes: dict) -> dict:
+def stage_provenance(cfg: RunConfig, run: RunDir, stage: Stage, task_hashes: dict) -> dict:
     """The record of what `stage` is made from now: config part (+ sha256), tasks, inputs."""
-    part = config_part(cfg, stage.DEPENDS_ON)
+    part = config_part(cfg, stage.depends_on)
     digest = hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
-    inputs = {rel: hash_path(run.path / rel) for rel in stage.READS}
-    if hasattr(stage, "external_inputs"):  # outside the run directory: another run's aligned teacher
+    inputs = {rel: hash_path(run.path / rel) for rel in stage.reads}
+    if stage.external_inputs:  # outside the run directory: another run's aligned teacher
         inputs.update(stage.external_inputs(cfg))
     record = {"config": part, "config_sha256": digest, "tasks": task_hashes, "inputs": inputs}
-    if hasattr(stage, "extra_task_hashes"):  # tasks only this stage reads (out-of-domain evaluation)
+    if stage.extra_task_hashes:  # tasks only this stage reads (out-of-domain evaluation)
         record["extra_tasks"] = stage.extra_task_hashes(cfg)
     return record
 
@@ -147,19 +147,19 @@ def differences(
     return out
 
 
-def upstream(stage: ModuleType) -> set[str]:
-    """The stages whose files `stage` reads (the first part of each READS path)."""
-    return {Path(rel).parts[0] for rel in stage.READS}
+def upstream(stage: Stage) -> set[str]:
+    """The stages whose files `stage` reads (the first part of each `reads` path)."""
+    return {Path(rel).parts[0] for rel in stage.reads}
 
 
 def made_from(names: set[str]) -> set[str]:
     """`names` and every stage that reads from them, directly or through another stage."""
-    from arte.stages import PIPELINE, stage_name
+    from arte.stages import PIPELINE
 
     out = set(names)
     for stage in PIPELINE:  # in order, so one pass closes the chain
         if upstream(stage) & out:
-            out.add(stage_name(stage))
+            out.add(stage.name)
     return out
 
 
@@ -184,11 +184,11 @@ def check_run_dir(
     `cfg.on_config_change == "redo"`, delete what must be redone. Returns the stages deleted.
     `rerun`: stages this command runs whatever their state (their own files are not checked for
     damage, nor the inputs of later stages that they write: running them rewrites those files)."""
-    from arte.stages import PIPELINE, STAGE_NAMES, stage_name
+    from arte.stages import PIPELINE, STAGE_NAMES, get_stage
 
     affected: dict[str, list[str]] = {}
     for stage in PIPELINE:
-        name = stage_name(stage)
+        name = stage.name
         recorded = run.provenance(name)
         if recorded is None or upstream(stage) & made_from(set(affected)):
             continue
@@ -200,8 +200,8 @@ def check_run_dir(
             )
             continue
         # An input written by a stage this command runs again is compared by the next command.
-        rewritten = {rel for rel in stage.READS if Path(rel).parts[0] in rerun}
-        defaults = config_part(type(cfg)(), stage.DEPENDS_ON)
+        rewritten = {rel for rel in stage.reads if Path(rel).parts[0] in rerun}
+        defaults = config_part(type(cfg)(), stage.depends_on)
         diffs = differences(recorded, stage_provenance(cfg, run, stage, task_hashes), rewritten, defaults)
         if diffs:
             affected[name] = diffs
@@ -227,13 +227,7 @@ def check_run_dir(
         )
     print(f"[{first}] config or input changed: {report}; redoing {', '.join(invalid)}", flush=True)
     for name in invalid:
-        run.clear_stage(name, keep=getattr(_stage(name), "KEEP_ON_REDO", ()))
-        for extra in getattr(_stage(name), "RUN_FILES", ()):
+        run.clear_stage(name, keep=get_stage(name).keep_on_redo)
+        for extra in get_stage(name).run_files:
             (run.path / extra).unlink(missing_ok=True)
     return invalid
-
-
-def _stage(name: str) -> ModuleType:
-    from arte.stages import get_stage
-
-    return get_stage(name)

@@ -1,7 +1,7 @@
 """One writer per run directory: `RUN_DIR/run.lock`, held by the process that writes the run.
 
-`arte run`, `arte STAGE` and `arte.train_launch` (its main process only: one holder per job, not
-per rank; the other ranks learn the outcome from it, `arte.processes`) take the lock before they
+`arte run`, `arte STAGE` and `arte.training.launch` (its main process only: one holder per job, not
+per rank; the other ranks learn the outcome from it, `arte.training.processes`) take the lock before they
 touch anything in the run directory and keep it until they end. A second writer is refused at
 once, with the holder's pid, host, start time and command.
 

@@ -9,7 +9,7 @@ As teacher (elicit's brainstorm prompt at `elicit.temperature`, then its strateg
 - ans = target: rationales whose <ans> agrees with the teacher's <target> (of all rationales);
 - ans right: rationales whose <ans> is the solver's answer.
 As student: vanilla 0- and 3-shot accuracy on the first --n_test test questions (evaluate's prompts
-and decoding, `arte.stages.evaluate_stats.evaluate_student`), with the tag rate.
+and decoding, `arte.stages.evaluate.stats.evaluate_student`), with the tag rate.
 
     python benchmarks/pairing.py --models smollm2-135m-f16,gemma3-270m-f16 --calls 24 --n_test 60
 
@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from arte.backends import BackendConfig, load_backend
-from arte.pipeline import RunConfig
+from arte.run_config import RunConfig
 from arte.stages.elicit import elicit_questions, elicit_rationales, teacher_example
-from arte.stages.evaluate_stats import evaluate_student
+from arte.stages.evaluate.stats import evaluate_student
 from common.config import load_config
 from common.records import RecordLog
 from common.tasks import load_tasks

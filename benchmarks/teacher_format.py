@@ -10,7 +10,7 @@ Then, per --question_temperatures, how many of 48 brainstorm calls' questions ar
 readable by the task's solver (the share the generate stage can label).
 
 For each teacher and task: tag rate (a complete `<ans>` before any runaway "Question:"), repaired
-rate (a final sentence stating an answer, `arte.stages.training_set.tag_repair`), and how often
+rate (a final sentence stating an answer, `arte.stages.generate.tag_repair`), and how often
 the answer is right (the task's solver). Greedy, on the first --n test questions of each built-in task.
 
     python benchmarks/teacher_format.py --teachers smollm2-135m-f16,runs/demo/align/teacher-f16.gguf
@@ -23,7 +23,7 @@ import argparse
 from arte.backends import BackendConfig, load_backend
 from arte.backends.base import SamplingParams
 from arte.stages.elicit import teacher_example
-from arte.stages.training_set.tag_repair import clean_rationale, read_rationale
+from arte.stages.generate.tag_repair import clean_rationale, read_rationale
 from common.prompts import STEP_BY_STEP, TEACHER_STOP, naive_prompt
 from common.tasks.answer_space import task_answer_space
 from common.tasks.answers import extract_answer
@@ -85,8 +85,8 @@ def main() -> None:
 
 def question_table(teacher, tasks: list[str], temperatures: list[str], calls: int = 48) -> None:
     """Unique and solver-readable questions from `calls` brainstorm calls, per temperature."""
-    from arte.stages.draft_parsing import parse_question_blocks, question_key
     from arte.stages.elicit import PRIMER, question_prompt
+    from arte.stages.elicit.draft_parsing import parse_question_blocks, question_key
 
     print("\n| task | temperature | parsed | unique | readable by the solver |\n|---|---|---|---|---|")
     for name in tasks:

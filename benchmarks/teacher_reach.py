@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arte.backends import BackendConfig, load_backend  # noqa: E402
 from arte.backends.base import SamplingParams  # noqa: E402
-from arte.stages.draft_parsing import parse_question_blocks, question_key  # noqa: E402
 from arte.stages.elicit import PRIMER, question_prompt, teacher_example  # noqa: E402
-from arte.stages.training_set.tag_repair import read_rationale  # noqa: E402
+from arte.stages.elicit.draft_parsing import parse_question_blocks, question_key  # noqa: E402
+from arte.stages.generate.tag_repair import read_rationale  # noqa: E402
 from common.prompts import TEACHER_STOP, naive_prompt  # noqa: E402
 from common.tasks.answer_space import task_answer_space  # noqa: E402
 from common.tasks.builtin import make_builtin_task  # noqa: E402

@@ -1,6 +1,6 @@
 """What this CPU is and which instructions it has, read from /proc/cpuinfo (Linux; empty elsewhere).
 
-Shared by `edge_bench.host` (every benchmark report states the CPU) and `arte.training_precision`
+Shared by `edge_bench.host` (every benchmark report states the CPU) and `arte.training.precision`
 (bf16 mixed precision by default only where the CPU has bf16 instructions). The functions on top take
 the parsed cpuinfo as an optional argument, so the decisions built on it are tested with the facts
 of CPUs this machine is not.

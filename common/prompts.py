@@ -24,7 +24,7 @@ STUDENT_STOP = ("</ans>", "\nQuestion:")
 """Stop decoding at the closing tag, or when the model starts inventing the next question."""
 TEACHER_STOP = STUDENT_STOP
 """The same for the teacher's rationales: a small teacher that skips the tag goes on with a new
-"Question:"; what it wrote before is kept (and may be repaired: `arte.stages.training_set.tag_repair`)."""
+"Question:"; what it wrote before is kept (and may be repaired: `arte.stages.generate.tag_repair`)."""
 
 
 def demonstration(question: str, rationale: str) -> str:

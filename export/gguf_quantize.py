@@ -70,12 +70,8 @@ def quantize_gguf(src: Path, dst: Path, qtype: str, threads: int = 1) -> Path:
     return dst
 
 
-def tensor_census(path: Path) -> dict[str, dict[str, int]]:
-    """{GGML type name: {"tensors", "params", "bytes"}} of a GGUF file, most params first."""
-    return _census(read_gguf_header(path, metadata=False)[1])
-
-
 def _census(tensors: list[dict]) -> dict[str, dict[str, int]]:
+    """{GGML type name: {"tensors", "params", "bytes"}} of a GGUF's tensors, most params first."""
     out: dict[str, dict[str, int]] = {}
     for t in tensors:
         row = out.setdefault(t["type"], {"tensors": 0, "params": 0, "bytes": 0})

@@ -10,13 +10,13 @@ from types import SimpleNamespace
 import pytest
 
 from arte.backends import BackendConfig, SamplingParams
-from arte.pipeline import RunConfig, load_run_tasks
+from arte.run_config import RunConfig, load_run_tasks
 from arte.run_dir import RunDir
 from arte.stages import generate
-from arte.stages.summary import training_sets
-from arte.stages.training_set.ablations import size_mismatches
-from arte.stages.training_set.collect import SEED_OFFSET
-from arte.stages.training_set.size_match import match_sizes
+from arte.stages.evaluate.summary import training_sets
+from arte.stages.generate.ablations import size_mismatches
+from arte.stages.generate.collect import SEED_OFFSET
+from arte.stages.generate.size_match import match_sizes
 from common.config import load_config
 from common.errors import UserError
 from common.records import RecordLog, write_jsonl_atomic

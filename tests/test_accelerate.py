@@ -44,7 +44,7 @@ def _launch(stage: str, run: Path) -> subprocess.CompletedProcess:
         "--dynamo_backend",
         "no",
         "-m",
-        "arte.train_launch",
+        "arte.training.launch",
         stage,
         "--config",
         str(SMOKE),
@@ -119,13 +119,13 @@ def test_a_launch_on_a_locked_run_dir_stops_every_rank_with_one_message(tmp_path
     with RunLock.acquire(run):
         done = _launch("align", run)
     assert done.returncode != 0
-    message = f"arte.train_launch: error: {run} is in use by another arte process: pid {os.getpid()} on "
+    message = f"arte.training.launch: error: {run} is in use by another arte process: pid {os.getpid()} on "
     assert done.stderr.count(message) == 1, done.stderr[-4000:]
     assert not (run / "align").exists()
 
 
 def test_train_launch_refuses_a_stage_before_its_inputs(tmp_path, capsys):
-    from arte.train_launch import main
+    from arte.training.launch import main
 
     assert main(["align", "--config", str(SMOKE), "--run_dir", str(tmp_path / "r")]) == 2
     before = [s for s in STAGE_NAMES[: STAGE_NAMES.index("align")] if s != "prefcheck"]  # off in smoke.yaml

@@ -17,9 +17,9 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-from arte.finetune import choose_pad_token  # noqa: E402
 from arte.stages.align import AlignConfig, align_teacher, truncate_prompt  # noqa: E402
 from arte.stages.train import TrainConfig, build_sft_trainer, train_student  # noqa: E402
+from arte.training.finetune import choose_pad_token  # noqa: E402
 from common.config import from_dict  # noqa: E402
 from common.errors import UserError  # noqa: E402
 

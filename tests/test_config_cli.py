@@ -71,7 +71,7 @@ def test_a_boolean_is_not_an_int(tmp_path, value):
 def test_pipeline_logging_leaves_out_http_request_lines():
     import logging
 
-    from arte.pipeline import configure_logging
+    from arte.run_config import configure_logging
 
     configure_logging()
     assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING

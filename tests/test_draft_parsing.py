@@ -1,6 +1,6 @@
 """Teacher drafts are parsed tolerantly; junk is counted, never executed."""
 
-from arte.stages.draft_parsing import parse_question_blocks, question_key
+from arte.stages.elicit.draft_parsing import parse_question_blocks, question_key
 
 
 def test_well_formed_blocks():

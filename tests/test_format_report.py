@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from arte.stages.evaluate_stats import accuracy_table, format_table_markdown
-from arte.stages.format_report import (
+from arte.stages.evaluate.format_report import (
     FORMAT_MARK,
     MARK_LEGEND,
     difference_marks,
@@ -14,7 +13,8 @@ from arte.stages.format_report import (
     format_tables_markdown,
     wilson,
 )
-from arte.stages.summary import caveats
+from arte.stages.evaluate.stats import accuracy_table, format_table_markdown
+from arte.stages.evaluate.summary import caveats
 from common.tasks.answer_space import learn_answer_space
 
 SPACES = {

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arte.pipeline import RunConfig, load_run_tasks, run_pipeline
+from arte.pipeline import run_pipeline
+from arte.run_config import RunConfig, load_run_tasks
 from arte.run_dir import RunDir
 from arte.stages import gain
-from arte.stages.alignment_report import alignment_markdown, dpo_rewards
+from arte.stages.align.alignment_report import alignment_markdown, dpo_rewards
 from arte.stages.gain import preference_gain
 from common.config import load_config
 from common.errors import UserError

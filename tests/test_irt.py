@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from arte.stages.irt import (
+from arte.stages.prefset.irt import (
     check_response_matrix,
     fit_2pl,
     marginal_log_likelihood,
@@ -133,7 +133,7 @@ def test_bad_input_is_rejected(sim):
 
 
 def test_a_failed_fit_falls_back_with_the_reason(sim, monkeypatch):
-    from arte.stages import irt
+    from arte.stages.prefset import irt
 
     y = sim[3][:40]
 

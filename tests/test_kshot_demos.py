@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from arte.pipeline import RunConfig
+from arte.run_config import RunConfig
 from arte.run_dir import RunDir
-from arte.stages.evaluate_stats import shot_prompts
-from arte.stages.summary import write_summary
-from arte.stages.training_set.collect import sft_row
+from arte.stages.evaluate.stats import shot_prompts
+from arte.stages.evaluate.summary import write_summary
+from arte.stages.generate.collect import sft_row
 from common.config import load_config
 from common.prompts import demonstration, icl_prompt
 from common.records import write_json_atomic, write_jsonl_atomic

@@ -75,7 +75,7 @@ def test_bad_settings_name_their_source():
 
 
 def test_config_field_reads_yaml_on_off(tmp_path):
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from common.config import load_config
 
     path = tmp_path / "c.yaml"
@@ -274,7 +274,8 @@ def test_split_extra_bufts():
 
 def test_pipeline_manifest_records_the_decision(monkeypatch):
     from arte.backends import BackendConfig
-    from arte.pipeline import RunConfig, llama_cpp_runtime
+    from arte.run_config import RunConfig
+    from arte.stage_loop import llama_cpp_runtime
 
     fake_report(monkeypatch, SAPPHIRE_RAPIDS)
     monkeypatch.delenv(ENV_VAR, raising=False)

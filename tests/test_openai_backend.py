@@ -441,7 +441,8 @@ def test_api_key_is_sent_but_never_logged_nor_in_errors(tiny_server, monkeypatch
 def test_run_directory_holds_the_key_variable_name_never_the_key(tiny_server, tmp_path):
     """The elicit stage through the server (the tiny random teacher writes no parsable question, so
     the stage ends with that error after its calls): manifest.json names the variable only."""
-    from arte.pipeline import RunConfig, run_pipeline
+    from arte.pipeline import run_pipeline
+    from arte.run_config import RunConfig
     from common.config import load_config
 
     cfg = load_config(

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from arte.backends.base import Generation, SamplingParams
-from arte.stages.draft_parsing import parse_question_blocks
-from arte.stages.evaluate_stats import (
+from arte.stages.elicit.draft_parsing import parse_question_blocks
+from arte.stages.evaluate.stats import (
     MACRO,
     accuracy_table,
     bootstrap_ci,

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from smoke_runs import arte_bg
 
-from arte.pipeline import RunConfig, run_pipeline
+from arte.pipeline import run_pipeline
+from arte.run_config import RunConfig
 from arte.run_dir import RunDir
 from arte.stages import STAGE_NAMES
 from common.config import load_config

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from arte.cli import main
-from arte.pipeline import RunConfig
+from arte.run_config import RunConfig
 from arte.stages import STAGE_NAMES
 from common.config import load_config
 from common.errors import UserError
@@ -287,8 +287,8 @@ def test_ablation_variants_cost_a_set_a_student_and_an_evaluation_more(capsys):
 
 
 def test_stages_recorded_with_another_config_are_reported_as_the_run_would(capsys, tmp_path):
-    from arte.pipeline import load_run_tasks, task_hash
     from arte.provenance import stage_provenance
+    from arte.run_config import load_run_tasks, task_hash
     from arte.run_dir import RunDir
     from arte.stages import elicit
 
@@ -296,7 +296,7 @@ def test_stages_recorded_with_another_config_are_reported_as_the_run_would(capsy
     run = RunDir(tmp_path / "run")
     made_with = load_config(RunConfig, smoke, {"run_dir": str(run.path)})
     hashes = {t.name: task_hash(t) for t in load_run_tasks(made_with)}
-    run.mark_done("elicit", {"provenance": stage_provenance(made_with, run, elicit, hashes)})
+    run.mark_done("elicit", {"provenance": stage_provenance(made_with, run, elicit.STAGE, hashes)})
     base = ["--config", str(smoke), "--run_dir", str(run.path)]
     assert plan_of(capsys, *base)["problems"] == []  # the same config: nothing to say
     plan = plan_of(capsys, *base, "--elicit.m", "5")

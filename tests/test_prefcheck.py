@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from arte.pipeline import RunConfig, run_pipeline
+from arte.pipeline import run_pipeline
+from arte.run_config import RunConfig
 from arte.stages.prefcheck import check_task, consistency_markdown
 from arte.stages.score import ScoredDraft
 from common.config import load_config

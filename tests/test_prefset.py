@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from arte.backends import BackendConfig
-from arte.pipeline import RunConfig
+from arte.run_config import RunConfig
 from arte.run_dir import RunDir
 from arte.stages import prefset
 from arte.stages.prefset import PrefsetConfig, check_task_sizes, fallback_summary_lines, respondent_settings
@@ -78,7 +78,7 @@ def test_answers_go_to_the_engine_in_calls_of_call_size(tmp_path, monkeypatch):
     and each call's answers are in answers.jsonl, one record per cell."""
     from tracking_backends import TrackingFactory
 
-    from arte.stages import respondents
+    from arte.stages.prefset import respondents
 
     factory = TrackingFactory()
     monkeypatch.setattr(respondents, "load_backend", factory)
@@ -96,7 +96,7 @@ def test_answers_go_to_the_engine_in_calls_of_call_size(tmp_path, monkeypatch):
 
 def test_summary_md_carries_the_random_d_pref_caveat(tmp_path):
     """write_summary (evaluate) puts fallback_summary_lines under "Read these numbers with care"."""
-    from arte.stages.summary import write_summary
+    from arte.stages.evaluate.summary import write_summary
     from common.records import write_json_atomic
 
     task = load_task("boolean_expressions", n_validation=20, n_test=5)

@@ -7,11 +7,11 @@ import pytest
 from tracking_backends import EngineCrash, TrackingFactory
 
 from arte.backends import BackendConfig
-from arte.pipeline import RunConfig
+from arte.run_config import RunConfig
 from arte.run_dir import RunDir
-from arte.stages import prefset, respondents
-from arte.stages.prefset import PrefsetConfig
-from arte.stages.respondents import respondent_configs, respondent_id
+from arte.stages import prefset
+from arte.stages.prefset import PrefsetConfig, respondents
+from arte.stages.prefset.respondents import respondent_configs, respondent_id
 from common.records import RecordLog, read_json
 from common.tasks import load_task
 

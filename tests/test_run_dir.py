@@ -127,8 +127,8 @@ def test_lock_of_a_killed_holder_is_taken_over(tmp_path, capsys):
 
 
 def test_provenance_leaves_out_runtime_only_fields_and_follows_what_stages_read():
-    from arte.pipeline import RunConfig
     from arte.provenance import config_part, differences, made_from
+    from arte.run_config import RunConfig
 
     part = config_part(RunConfig(), ("teacher", "align"))
     assert {"name", "model", "chat", "dtype"} <= part["teacher"].keys()

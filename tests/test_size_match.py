@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from arte.pipeline import RunConfig
-from arte.stages.training_set.size_match import match_sizes, size_match_lines, stratified_sample
+from arte.run_config import RunConfig
+from arte.stages.generate.size_match import match_sizes, size_match_lines, stratified_sample
 from common.config import load_config
 from common.errors import UserError
 

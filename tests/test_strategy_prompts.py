@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from arte.backends import BackendConfig, load_backend
-from arte.pipeline import RunConfig
+from arte.run_config import RunConfig
 from arte.stages.elicit import ElicitConfig, elicit_rationales, strategy_prompt
 from arte.stages.pairs import PairsConfig, build_rationale_pairs
 from arte.stages.score import ScoredDraft

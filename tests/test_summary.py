@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from arte.stages.evaluate_stats import accuracy_table
-from arte.stages.summary import caveats
+from arte.stages.evaluate.stats import accuracy_table
+from arte.stages.evaluate.summary import caveats
 
 
 def _records(variant_correct: dict[str, list[int]], missing: dict[str, float]) -> dict[str, list[dict]]:

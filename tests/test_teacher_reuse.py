@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from arte.pipeline import RunConfig, run_pipeline
+from arte.pipeline import run_pipeline
+from arte.run_config import RunConfig
 from common.config import load_config
 from common.errors import UserError
 from common.records import RecordLog

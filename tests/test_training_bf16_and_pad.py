@@ -16,9 +16,9 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-from arte.finetune import run_training  # noqa: E402
 from arte.stages.align import AlignConfig, align_teacher, build_dpo_trainer  # noqa: E402
 from arte.stages.train import TrainConfig, build_sft_trainer, train_student  # noqa: E402
+from arte.training.finetune import run_training  # noqa: E402
 
 FAST = dict(batch_size=4, gradient_accumulation_steps=1, checkpoint_steps=0, threads=1, logging_steps=1)
 LLAMA3_SPECIALS = [
@@ -228,7 +228,7 @@ def test_tokenizer_without_any_candidate_gets_an_added_pad(data, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from arte.special_tokens import ADDED_PAD
+    from arte.training.special_tokens import ADDED_PAD
 
     tokenizer = byte_level_tokenizer(["<s>", "</s>"], "<s>", "</s>")  # no pad, no unk, nothing reserved
     src = save_tiny_llama(tokenizer, tmp_path / "src", [tokenizer.eos_token_id])
@@ -251,8 +251,8 @@ def test_tokenizer_without_any_candidate_gets_an_added_pad(data, tmp_path):
 
 
 def test_a_run_that_cannot_fit_stops_before_loading(tiny_model, data, tmp_path, monkeypatch):
-    import arte.finetune as finetune
-    from arte.training_precision import DeviceFacts
+    import arte.training.finetune as finetune
+    from arte.training.precision import DeviceFacts
     from common.errors import UserError
 
     def no_loading(*args, **kwargs):
@@ -270,8 +270,8 @@ def test_4bit_plumbing_and_the_merge_into_the_unquantized_base(tiny_model, data,
     """With faked facts and a fake 4-bit loader (the real one needs a GPU and bitsandbytes): the
     quantization config reaches the loader, the memory estimate counts NF4 weights, and the trained
     adapter is merged into the base re-loaded unquantised, which changes only the LoRA'd projections."""
-    import arte.finetune as finetune
-    import arte.training_precision as precision_module
+    import arte.training.finetune as finetune
+    import arte.training.precision as precision_module
     from common.hf_models import load_hf_model
 
     loaded = {}
@@ -306,7 +306,7 @@ def test_bf16_lora_sft_with_checkpointing_lowers_the_loss(tiny_model, data, tmp_
     stats = train_student(str(tiny_model.hf_dir), data["sft"], tmp_path / "s", cfg)
     losses = logged_losses(stats)
     assert len(losses) == 6 and losses[-1] < losses[0] - 0.5, losses
-    from arte.training_precision import device_facts
+    from arte.training.precision import device_facts
 
     assert stats["precision"] == {
         "dtype": "bfloat16",
@@ -345,7 +345,7 @@ def test_fused_adamw_is_auto_for_full_training_and_updates_like_the_plain_one(ti
     rounding, and the fused setting really builds torch's fused AdamW."""
     from safetensors.torch import load_file
 
-    from arte.training_precision import resolve_optimizer
+    from arte.training.precision import resolve_optimizer
 
     weights, fused = {}, {}
     for optimizer in ("adamw_fused", "adamw"):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from arte.memory_estimate import TrainingSettings, count_parameters, lora_parameters, training_memory
 from arte.stages.align import AlignConfig
 from arte.stages.train import TrainConfig
-from arte.training_precision import (
+from arte.training.memory_estimate import TrainingSettings, count_parameters, lora_parameters, training_memory
+from arte.training.precision import (
     DeviceFacts,
     check_memory_fits,
     launcher_sharding,
@@ -192,7 +192,7 @@ def test_native_bf16_flags_of_known_cpus(cpu, info, expected):
 def test_device_facts_on_a_cpu_read_its_flags(monkeypatch, tmp_path):
     import torch
 
-    from arte.training_precision import device_facts
+    from arte.training.precision import device_facts
     from common import cpu_features
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -242,7 +242,7 @@ def test_4bit_needs_lora():
 
 
 def test_runtime_only_fields_do_not_change_the_fingerprint():
-    from arte.finetune import TRAINING_RUNTIME_ONLY
+    from arte.training.finetune import TRAINING_RUNTIME_ONLY
 
     assert {"gradient_checkpointing", "memory_check", "precompute_ref_log_probs"} <= set(
         TRAINING_RUNTIME_ONLY
@@ -267,7 +267,7 @@ def test_gpu_refusal_when_the_estimate_exceeds_free_memory(capsys):
 
 def test_cuda_facts_are_read_from_torch(monkeypatch):
     torch = pytest.importorskip("torch")
-    from arte.training_precision import device_facts
+    from arte.training.precision import device_facts
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -333,7 +333,7 @@ LLAMA_3_70B["num_attention_heads"] = 64
 def test_paper_config_fits_8_gpus_of_80_gb_under_fsdp(monkeypatch):
     """configs/paper.yaml's align settings on Llama-3-70B's shape: under the shipped FSDP config on
     8 x 80 GB they fit; without gradient checkpointing, or on one process, they would not."""
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from common.config import load_config
 
     cfg = load_config(RunConfig, str(ROOT / "configs" / "paper.yaml"), {})

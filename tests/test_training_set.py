@@ -10,12 +10,12 @@ import pytest
 
 from arte.backends.base import Generation
 from arte.stages.generate import GenerateConfig, baseline_from_drafts
+from arte.stages.generate.balance import LabelCaps, balance_report
+from arte.stages.generate.collect import collect_training_set, select
+from arte.stages.generate.labels import majority
+from arte.stages.generate.question_checks import QuestionChecks
+from arte.stages.generate.tag_repair import read_rationale
 from arte.stages.score import ScoredDraft
-from arte.stages.training_set.balance import LabelCaps, balance_report
-from arte.stages.training_set.collect import collect_training_set, select
-from arte.stages.training_set.labels import majority
-from arte.stages.training_set.question_checks import QuestionChecks
-from arte.stages.training_set.tag_repair import read_rationale
 from common.tasks.answer_space import learn_answer_space
 from common.tasks.answers import extract_answer
 from common.tasks.base import Example, Task

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from arte.pipeline import RunConfig, run_pipeline
+from arte.pipeline import run_pipeline
+from arte.run_config import RunConfig
 from arte.stages import STAGE_NAMES
 from common.config import load_config
 from common.errors import UserError
@@ -105,7 +106,7 @@ def test_bad_ood_tasks_are_refused_before_the_run_dir_exists(tmp_path, capsys, e
 
 
 def test_an_ood_task_file_keeps_every_question_past_the_seeds_for_testing(tmp_path):
-    from arte.stages.out_of_domain import load_extra_tasks
+    from arte.stages.evaluate.out_of_domain import load_extra_tasks
 
     path = tmp_path / "parity.jsonl"
     path.write_text(

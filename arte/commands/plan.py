@@ -4,11 +4,11 @@ The config goes through exactly the validation of `arte run` (the same dataclass
 reads only what is cheap: the task files (built-in names and local paths; `hf:` datasets are not
 downloaded), the run directory's records (done markers; stages made with another config, as
 `arte.provenance.check_run_dir` finds them, asked so that it deletes nothing), and the model checks
-`arte.pipeline.check_models` makes without loading weights. No model, no torch, transformers or
+`arte.stage_loop.check_models` makes without loading weights. No model, no torch, transformers or
 llama_cpp is imported on this path (tests/test_plan.py checks `sys.modules`); nothing is written.
 
 It prints the stages in order with their inputs (`READS`), config fields (`DEPENDS_ON`) and whether
-this config runs them (`arte.pipeline.not_needed`, `switched_off`, --variants); every stage's
+this config runs them (`arte.stage_loop.not_needed`, `switched_off`, --variants); every stage's
 generations per task (`arte.commands.plan_counts`); DPO pairs, training tokens and optimizer steps;
 the settings where the config differs from the paper (`arte.paper_settings`); and what would stop
 the run (a task file not found, a missing or placeholder model, recorded stages made with another
@@ -25,8 +25,6 @@ from typing import Any
 
 from arte.commands.plan_counts import (
     TaskSize,
-    evaluated_students,
-    generate_teachers,
     irt_outlook,
     out_of_domain_count,
     task_counts,
@@ -35,9 +33,11 @@ from arte.commands.plan_counts import (
 from arte.commands.plan_memory import memory_lines
 from arte.commands.plan_render import render_plan
 from arte.paper_settings import not_given, paper_differences
-from arte.pipeline import RunConfig, check_models, not_needed, run_pipeline_cli, stages_to_run, switched_off
+from arte.pipeline import run_pipeline_cli
+from arte.run_config import RunConfig
 from arte.run_dir import RunDir
-from arte.stages import PIPELINE, stage_name
+from arte.stage_loop import check_models, not_needed, stages_to_run, switched_off
+from arte.stages import PIPELINE
 from common.config import opt
 from common.errors import UserError
 
@@ -69,7 +69,7 @@ def run_config(cfg: RunConfig) -> RunConfig:
 
 
 def read_tasks(cfg: RunConfig) -> tuple[list, list[dict[str, str]], list[str]]:
-    """(tasks read, specs not read with why, problems) for --tasks, as `arte.pipeline.load_run_tasks`
+    """(tasks read, specs not read with why, problems) for --tasks, as `arte.run_config.load_run_tasks`
     loads and checks them; a spec that cannot be read is reported instead of raised."""
     from arte.stages.prefset import check_task_sizes
     from common.tasks import load_tasks
@@ -101,7 +101,7 @@ def read_tasks(cfg: RunConfig) -> tuple[list, list[dict[str, str]], list[str]]:
 def extra_task_sizes(cfg: RunConfig, tasks: list) -> tuple[list[TaskSize], list[str]]:
     """The --evaluate.extra_tasks as evaluate will see them (checked as the run checks them), or at
     --n_test each when they cannot be read here."""
-    from arte.stages.out_of_domain import load_extra_tasks
+    from arte.stages.evaluate.out_of_domain import load_extra_tasks
 
     specs = cfg.evaluate.extra_tasks
     unread = [TaskSize(s, 0, cfg.n_test) for s in specs]
@@ -113,30 +113,14 @@ def extra_task_sizes(cfg: RunConfig, tasks: list) -> tuple[list[TaskSize], list[
         return unread, [str(e)]
 
 
-def variant_lines(cfg: RunConfig) -> dict[str, str]:
-    """What --variants (and --generate.original) make generate, train and evaluate do."""
-    from arte.stages.training_set.ablations import TRAINED_VARIANTS
-
-    left_out = [v for v in TRAINED_VARIANTS if v not in cfg.variants]
-    sets = generate_teachers(cfg)
-    original = "" if "original" in sets else ", original from elicit's drafts (no calls)"
-    trained = f"variants {', '.join(cfg.variants)}" + (f" (not {', '.join(left_out)})" if left_out else "")
-    return {
-        "generate": f"sets {', '.join(sets)}{original}",
-        "train": trained,
-        "evaluate": f"students {', '.join(evaluated_students(cfg))}",
-    }
-
-
 def stage_rows(cfg: RunConfig) -> tuple[list[dict[str, Any]], list[str]]:
     """Each stage in order: what it reads, the config fields it depends on and what this config does
     with it; and the stages `arte run` would run now (a finished one is skipped on a re-run)."""
     run = RunDir(cfg.run_dir)
     skipped, off = not_needed(cfg), switched_off(cfg)
-    variant_notes = variant_lines(cfg)
     rows = []
     for stage in PIPELINE:
-        name = stage_name(stage)
+        name = stage.name
         if name in skipped:
             status = f"not needed: {skipped[name]}"
         elif name in off:
@@ -144,17 +128,16 @@ def stage_rows(cfg: RunConfig) -> tuple[list[dict[str, Any]], list[str]]:
         elif run.is_done(name):
             status = f"done earlier in {run.path} (skipped on a re-run)"
         else:
-            trains = getattr(stage, "TRAINS", False)
             status = "runs" + (
-                " (a training stage: accelerate launch -m arte.train_launch)" if trains else ""
+                " (a training stage: accelerate launch -m arte.training.launch)" if stage.trains else ""
             )
-        if name in variant_notes and name not in skipped:
-            status += f"; {variant_notes[name]}"
+        if stage.plan_note and name not in skipped:
+            status += f"; {stage.plan_note(cfg)}"
         rows.append(
             {
                 "stage": name,
-                "reads": list(stage.READS),
-                "depends_on": list(stage.DEPENDS_ON),
+                "reads": list(stage.reads),
+                "depends_on": list(stage.depends_on),
                 "status": status,
             }
         )
@@ -183,7 +166,7 @@ def model_problems(cfg: RunConfig, stages: list[str]) -> list[str]:
 def teacher_reuse_problems(cfg: RunConfig) -> list[str]:
     if not cfg.aligned_teacher_from:
         return []
-    from arte.stages.teacher_reuse import other_align_dir
+    from arte.stages.align.teacher_reuse import other_align_dir
 
     try:
         other_align_dir(cfg)
@@ -200,8 +183,8 @@ def recorded_stages(cfg: RunConfig, tasks: list, all_read: bool, to_run: list[st
     run = RunDir(cfg.run_dir)
     if not (all_read and run.path.is_dir()):
         return [], []
-    from arte.pipeline import task_hash
     from arte.provenance import check_run_dir
+    from arte.run_config import task_hash
 
     hashes = {t.name: task_hash(t) for t in tasks}
     asked = dataclasses.replace(cfg, on_config_change="stop")
@@ -235,9 +218,8 @@ def generation_counts(cfg: RunConfig, tasks: list, all_read: bool) -> tuple[list
 
 
 def training_plan(cfg: RunConfig, n_tasks: int) -> list[dict[str, Any]]:
-    """DPO and SFT over `n_tasks` tasks; no DPO when the aligned teacher is another run's."""
-    rows = training_counts(cfg, n_tasks)
-    return [r for r in rows if not (cfg.aligned_teacher_from and r["stage"] == "align")]
+    """DPO and SFT over `n_tasks` tasks (no DPO when the aligned teacher is another run's)."""
+    return training_counts(cfg, n_tasks)
 
 
 def build_plan(cfg: RunConfig) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The plan's memory estimate (`arte plan`): `arte.memory_estimate` for align (DPO on the teacher)
+"""The plan's memory estimate (`arte plan`): `arte.training.memory_estimate` for align (DPO on the teacher)
 and train (SFT of the student) with the config's settings, from each model's config.json, without
 loading a weight or importing torch.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
 
 PAPER_SHAPES: dict[str, dict[str, Any]] = {
     "Llama-3-70B-Instruct": {  # meta-llama/Meta-Llama-3-70B-Instruct config.json
@@ -69,8 +69,8 @@ def stand_in(spec: str, paper_name: str) -> dict | None:
 
 
 def _estimate_lines(section: str, kind: str, model_config: dict, tcfg: Any) -> list[str]:
-    from arte.memory_estimate import training_memory
-    from arte.training_precision import DeviceFacts, resolve_precision, training_settings
+    from arte.training.memory_estimate import training_memory
+    from arte.training.precision import DeviceFacts, resolve_precision, training_settings
 
     gpu = DeviceFacts(cuda=True, bf16=True, name="a GPU with bf16")
     precision = resolve_precision(tcfg.dtype, tcfg.method, gpu, section)

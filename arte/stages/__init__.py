@@ -1,19 +1,17 @@
-"""The pipeline's stages, one module each, in the order they run:
+"""The pipeline's stages, in the order they run:
 
     elicit -> prefset -> score -> prefcheck -> pairs -> align -> generate -> gain -> train -> rounds
         -> evaluate
 
-Every stage module holds its config dataclass (where it has one), `HELP` (its `arte STAGE --help`
-line), its logic, and `run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict`, which
-reads what earlier stages wrote and returns the counts recorded in `STAGE/done.json`, and
-`DEPENDS_ON` / `READS`: the config fields and the earlier stages' files its own files are made from
-(recorded in done.json and checked on every later command: `arte.provenance`). A module with
-`TRAINS = True` also runs under `arte.train_launch` (every process of a launcher). Helpers that
-serve one stage sit beside it: `draft_parsing` (elicit), `irt` (prefset), `training_set/`
-(generate: question checks, labels, tag repair, label caps, the draw-until-enough loop),
-`evaluate_stats`, `out_of_domain` and `summary` (evaluate).
+Each stage is a module or a package (the stage in `__init__.py`, its helpers beside it) that ends
+with one `STAGE = Stage(...)` (`arte.stages.stage`): its name, help, `run(cfg, run_dir, tasks)`,
+the config fields and earlier files its own files are made from, what it writes, the models it
+loads, when a config switches it off, whether teacher reuse skips it, whether rounds repeat it, and
+its `arte plan` counts. `PIPELINE` below is the one ordered list of them: the CLI's stage commands,
+the stage loop (`arte.stage_loop`), provenance, rounds, teacher reuse, `arte plan`,
+`arte.training.launch` and the tests all derive from it.
 
-Files, relative to the run directory:
+Files, relative to the run directory (each stage's `writes`):
 
     elicit/TASK.questions.jsonl, elicit/TASK.rationales.jsonl, elicit/drafts.jsonl
     prefset/TASK.json                      D_pref indices, method (irt | random) and why
@@ -29,7 +27,7 @@ Files, relative to the run directory:
     gain/scores.jsonl, gain/gain.json      a sample of both sets scored on D_pref; the preference gain
     train/VARIANT/                         the fine-tuned students (--variants), HF format
     rounds/rR/, rounds/rounds.json         iterative rounds 2..--rounds, each a run directory of its
-                                           own (elicit ... gain, train/arte/); one record per round
+                                           own (the stages declared in_rounds, then train/arte/)
     evaluate/VARIANT.jsonl, summary.md, summary.json
     evaluate/ood/VARIANT.jsonl             answers on the out-of-domain tasks (--evaluate.extra_tasks)
 
@@ -38,10 +36,6 @@ the engines load inside `run` and the functions that need them.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from types import ModuleType
-from typing import TYPE_CHECKING
 
 from arte.stages import (
     align,
@@ -56,43 +50,30 @@ from arte.stages import (
     score,
     train,
 )
+from arte.stages.stage import Stage
 
-if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
-    from arte.run_dir import RunDir
-    from common.tasks import Task
-
-    StageRun = Callable[[RunConfig, RunDir, list[Task]], dict | None]
-
-PIPELINE: tuple[ModuleType, ...] = (
-    elicit,
-    prefset,
-    score,
-    prefcheck,
-    pairs,
-    align,
-    generate,
-    gain,
-    train,
-    rounds,
-    evaluate,
+PIPELINE: tuple[Stage, ...] = (
+    elicit.STAGE,
+    prefset.STAGE,
+    score.STAGE,
+    prefcheck.STAGE,
+    pairs.STAGE,
+    align.STAGE,
+    generate.STAGE,
+    gain.STAGE,
+    train.STAGE,
+    rounds.STAGE,
+    evaluate.STAGE,
 )
-"""The stages in the order they run: the one list of them. The CLI's stage commands, their help,
-the pipeline loop, `arte.train_launch` and the tests all derive from it."""
+"""The stages in the order they run: the one list of them."""
+
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in PIPELINE)
+TRAINING_STAGES: tuple[str, ...] = tuple(s.name for s in PIPELINE if s.trains)
 
 
-def stage_name(stage: ModuleType) -> str:
-    """A stage's name: its module's ("arte.stages.elicit" -> "elicit")."""
-    return stage.__name__.rsplit(".", 1)[1]
-
-
-STAGE_NAMES: tuple[str, ...] = tuple(stage_name(s) for s in PIPELINE)
-TRAINING_STAGES: tuple[str, ...] = tuple(stage_name(s) for s in PIPELINE if getattr(s, "TRAINS", False))
-
-
-def get_stage(name: str) -> ModuleType:
-    """The stage module called `name` (ValueError naming the stages if there is none)."""
+def get_stage(name: str) -> Stage:
+    """The stage called `name` (ValueError naming the stages if there is none)."""
     for stage in PIPELINE:
-        if stage_name(stage) == name:
+        if stage.name == name:
             return stage
     raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")

@@ -31,23 +31,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from arte.stages.elicit import Draft
+from arte.stages.stage import PlanCount, Stage, TaskSize, student_if_local
 from common.config import opt
 from common.errors import UserError
 from common.records import RecordLog, read_json, write_json_atomic, write_jsonl_atomic
 from common.tasks.base import Example, Task
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.run_dir import RunDir
 
-HELP = "Preference gain: the aligned teacher's examples vs the original teacher's, scored on the same D_pref."
-
-DEPENDS_ON = ("seed", "student", "score_max_new_tokens", "gain")
-"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
-READS: tuple[str, ...] = ("prefset", "score", "generate/arte.jsonl", "generate/original.jsonl")
-"""Files of earlier stages it reads, relative to the run directory."""
-KEEP_ON_REDO = ("cache.jsonl",)
-"""Kept when the stage is redone: scores are cached by the content that determines them."""
 
 SETS = ("arte", "original")
 
@@ -89,7 +82,7 @@ def preference_gain(
     n_reference, pref}}}; tasks without records on both sides are left out."""
     import numpy as np
 
-    from arte.stages.evaluate_stats import _interval, _resampled_means
+    from arte.stages.evaluate.stats import _interval, _resampled_means
 
     tasks = [t for t in dict.fromkeys(r["task"] for r in aligned) if any(r["task"] == t for r in reference)]
     if not tasks:
@@ -232,3 +225,27 @@ def gain_report(scores: Sequence[Mapping[str, Any]], n_boot: int, seed: int) -> 
         if common:  # else (no task with examples in both sets) nothing to compare
             report[name] = preference_gain(by_set["arte"], by_set[ref], n_boot, seed)
     return report
+
+
+def plan_counts(cfg: RunConfig, size: TaskSize) -> list[PlanCount]:
+    """A sample of both teachers' examples, each scored on D_pref's k questions."""
+    n, k = cfg.gain.n_examples, cfg.prefset.k
+    return [PlanCount.exact("student generations", 2 * n * k, f"2 sets x n_examples {n} x k {k}")]
+
+
+STAGE = Stage(
+    name="gain",
+    help="Preference gain: the aligned teacher's examples vs the original teacher's, scored on the same "
+    "D_pref.",
+    run=run,
+    depends_on=("seed", "student", "score_max_new_tokens", "gain"),
+    reads=("prefset", "score", "generate/arte.jsonl", "generate/original.jsonl"),
+    writes=("gain/scores.jsonl", "gain/gain.json", "gain/cache.jsonl"),
+    sections=("student", "gain"),
+    models=student_if_local,
+    switched_off=lambda cfg: cfg.gain.n_examples == 0,
+    skipped_with_reused_teacher=True,
+    in_rounds=True,
+    keep_on_redo=("cache.jsonl",),
+    plan_counts=plan_counts,
+)

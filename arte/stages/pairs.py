@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from arte.stages.score import ScoredDraft, question_scores
+from arte.stages.stage import PlanCount, Stage, TaskSize
 from common.config import opt
 from common.errors import UserError
 from common.prompts import naive_prompt, render_question_block
@@ -33,15 +34,8 @@ from common.records import write_jsonl_atomic
 from common.tasks.base import Task
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.run_dir import RunDir
-
-HELP = "Step 3a: build question- and rationale-level DPO pairs from the scores."
-
-DEPENDS_ON = ("pairs", "teacher_worked_example")
-"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
-READS: tuple[str, ...] = ("score/scores.jsonl",)
-"""Files of earlier stages it reads, relative to the run directory."""
 
 
 @dataclass
@@ -237,3 +231,49 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         )
     write_jsonl_atomic(run_dir.stage("pairs") / "dpo.jsonl", rows)
     return stats
+
+
+def quantile_side(cfg: RunConfig, questions: int) -> int:
+    """Questions in the top (and in the bottom) quantile, as `split_quantiles` takes them."""
+    return min(max(1, int(cfg.pairs.quantile * questions)), questions // 2)
+
+
+def question_pairs_at_most(cfg: RunConfig, questions: int) -> int:
+    """Question-level pairs of one task at most: every (top, bottom) combination of the quantile split
+    (`split_quantiles`: n = min(max(1, int(quantile x questions)), questions // 2) each side), capped
+    by --pairs.max_question_pairs_per_task."""
+    side = quantile_side(cfg, questions)
+    return min(side * side, cfg.pairs.max_question_pairs_per_task)
+
+
+def rationale_pairs_at_most(cfg: RunConfig, questions: int) -> int:
+    """One pair per question (its best against its worst rationale), none with a single strategy."""
+    return questions if len(cfg.elicit.strategies) > 1 else 0
+
+
+def plan_counts(cfg: RunConfig, size: TaskSize) -> list[PlanCount]:
+    """Question- and rationale-level pairs of one task, at most."""
+    m = cfg.elicit.m
+    side, cap = quantile_side(cfg, m), cfg.pairs.max_question_pairs_per_task
+    return [
+        PlanCount.at_most(
+            "question-level pairs",
+            question_pairs_at_most(cfg, m),
+            f"min({side} top x {side} bottom, max_question_pairs_per_task {cap})",
+        ),
+        PlanCount.at_most("rationale-level pairs", rationale_pairs_at_most(cfg, m), "one per question (m)"),
+    ]
+
+
+STAGE = Stage(
+    name="pairs",
+    help="Step 3a: build question- and rationale-level DPO pairs from the scores.",
+    run=run,
+    depends_on=("pairs", "teacher_worked_example"),
+    reads=("score/scores.jsonl",),
+    writes=("pairs/dpo.jsonl",),
+    sections=("pairs",),
+    skipped_with_reused_teacher=True,
+    in_rounds=True,
+    plan_counts=plan_counts,
+)

@@ -19,23 +19,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from arte.stages.stage import PlanCount, Stage, TaskSize, student_if_local
 from common.config import opt
 from common.records import RecordLog, write_json_atomic
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.run_dir import RunDir
     from arte.stages.score import ScoredDraft
     from common.tasks import Task
 
-HELP = "D_pref consistency (optional): best/worst rationale on D_pref vs on the full validation set."
-
-DEPENDS_ON = ("seed", "student", "score_max_new_tokens", "pairs.min_score_gap", "prefcheck")
-"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
-READS: tuple[str, ...] = ("prefset", "score/scores.jsonl")
-"""Files of earlier stages it reads, relative to the run directory."""
-KEEP_ON_REDO = ("cache.jsonl",)
-"""Kept when the stage is redone: scores are cached by the content that determines them."""
 
 PAPER = {"best": 0.933, "worst": 0.867}
 """The paper's agreement rates (Appendix E)."""
@@ -76,7 +69,7 @@ def agreement(
 
 
 def _rates(best: int, worst: int, n: int) -> dict[str, Any]:
-    from arte.stages.format_report import wilson
+    from arte.stages.evaluate.format_report import wilson
 
     return {
         "questions": n,
@@ -170,3 +163,32 @@ def consistency_markdown(report: Mapping[str, Any] | None) -> list[str]:
         out.append(f"| {task} | {pct(r, 'best')} | {pct(r, 'worst')} | {r['skipped_no_choice']} |")
     out += [f"| all | {pct(report, 'best')} | {pct(report, 'worst')} | |", ""]
     return out
+
+
+def plan_counts(cfg: RunConfig, size: TaskSize) -> list[PlanCount]:
+    """Each checked question's n rationales, as demonstrations on the whole validation set."""
+    checked, n = cfg.prefcheck.questions, len(cfg.elicit.strategies)
+    return [
+        PlanCount.exact(
+            "student generations",
+            checked * n * size.validation,
+            f"questions {checked} x n {n} x validation {size.validation}",
+        )
+    ]
+
+
+STAGE = Stage(
+    name="prefcheck",
+    help="D_pref consistency (optional): best/worst rationale on D_pref vs on the full validation set.",
+    run=run,
+    depends_on=("seed", "student", "score_max_new_tokens", "pairs.min_score_gap", "prefcheck"),
+    reads=("prefset", "score/scores.jsonl"),
+    writes=("prefcheck/consistency.json", "prefcheck/cache.jsonl"),
+    sections=("student", "prefcheck"),
+    models=student_if_local,
+    switched_off=lambda cfg: cfg.prefcheck.questions == 0,
+    skipped_with_reused_teacher=True,
+    in_rounds=True,
+    keep_on_redo=("cache.jsonl",),
+    plan_counts=plan_counts,
+)

@@ -2,10 +2,10 @@
 
 Round r drafts with the aligned teacher of round r-1, scores the drafts on the same D_pref with the
 same student, builds pairs and aligns again, writes a tailored training set and trains a student on
-it. Each round is a run directory of its own, `rounds/rR/`, run by the pipeline's own loop
-(`arte.pipeline.run_pipeline`) on the round's config (`round_config`, also written to
-`rounds/rR/config.yaml`), so it keeps its own files, locks, provenance and resumes on its own:
-re-running `arte run` picks a killed round up where it stopped.
+it. Each round is a run directory of its own, `rounds/rR/`, run by the pipeline's own stage loop
+(`arte.stage_loop.run_stages`, the stages declared `in_rounds`) on the round's config
+(`round_config`, also written to `rounds/rR/config.yaml`), so it keeps its own files, locks,
+provenance and resumes on its own: re-running `arte run` picks a killed round up where it stopped.
 
 What a round takes from the one before:
 - the drafting teacher: round r-1's aligned teacher on the aligned teacher's engine (the merged HF
@@ -24,7 +24,7 @@ What a round takes from the one before:
 Round r's student is `arte_rR` (round 1's is `arte`): evaluate tests it with the others and the
 summary has one row per round, compared with the previous round's student and the original one, plus
 a table of each round's DPO statistics and preference gain. Under a multi-process launcher, run the
-round's training stages from its config: `accelerate launch -m arte.train_launch align --config
+round's training stages from its config: `accelerate launch -m arte.training.launch align --config
 RUN/rounds/rR/config.yaml`.
 """
 
@@ -36,23 +36,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from arte.run_dir import RunDir
+from arte.stages.stage import PlanCount, Stage, TaskSize
 from common.records import RecordLog, read_json, write_json_atomic
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from common.tasks import Task
 
-HELP = "Iterative ARTE: rounds 2..--rounds, each drafting with the last aligned teacher (rounds/rR/)."
 
-DEPENDS_ON = ("rounds", "round_align_from")
-"""The RunConfig fields this stage's files depend on beyond what each round's own provenance records
-(every round is a run directory whose stages check their config: `arte.provenance`)."""
-READS: tuple[str, ...] = ("prefset", "align", "generate/arte", "generate/arte.jsonl")
-"""Files of earlier stages it reads, relative to the run directory."""
-
-ROUND_STAGES = ("elicit", "prefset", "score", "prefcheck", "pairs", "align", "generate", "gain")
-"""The pipeline stages each round runs in its own directory; its student is trained after them."""
 VARIANT_PREFIX = "arte_r"
+
+
+def round_stages() -> list[str]:
+    """The pipeline stages each round runs in its own directory (declared `in_rounds`); its student
+    is trained after them."""
+    from arte.stages import PIPELINE
+
+    return [s.name for s in PIPELINE if s.in_rounds]
 
 
 def round_variant(r: int) -> str:
@@ -143,7 +143,7 @@ def check_same_pref(run_dir: RunDir, here: RunDir, tasks: list[Task]) -> None:
 
 def round_record(rcfg: RunConfig, here: RunDir, r: int, tasks: list[Task], train_stats: Any) -> dict:
     """What the summary shows of round r: its teachers, DPO statistics, gain and set sizes."""
-    from arte.stages.alignment_report import alignment_summary
+    from arte.stages.align.alignment_report import alignment_summary
 
     rows = RecordLog(here.path / "generate" / "arte.jsonl").read()
     return {
@@ -161,7 +161,7 @@ def round_record(rcfg: RunConfig, here: RunDir, r: int, tasks: list[Task], train
 
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     """Rounds 2..N in rounds/rR/ (see module doc), then rounds/rounds.json: one record per round."""
-    from arte.pipeline import run_pipeline
+    from arte.stage_loop import run_stages
     from arte.stages.train import train_variant
 
     out = run_dir.stage("rounds")
@@ -179,7 +179,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         here = prepare_round(cfg, run_dir, r, rcfg)
         print(f"[rounds] round {r} of {cfg.rounds} in {here.path}: drafting teacher {rcfg.teacher.model}")
         check_same_pref(run_dir, here, tasks)
-        run_pipeline(rcfg, only=list(ROUND_STAGES), skip_done=True)
+        run_stages(rcfg, here, tasks, only=round_stages(), skip_done=True)
         check_same_pref(run_dir, here, tasks)  # a redone prefset inside the round would differ
         stats = train_variant(rcfg, here, "arte")
         records.append(round_record(rcfg, here, r, tasks, stats))
@@ -201,7 +201,7 @@ def round_sets(run_dir: RunDir) -> dict[str, dict[str, int]]:
 
 
 def _gain_cell(gains: dict | None, key: str) -> str:
-    from arte.stages.alignment_report import _interval_text
+    from arte.stages.align.alignment_report import _interval_text
 
     g = (gains or {}).get(key)
     return _interval_text(g) if g else "-"
@@ -256,3 +256,40 @@ def rounds_markdown(info: dict | None) -> list[str]:
         ]
         out.append("| " + " | ".join(str(c) for c in cells) + " |")
     return out + [""]
+
+
+def plan_counts(cfg: RunConfig, size: TaskSize) -> list[PlanCount]:
+    """Rounds 2..N for one task: each drafts m x n, scores m x n x k, and draws one tailored set (its
+    baseline is the round before's, read back) plus the gain's scoring."""
+    extra = cfg.rounds - 1
+    if extra < 1:
+        return []
+    e, g, k = cfg.elicit, cfg.generate, cfg.prefset.k
+    m, n = e.m, len(e.strategies)
+    teacher = extra * (m * n + g.max_calls)
+    student = extra * (m * n * k + 2 * cfg.gain.n_examples * k)
+    return [
+        PlanCount.at_most(
+            "teacher generations",
+            teacher,
+            f"{extra} rounds x (m {m} x n {n} drafts + max_calls {g.max_calls}) (+ brainstorm calls)",
+        ),
+        PlanCount.exact(
+            "student generations",
+            student,
+            f"{extra} rounds x (m x n x k {m * n * k} + gain 2 x {cfg.gain.n_examples} x k {k})",
+        ),
+    ]
+
+
+STAGE = Stage(
+    name="rounds",
+    help="Iterative ARTE: rounds 2..--rounds, each drafting with the last aligned teacher (rounds/rR/).",
+    run=run,
+    depends_on=("rounds", "round_align_from"),
+    reads=("prefset", "align", "generate/arte", "generate/arte.jsonl"),
+    writes=("rounds/rR/", "rounds/rounds.json"),
+    sections=("rounds", "round_align_from"),
+    switched_off=lambda cfg: cfg.rounds == 1,
+    plan_counts=plan_counts,
+)

@@ -25,23 +25,16 @@ from typing import TYPE_CHECKING
 from arte.backends.base import Backend, SamplingParams
 from arte.backends.streaming import stream_groups
 from arte.stages.elicit import Draft
+from arte.stages.stage import PlanCount, Stage, TaskSize, student_if_local
 from common.prompts import STUDENT_STOP, icl_prompt
 from common.records import RecordLog, read_json, write_jsonl_atomic
 from common.tasks.base import Example, Task
 
 if TYPE_CHECKING:
     from arte.backends import BackendConfig
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.run_dir import RunDir
 
-HELP = "Step 2b: score every draft by the student's one-shot accuracy on D_pref."
-
-DEPENDS_ON = ("student", "score_max_new_tokens")
-"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
-READS: tuple[str, ...] = ("elicit/drafts.jsonl", "prefset")
-"""Files of earlier stages it reads, relative to the run directory."""
-KEEP_ON_REDO = ("cache.jsonl",)
-"""Kept when the stage is redone: scores are cached by the content that determines them."""
 
 PROMPT_VERSION = "icl-v1"
 """Bump when `icl_prompt` or answer extraction changes, so cached scores are not reused."""
@@ -184,3 +177,25 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         student.close()
     write_jsonl_atomic(out / "scores.jsonl", [dataclasses.asdict(d) for d in scored])
     return counts
+
+
+def plan_counts(cfg: RunConfig, size: TaskSize) -> list[PlanCount]:
+    """Every draft (m x n) is a one-shot demonstration on each of D_pref's k questions."""
+    m, n, k = cfg.elicit.m, len(cfg.elicit.strategies), cfg.prefset.k
+    return [PlanCount.exact("student generations", m * n * k, f"m {m} x n {n} x k {k}")]
+
+
+STAGE = Stage(
+    name="score",
+    help="Step 2b: score every draft by the student's one-shot accuracy on D_pref.",
+    run=run,
+    depends_on=("student", "score_max_new_tokens"),
+    reads=("elicit/drafts.jsonl", "prefset"),
+    writes=("score/scores.jsonl", "score/cache.jsonl"),
+    sections=("student", "score_max_new_tokens"),
+    models=student_if_local,
+    skipped_with_reused_teacher=True,
+    in_rounds=True,
+    keep_on_redo=("cache.jsonl",),
+    plan_counts=plan_counts,
+)

@@ -9,7 +9,7 @@ prompt must be exactly the text the student is evaluated with (`common.prompts.i
 here reformats it. trl 1.16 tokenizes the prompt and prompt + completion, labels every prompt token
 -100 (`completion_only_loss`, set explicitly here) and appends the EOS token to the completion.
 
-The plumbing shared with `arte.stages.align` lives in `arte.finetune`.
+The plumbing shared with `arte.stages.align` lives in `arte.training.finetune`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from arte import processes
-from arte.finetune import (
+from arte.stages.generate.ablations import TRAINED_VARIANTS
+from arte.stages.stage import Stage, optimizer_steps, student_model
+from arte.training import processes
+from arte.training.finetune import (
     LORA_TARGETS,
     TRAINING_RUNTIME_ONLY,
     Scheduler,
@@ -32,8 +34,7 @@ from arte.finetune import (
     trainer_args,
     validate_common,
 )
-from arte.stages.training_set.ablations import TRAINED_VARIANTS
-from arte.training_precision import (
+from arte.training.precision import (
     DTYPE_HELP,
     GRADIENT_CHECKPOINTING_HELP,
     MEMORY_CHECK_HELP,
@@ -47,18 +48,11 @@ from common.config import opt
 from common.records import read_json
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.run_dir import RunDir
     from common.tasks import Task
 
-HELP = "Step 4b: fine-tune the student on each training set --variants names (original, ARTE, ablations)."
-TRAINS = True
-"""Runs under `arte.train_launch` (accelerate launch / torchrun) too."""
 
-DEPENDS_ON = ("student.model", "train", "variants")
-"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
-READS: tuple[str, ...] = tuple(f"generate/{v}.jsonl" for v in TRAINED_VARIANTS)
-"""Files of earlier stages it reads, relative to the run directory."""
 SFT_METRICS = ("mean_token_accuracy",)
 
 
@@ -166,3 +160,44 @@ def train_variant(cfg: RunConfig, run_dir: RunDir, variant: str) -> dict | None:
     target.mkdir(parents=True, exist_ok=True)
     trainer = build_sft_trainer(model_dir, data, target, tcfg, cfg.student.allow_pickle)
     return procs.train_and_save(trainer, target, "train_stats.json", SFT_METRICS, model_dir)
+
+
+def plan_training(cfg: RunConfig, n_tasks: int) -> list[dict]:
+    """One SFT per --variants entry, over every task's set at most."""
+    t, out = cfg.train, []
+    for variant in cfg.variants:
+        per_task = cfg.generate.n_examples
+        if variant == "original" and cfg.generate.original == "drafts":
+            per_task = min(per_task, cfg.elicit.m)  # the drafts baseline has at most elicit's m questions
+        examples = n_tasks * per_task
+        out.append(
+            {
+                "set": variant,
+                "examples": examples,
+                "tokens": int(examples * t.epochs * t.max_length),
+                "tokens_formula": f"examples x epochs {t.epochs:g} x max_length {t.max_length}",
+                "steps": optimizer_steps(examples, t.batch_size, t.gradient_accumulation_steps, t.epochs),
+                "effective_batch": t.batch_size * t.gradient_accumulation_steps,
+            }
+        )
+    return out
+
+
+def plan_note(cfg: RunConfig) -> str:
+    left_out = [v for v in TRAINED_VARIANTS if v not in cfg.variants]
+    return f"variants {', '.join(cfg.variants)}" + (f" (not {', '.join(left_out)})" if left_out else "")
+
+
+STAGE = Stage(
+    name="train",
+    help="Step 4b: fine-tune the student on each training set --variants names (original, ARTE, ablations).",
+    run=run,
+    depends_on=("student.model", "train", "variants"),
+    reads=tuple(f"generate/{v}.jsonl" for v in TRAINED_VARIANTS),
+    writes=("train/VARIANT/",),
+    sections=("student", "train", "variants"),
+    models=lambda cfg: (student_model(cfg),),
+    trains=True,
+    plan_training=plan_training,
+    plan_note=plan_note,
+)

@@ -2,7 +2,7 @@
 option letters, numbers, a small closed set of words ("plausible"/"implausible"), or open text.
 
 Labelling teacher data needs it twice: a majority vote counts only answers inside the space, and a
-tag repair (`arte.stages.training_set.tag_repair`) accepts only an answer inside it. The label
+tag repair (`arte.stages.generate.tag_repair`) accepts only an answer inside it. The label
 distribution of the same targets is what a training set is balanced to.
 """
 

@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from arte.stages.training_set.collect import SEED_OFFSET, collect_training_set
+from arte.stages.generate.collect import SEED_OFFSET, collect_training_set
 from common.records import RecordLog
 
 if TYPE_CHECKING:
     from arte.backends import BackendConfig
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from common.tasks.base import Task
 
 ABLATIONS: dict[str, tuple[str, str]] = {

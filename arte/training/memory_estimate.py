@@ -135,7 +135,7 @@ def lora_parameters(model_config: dict, rank: int, targets: list[str]) -> int:
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """What a run's memory depends on besides the model (see `arte.training_precision`)."""
+    """What a run's memory depends on besides the model (see `arte.training.precision`)."""
 
     dtype: str = "float32"  # the load dtype of the weights (float16 with method full loads fp32)
     compute_dtype: str = "float32"  # activations' dtype (bf16/fp16 under mixed precision)

@@ -14,7 +14,7 @@ untrained model itself, so no second copy is held. Without precomputing, LoRA st
 (adapters off in every step) and full DPO loads a frozen second copy in the training dtype.
 
 Precision, gradient checkpointing, 4-bit bases and the memory estimate printed before loading:
-`arte.training_precision`, `arte.memory_estimate`.
+`arte.training.precision`, `arte.training.memory_estimate`.
 
 trl 1.16 details handled here: it joins prompt + chosen / rejected as they are (the separator belongs
 to the completion); it appends the EOS token to both; it has no `max_prompt_length`, only
@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from arte import processes
-from arte.finetune import (
+from arte.stages.align.teacher_reuse import external_inputs, reuse_aligned_teacher
+from arte.stages.stage import ModelNeed, Stage, optimizer_steps, teacher_model
+from arte.training import processes
+from arte.training.finetune import (
     LORA_TARGETS,
     TRAINING_RUNTIME_ONLY,
     Scheduler,
@@ -44,11 +46,7 @@ from arte.finetune import (
     trainer_args,
     validate_common,
 )
-from arte.stages.teacher_reuse import (
-    external_inputs,  # noqa: F401  (provenance: a reused teacher)
-    reuse_aligned_teacher,
-)
-from arte.training_precision import (
+from arte.training.precision import (
     DTYPE_HELP,
     GRADIENT_CHECKPOINTING_HELP,
     MEMORY_CHECK_HELP,
@@ -62,18 +60,10 @@ from common.config import opt
 from common.records import read_json
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.run_dir import RunDir
     from common.tasks import Task
 
-HELP = "Step 3b: DPO on the teacher (LoRA by default), merged and saved."
-TRAINS = True
-"""Runs under `arte.train_launch` (accelerate launch / torchrun) too."""
-
-DEPENDS_ON = ("teacher.model", "align", "aligned_teacher_from")
-"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
-READS: tuple[str, ...] = ("pairs/dpo.jsonl",)
-"""Files of earlier stages it reads, relative to the run directory."""
 
 DPO_METRICS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
 """What trl's DPOTrainer logs per step besides the loss (first/last/mean go into the stats)."""
@@ -260,10 +250,10 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict | None:
     """DPO on the teacher with pairs/dpo.jsonl into align/teacher (merged; plus teacher-adapter/ with
     LoRA, and teacher-f16.gguf when the aligned teacher runs on llama.cpp). A complete aligned teacher
     from an earlier attempt is reused. With --aligned_teacher_from, another run's teacher is taken
-    instead (`arte.stages.teacher_reuse`). Under a launcher every process trains; only the main one
+    instead (`arte.stages.align.teacher_reuse`). Under a launcher every process trains; only the main one
     saves and returns the stats (the others: None)."""
     procs = processes.current()
-    if cfg.aligned_teacher_from:  # the teacher of another run (arte.stages.teacher_reuse)
+    if cfg.aligned_teacher_from:  # the teacher of another run (arte.stages.align.teacher_reuse)
         return reuse_aligned_teacher(cfg, run_dir) if procs.is_main else None
     out = run_dir.stage("align")
     teacher_dir, pairs = out / "teacher", run_dir.path / "pairs" / "dpo.jsonl"
@@ -280,3 +270,49 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict | None:
 
         stats["gguf"] = str(convert_hf_to_gguf(teacher_dir, out / "teacher-f16.gguf", "f16"))
     return stats
+
+
+def models(cfg: RunConfig) -> tuple[ModelNeed, ...]:
+    """DPO starts from --align.base_model when set (rounds), else from the teacher."""
+    if cfg.align.base_model:
+        t = cfg.teacher
+        return (
+            ModelNeed(cfg.align.base_model, "--align.base_model", t.allow_pickle, "--teacher.allow_pickle"),
+        )
+    return (teacher_model(cfg),)
+
+
+def plan_training(cfg: RunConfig, n_tasks: int) -> list[dict]:
+    """DPO over every task's pairs at most; no DPO when the aligned teacher is another run's."""
+    from arte.stages.pairs import question_pairs_at_most, rationale_pairs_at_most
+
+    if cfg.aligned_teacher_from:
+        return []
+    m, a = cfg.elicit.m, cfg.align
+    pairs = n_tasks * (question_pairs_at_most(cfg, m) + rationale_pairs_at_most(cfg, m))
+    return [
+        {
+            "set": "dpo pairs",
+            "examples": pairs,
+            "tokens": int(pairs * a.epochs * 2 * a.max_length),
+            "tokens_formula": f"pairs x epochs {a.epochs:g} x 2 sequences x max_length {a.max_length}",
+            "steps": optimizer_steps(pairs, a.batch_size, a.gradient_accumulation_steps, a.epochs),
+            "effective_batch": a.batch_size * a.gradient_accumulation_steps,
+        }
+    ]
+
+
+STAGE = Stage(
+    name="align",
+    help="Step 3b: DPO on the teacher (LoRA by default), merged and saved.",
+    run=run,
+    depends_on=("teacher.model", "align", "aligned_teacher_from"),
+    reads=("pairs/dpo.jsonl",),
+    writes=("align/teacher/", "align/teacher-adapter/", "align/teacher-f16.gguf", "align/reused.json"),
+    sections=("teacher", "align", "aligned_teacher", "aligned_teacher_from"),
+    models=models,
+    in_rounds=True,
+    trains=True,
+    external_inputs=external_inputs,
+    plan_training=plan_training,
+)

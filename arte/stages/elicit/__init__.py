@@ -8,7 +8,7 @@ dropped (a draft equal to a test question would leak it into training).
 Rationales: n per question, one per reasoning-strategy prompt, greedy. Every strategy ends by asking
 for the final answer as `<ans>...</ans>`. The strategy texts are the four generic ones, or the run
 config's, for all tasks or per task (`elicit.strategy_prompts`, `elicit.task_strategy_prompts`:
-`arte.stages.strategy_prompts`).
+`arte.stages.elicit.strategy_prompts`).
 
 Both loops append one record per teacher call to a JSONL log, so a killed run resumes where it
 stopped and never asks the teacher for a finished prompt again.
@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING
 
 from arte.backends.base import Backend, SamplingParams
 from arte.backends.streaming import generate_stream
-from arte.stages.draft_parsing import parse_question_blocks, question_key
-from arte.stages.strategy_prompts import (
+from arte.stages.elicit.draft_parsing import parse_question_blocks, question_key
+from arte.stages.elicit.strategy_prompts import (
     DEFAULT_STRATEGIES,
     checked_prompts,
     strategy_text,
     undefined_strategies,
 )
+from arte.stages.stage import LOCAL_ENGINES, PlanCount, Stage, TaskSize, teacher_model
 from common.config import opt
 from common.errors import UserError
 from common.prompts import STEP_BY_STEP, TEACHER_STOP, render_question_block, worked_example
@@ -38,15 +39,8 @@ from common.records import RecordLog, write_jsonl_atomic
 from common.tasks.base import Example, Task
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.run_dir import RunDir
-
-HELP = "Step 1: the teacher drafts m questions and n rationales per question."
-
-DEPENDS_ON = ("seed", "teacher", "elicit", "teacher_worked_example")
-"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
-READS: tuple[str, ...] = ()
-"""Files of earlier stages it reads, relative to the run directory."""
 
 QUESTIONS_PER_CALL = 5
 """The brainstorm prompt asks for 5 questions per call (paper)."""
@@ -287,7 +281,7 @@ def elicit_rationales(
     returns the drafts in a stable order."""
     from tqdm import tqdm
 
-    from arte.stages.training_set.tag_repair import clean_rationale
+    from arte.stages.generate.tag_repair import clean_rationale
 
     done = {(r["qid"], r["strategy"]): r["rationale"] for r in log}
     jobs = [(q, s) for q in questions for s in cfg.strategies]
@@ -345,3 +339,33 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         teacher.close()
     write_jsonl_atomic(out / "drafts.jsonl", [dataclasses.asdict(d) for d in drafts])
     return counts
+
+
+def plan_counts(cfg: RunConfig, size: TaskSize) -> list[PlanCount]:
+    """m/5 brainstorm calls (up to max_calls_factor times that) and m x n rationales per task."""
+    e = cfg.elicit
+    m, n, per_call, factor = e.m, len(e.strategies), QUESTIONS_PER_CALL, e.max_calls_factor
+    return [
+        PlanCount(
+            "teacher brainstorm calls",
+            math.ceil(m / per_call),
+            max(1, round(m / per_call * factor)),
+            f"m/{per_call} .. m/{per_call} x max_calls_factor {factor:g}",
+        ),
+        PlanCount.exact("teacher rationales (drafts)", m * n, f"m {m} x n {n} strategies"),
+    ]
+
+
+STAGE = Stage(
+    name="elicit",
+    help="Step 1: the teacher drafts m questions and n rationales per question.",
+    run=run,
+    depends_on=("seed", "teacher", "elicit", "teacher_worked_example"),
+    reads=(),
+    writes=("elicit/TASK.questions.jsonl", "elicit/TASK.rationales.jsonl", "elicit/drafts.jsonl"),
+    sections=("teacher", "elicit", "teacher_worked_example"),
+    models=lambda cfg: (teacher_model(cfg),) if cfg.teacher.name in LOCAL_ENGINES else (),
+    skipped_with_reused_teacher=True,
+    in_rounds=True,
+    plan_counts=plan_counts,
+)

@@ -7,7 +7,7 @@ existing one, else one it adds, with the embeddings resized for training and shr
 saving) and makes the EOS that trl appends to completions one the model stops at. After training,
 `restore_special_tokens` puts the model's original ids back and `saved_special_token_mismatches`
 reloads the saved config, generation config and tokenizer to compare them with the input model's
-(`arte.finetune`).
+(`arte.training.finetune`).
 """
 
 from __future__ import annotations

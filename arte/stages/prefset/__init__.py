@@ -5,7 +5,7 @@ paper keeps the k = 40 most *discriminative* ones: build a response matrix (rows
 respondents, each model at 0/1/2/3 shots; columns = validation questions; 1 = correct), fit a
 2-parameter logistic IRT model and keep the top-k questions by discrimination. The respondents (the
 student, then `prefset.respondents`) answer one engine at a time into prefset/answers.jsonl
-(`arte.stages.respondents`). With too few respondents, a degenerate matrix or a failed fit, a seeded
+(`arte.stages.prefset.respondents`). With too few respondents, a degenerate matrix or a failed fit, a seeded
 random k is used instead: the stage warns, TASK.json records why and what to add, and summary.md
 says so (`fallback_summary_lines`).
 """
@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from arte.backends import BackendConfig, SamplingParams
-from arte.stages.respondents import ANSWERS, AnswerKey, collect_answers, respondent_configs, respondent_id
+from arte.stages.prefset.respondents import (
+    ANSWERS,
+    AnswerKey,
+    collect_answers,
+    respondent_configs,
+    respondent_id,
+)
+from arte.stages.stage import PlanCount, Stage, TaskSize, student_if_local
 from common.config import opt
 from common.errors import UserError
 from common.prompts import STUDENT_STOP
@@ -27,15 +34,9 @@ from common.records import RecordLog, read_json, write_json_atomic
 from common.tasks.base import Task
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.run_dir import RunDir
 
-HELP = "Step 2a: select the preference set D_pref (IRT on a response matrix, top-k)."
-
-DEPENDS_ON = ("seed", "student", "prefset")
-"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
-READS: tuple[str, ...] = ()
-"""Files of earlier stages it reads, relative to the run directory."""
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def select_pref_set(
     selected questions; returns a JSON-able record (indices, method, reason, advice)."""
     import numpy as np
 
-    from arte.stages.irt import select_discriminative_questions
+    from arte.stages.prefset.irt import select_discriminative_questions
 
     check_task_sizes(task, cfg.k)
     matrix, names = [], []
@@ -216,3 +217,32 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         rec = read_json(out / f"{task.name}.json")
         counts[task.name] = {"k": len(rec["indices"]), "method": rec["method"], "reason": rec["reason"]}
     return counts
+
+
+def plan_counts(cfg: RunConfig, size: TaskSize) -> list[PlanCount]:
+    """Every respondent row answers every validation question."""
+    from arte.paper_settings import respondent_rows
+
+    rows = respondent_rows(cfg)
+    return [
+        PlanCount.exact(
+            "student generations",
+            rows * size.validation,
+            f"respondent rows {rows} x validation {size.validation}",
+        )
+    ]
+
+
+STAGE = Stage(
+    name="prefset",
+    help="Step 2a: select the preference set D_pref (IRT on a response matrix, top-k).",
+    run=run,
+    depends_on=("seed", "student", "prefset"),
+    reads=(),
+    writes=("prefset/TASK.json", "prefset/answers.jsonl"),
+    sections=("student", "prefset"),
+    models=student_if_local,
+    skipped_with_reused_teacher=True,
+    in_rounds=True,
+    plan_counts=plan_counts,
+)

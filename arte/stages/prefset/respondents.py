@@ -9,7 +9,7 @@ One engine at a time: each respondent is loaded, answers every shot setting of e
 closed (then `gc` and the CUDA cache) before the next is loaded, so peak memory is the largest
 respondent, not the sum. vLLM does not always give GPU memory back inside a process, so a vllm
 respondent runs in a process of its own (`prefset.respondent_process: auto`; `subprocess` forces
-it for any engine, `in_process` never): `python -m arte.stages.respondent_worker JOB.json`, which
+it for any engine, `in_process` never): `python -m arte.stages.prefset.respondent_worker JOB.json`, which
 reads its prompts from the job file and appends its answers to the same answer log.
 
 Answers are cached as they are made: `prefset/answers.jsonl`, one record per (respondent, task,
@@ -178,7 +178,7 @@ def run_in_process(
 def run_in_subprocess(
     cfg: BackendConfig, jobs: Sequence[dict], params: SamplingParams, answers: RecordLog, job_path: Path
 ) -> None:
-    """Run the respondent in a process of its own (`arte.stages.respondent_worker`), which appends
+    """Run the respondent in a process of its own (`arte.stages.prefset.respondent_worker`), which appends
     to the same answer log."""
     import arte
 
@@ -196,7 +196,9 @@ def run_in_subprocess(
     root = str(Path(arte.__file__).resolve().parents[1])  # the child imports this same arte
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     log.info("respondent %s: starting its own process (%s)", rid, job_path)
-    done = subprocess.run([sys.executable, "-m", "arte.stages.respondent_worker", str(job_path)], env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "arte.stages.prefset.respondent_worker", str(job_path)], env=env
+    )
     if done.returncode != 0:
         raise UserError(
             f"respondent {rid}'s process failed (exit {done.returncode}; its error is above). The answers "

@@ -1,9 +1,9 @@
 """The pipeline's last stage: evaluate the vanilla student and every trained one (`--variants`:
 original-teacher, ARTE, the ablations) on the same test questions, zero- and few-shot, and on the
-out-of-domain tasks (`--evaluate.extra_tasks`, `arte.stages.out_of_domain`); then write `summary.md`
+out-of-domain tasks (`--evaluate.extra_tasks`, `arte.stages.evaluate.out_of_domain`); then write `summary.md`
 and `summary.json` (accuracy table with bootstrap intervals, paired differences, caveats,
-training-set yields, stage timings). The statistics are in `arte.stages.evaluate_stats`, the summary
-in `arte.stages.summary`."""
+training-set yields, stage timings). The statistics are in `arte.stages.evaluate.stats`, the summary
+in `arte.stages.evaluate.summary`."""
 
 from __future__ import annotations
 
@@ -14,33 +14,19 @@ from typing import TYPE_CHECKING
 
 from arte.backends import BackendConfig, load_backend
 from arte.run_dir import RunDir
+from arte.stages.stage import PlanCount, Stage, TaskSize, student_model
 from common.config import opt
 from common.errors import UserError
 from common.records import RecordLog
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from common.tasks import Task
-
-HELP = "Evaluate the vanilla and trained students (and on out-of-domain tasks); write summary.md/json."
-
-DEPENDS_ON = ("seed", "student.model", "evaluate", "variants", "rounds")
-"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
-READS: tuple[str, ...] = (
-    "train",
-    "rounds/rounds.json",
-    "gain/gain.json",
-    "align/teacher/align_stats.json",
-    "prefcheck/consistency.json",
-)
-"""Files of earlier stages it reads, relative to the run directory."""
-RUN_FILES = ("summary.md", "summary.json")
-"""Files it writes in the run directory itself (deleted with its own when it is redone)."""
 
 
 def extra_task_hashes(cfg: RunConfig) -> dict[str, str]:
     """The out-of-domain tasks' data hashes, recorded in this stage's provenance (`arte.provenance`)."""
-    from arte.stages.out_of_domain import extra_task_hashes as hashes
+    from arte.stages.evaluate.out_of_domain import extra_task_hashes as hashes
 
     return hashes(cfg)
 
@@ -101,8 +87,8 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     (evaluate/ood/VARIANT.jsonl), resumable per variant and task; then write the summary files."""
     from tqdm import tqdm
 
-    from arte.stages.evaluate_stats import evaluate_stream
-    from arte.stages.out_of_domain import load_extra_tasks
+    from arte.stages.evaluate.out_of_domain import load_extra_tasks
+    from arte.stages.evaluate.stats import evaluate_stream
 
     out, ev = run_dir.stage("evaluate"), cfg.evaluate
     extra = load_extra_tasks(cfg, tasks)
@@ -145,7 +131,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
             into[variant] = sorted(
                 rows, key=lambda r: (order.get(r["task"], len(order)), r["shots"], r["index"])
             )
-    from arte.stages.summary import write_summary
+    from arte.stages.evaluate.summary import write_summary
 
     return write_summary(cfg, run_dir, tasks, records, ood_records=ood or None)
 
@@ -191,3 +177,45 @@ def _engine_model(backend: BackendConfig, model: str, out: Path, variant: str, s
     if variant == "vanilla" and (twin := f16_twin(student)):
         return str(resolve_gguf(twin))
     return str(convert_hf_to_gguf(Path(resolve_hf(model)), gguf, "f16"))
+
+
+def evaluated_students(cfg: RunConfig) -> list[str]:
+    """The students evaluate tests: vanilla, each --variants entry, each later round's (arte_rR)."""
+    from arte.stages.rounds import round_variant
+
+    return ["vanilla", *cfg.variants, *(round_variant(r) for r in range(2, cfg.rounds + 1))]
+
+
+def plan_counts(cfg: RunConfig, size: TaskSize) -> list[PlanCount]:
+    """Every student, every shot setting, every test question evaluate keeps."""
+    students, shots = evaluated_students(cfg), len(cfg.evaluate.shots)
+    n_eval = min(cfg.evaluate.n_test, size.test)
+    return [
+        PlanCount.exact(
+            "student generations",
+            len(students) * shots * n_eval,
+            f"{len(students)} students ({', '.join(students)}) x {shots} shot settings x n_test {n_eval}",
+        )
+    ]
+
+
+STAGE = Stage(
+    name="evaluate",
+    help="Evaluate the vanilla and trained students (and on out-of-domain tasks); write summary.md/json.",
+    run=run,
+    depends_on=("seed", "student.model", "evaluate", "variants", "rounds"),
+    reads=(
+        "train",
+        "rounds/rounds.json",
+        "gain/gain.json",
+        "align/teacher/align_stats.json",
+        "prefcheck/consistency.json",
+    ),
+    writes=("evaluate/VARIANT.jsonl", "evaluate/ood/VARIANT.jsonl", "summary.md", "summary.json"),
+    sections=("student", "evaluate", "variants"),
+    models=lambda cfg: (student_model(cfg),),
+    run_files=("summary.md", "summary.json"),
+    extra_task_hashes=extra_task_hashes,
+    plan_counts=plan_counts,
+    plan_note=lambda cfg: f"students {', '.join(evaluated_students(cfg))}",
+)

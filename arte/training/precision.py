@@ -16,7 +16,7 @@ check before any weight is loaded.
   with fp32 LoRA adapters for method lora.
 - `quantization: 4bit` (QLoRA): bitsandbytes NF4 base with double quantisation, LoRA only, CUDA
   only; refused with the exact `pip install` where bitsandbytes is missing. UNVERIFIED here (no GPU).
-- `plan_memory`: `arte.memory_estimate` for the run's settings, printed, and on a CUDA host refused
+- `plan_memory`: `arte.training.memory_estimate` for the run's settings, printed, and on a CUDA host refused
   (UserError) when it exceeds the free memory of the device (`torch.cuda.mem_get_info`).
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from arte.memory_estimate import MemoryEstimate, TrainingSettings, training_memory
+from arte.training.memory_estimate import MemoryEstimate, TrainingSettings, training_memory
 from common.errors import UserError, missing_dependency
 
 Dtype = Literal["auto", "bfloat16", "bf16_mixed", "float16", "float32"]

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING
 
 from arte.backends.base import Backend, SamplingParams
 from arte.backends.streaming import generate_stream
-from arte.stages.draft_parsing import question_key
 from arte.stages.elicit import elicit_questions
-from arte.stages.training_set.balance import LabelCaps, balance_report
-from arte.stages.training_set.labels import majority, solver_label, uses_solver
-from arte.stages.training_set.question_checks import QuestionChecks
-from arte.stages.training_set.tag_repair import read_rationale
+from arte.stages.elicit.draft_parsing import question_key
+from arte.stages.generate.balance import LabelCaps, balance_report
+from arte.stages.generate.labels import majority, solver_label, uses_solver
+from arte.stages.generate.question_checks import QuestionChecks
+from arte.stages.generate.tag_repair import read_rationale
 from common.prompts import TEACHER_STOP, icl_prompt, naive_prompt
 from common.records import RecordLog
 from common.tasks.answer_space import AnswerSpace, task_answer_space

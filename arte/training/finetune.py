@@ -1,13 +1,13 @@
 """Fine-tuning plumbing shared by teacher alignment (`arte.stages.align`, DPO) and student SFT
 (`arte.stages.train`): special tokens, LoRA, checkpoints and resume, safe saving, JSONL reading.
 
-- Special tokens (`arte.special_tokens`): a training copy of the tokenizer gets a pad token that is
+- Special tokens (`arte.training.special_tokens`): a training copy of the tokenizer gets a pad token that is
   neither EOS, BOS nor an end-of-turn token (an added one where none exists: the embeddings grow
   for training and are shrunk back before saving); `save_trained_model` puts the model's original
   special-token ids back, saves, reloads the saved config, generation config and tokenizer, and
   raises if any of them differs from the input model's.
-- Hardware (`arte.training_precision`): `start_run` resolves --dtype on this device, prints the
-  memory estimate (`arte.memory_estimate`) before loading, refuses a run that cannot fit on a
+- Hardware (`arte.training.precision`): `start_run` resolves --dtype on this device, prints the
+  memory estimate (`arte.training.memory_estimate`) before loading, refuses a run that cannot fit on a
   GPU, and loads the weights in the resolved dtype (or 4-bit); `trainer_args` sets trl's bf16/fp16
   and gradient-checkpointing flags to match. All of it lands in the stats (precision,
   memory_estimate, pad_token_origin).
@@ -30,15 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from arte.special_tokens import (  # noqa: F401 - choose_pad_token: part of this module's interface
-    choose_pad_token,
-    prepare_special_tokens,
-    restore_special_tokens,
-    saved_special_token_mismatches,
-    special_token_snapshot,
-)
-from arte.training_log import resumed_train_loss, summarize_log
-from arte.training_precision import (
+from arte.training.log import resumed_train_loss, summarize_log
+from arte.training.precision import (
     DeviceFacts,
     Precision,
     device_facts,
@@ -48,6 +41,13 @@ from arte.training_precision import (
     resolve_optimizer,
     resolve_precision,
     validate_hardware_settings,
+)
+from arte.training.special_tokens import (  # noqa: F401 - choose_pad_token: part of this module's interface
+    choose_pad_token,
+    prepare_special_tokens,
+    restore_special_tokens,
+    saved_special_token_mismatches,
+    special_token_snapshot,
 )
 from common.config import to_dict
 from common.errors import UserError
@@ -140,14 +140,14 @@ def load_for_training(
 ):
     """(tokenizer, model) in `dtype` for an embedded name, HF directory, .gguf file or hub id
     (safetensors only, unless `allow_pickle`, the opt-in set by the option `flag`); with a
-    `quantization` config (`arte.training_precision.quantization_config`), 4-bit on the GPU."""
+    `quantization` config (`arte.training.precision.quantization_config`), 4-bit on the GPU."""
     from arte.models import resolve_hf
     from common.hf_models import load_hf_model
     from common.threads import configure_torch_threads, pick_threads
 
     configure_torch_threads(pick_threads(threads))
     if quantization is not None:
-        from arte.training_precision import load_quantized
+        from arte.training.precision import load_quantized
 
         tokenizer, model = load_quantized(resolve_hf(model_dir), quantization, allow_pickle, flag)
     else:
@@ -200,7 +200,7 @@ def trainer_args(cfg: Any, checkpoint_dir: Path, precision: Precision) -> dict[s
         save_total_limit=1,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=precision.bf16,  # trl defaults to bf16: set from --dtype (arte.training_precision)
+        bf16=precision.bf16,  # trl defaults to bf16: set from --dtype (arte.training.precision)
         fp16=precision.fp16,
         use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=cfg.gradient_checkpointing,  # trl defaults to on; ours: off (~20% slower)
@@ -235,7 +235,7 @@ def start_run(
     """Load the model, snapshot its special tokens, prepare a training copy of its tokenizer, and
     find a checkpoint to resume from (`kind`: 'sft' or 'dpo'; `allow_pickle`: a pickle-only model
     may be loaded)."""
-    from arte import processes
+    from arte.training import processes
 
     facts, section = device_facts(), SECTIONS[kind]
     precision = resolve_precision(cfg.dtype, cfg.method, facts, section)

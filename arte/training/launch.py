@@ -1,21 +1,21 @@
 """The pipeline's two training stages as a program for multi-process launchers (DDP, FSDP, DeepSpeed):
 
     accelerate launch [--config_file configs/accelerate/{ddp,fsdp_full_shard,zero3}.yaml] \
-        -m arte.train_launch align --config RUN.yaml
-    accelerate launch ... -m arte.train_launch train --config RUN.yaml
-    torchrun --nproc_per_node 8 -m arte.train_launch align --config RUN.yaml
+        -m arte.training.launch align --config RUN.yaml
+    accelerate launch ... -m arte.training.launch train --config RUN.yaml
+    torchrun --nproc_per_node 8 -m arte.training.launch align --config RUN.yaml
 
 `align` is ARTE step 3 (DPO on the teacher, `arte.stages.align`), `train` step 4b (SFT of the
 students, `arte.stages.train`); flags are those of `arte run`. It runs the pipeline's own loop and
 stage code (`arte.pipeline.run_pipeline`) with `LaunchedProcesses` as the process group
-(`arte.processes`): every process builds the same trainer; transformers' Trainer picks up the
+(`arte.training.processes`): every process builds the same trainer; transformers' Trainer picks up the
 launcher's environment (RANK, WORLD_SIZE, the accelerate config) and shards the data. Only the main
 process writes: the merged model, the stats, `STAGE/done.json` and manifest.json; the others train
 and wait. A finished stage is skipped. The stages before (elicit ... pairs) and after
 (generate, evaluate) run once, as usual (`arte elicit`, `arte generate`, ...): launching `arte run`
 itself under accelerate would repeat the teacher's work in every process.
 
-Without a launcher, `python -m arte.train_launch align ...` is the same as `arte align ...`.
+Without a launcher, `python -m arte.training.launch align ...` is the same as `arte align ...`.
 
 DDP is tested on CPU (2 processes, gloo: tests/test_accelerate.py). FSDP and DeepSpeed ZeRO-3 shard
 the weights, so the model is gathered with `Trainer.save_model` (collective) and the main process
@@ -23,7 +23,7 @@ reloads it before merging: UNVERIFIED here (no GPU); the shipped configs set wha
 (FSDP: `fsdp_state_dict_type: FULL_STATE_DICT`; ZeRO-3: `zero3_save_16bit_model: true`, i.e.
 `stage3_gather_16bit_weights_on_model_save`). Which to use when: the README's "Training at scale".
 The memory estimate each stage prints reads the launcher's sharding from accelerate's environment
-(`arte.training_precision.launcher_sharding`).
+(`arte.training.precision.launcher_sharding`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from arte.processes import SingleProcess
+from arte.training.processes import SingleProcess
 from common.errors import UserError
 
 
@@ -115,8 +115,8 @@ class LaunchedProcesses(SingleProcess):
     def prepare_model(self, kind: str, model_spec: str, data: Path, out_dir: Path, cfg: Any) -> str:
         """On the main process first: materialise the model (embedded/tiny names) and settle the
         checkpoint directory, so the processes do not race on either."""
-        from arte.finetune import CHECKPOINTS, resume_point, run_fingerprint
         from arte.models import resolve_hf
+        from arte.training.finetune import CHECKPOINTS, resume_point, run_fingerprint
 
         with self.state.main_process_first():
             model_dir = resolve_hf(model_spec)
@@ -128,7 +128,7 @@ class LaunchedProcesses(SingleProcess):
         self, run: Any, out_dir: Path, stats_name: str, metrics: tuple[str, ...], model_dir: str
     ) -> dict | None:
         """Train on every process; the main process merges, saves and returns the stats (others: None)."""
-        from arte.finetune import run_training
+        from arte.training.finetune import run_training
 
         gather_dir = out_dir / ".gathered"
         if run.trainer.is_fsdp_enabled or run.trainer.is_deepspeed_enabled:
@@ -159,13 +159,13 @@ class LaunchedProcesses(SingleProcess):
 def run_training_stage(stage: str, cfg) -> dict | None:
     """Run (or skip, if done) `stage` of the run in `cfg.run_dir` in every launched process, with the
     pipeline's own loop; returns the manifest on the main process, None elsewhere."""
-    from arte import processes
     from arte.pipeline import run_pipeline
     from arte.stages import TRAINING_STAGES
+    from arte.training import processes
 
     if stage not in TRAINING_STAGES:
         raise UserError(
-            f"arte.train_launch: stage must be one of {', '.join(TRAINING_STAGES)}, got {stage!r}"
+            f"arte.training.launch: stage must be one of {', '.join(TRAINING_STAGES)}, got {stage!r}"
         )
     procs = LaunchedProcesses()
     with processes.use(procs):
@@ -175,14 +175,14 @@ def run_training_stage(stage: str, cfg) -> dict | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m arte.train_launch {align|train} --config RUN.yaml [--section.key value ...]`."""
+    """`python -m arte.training.launch {align|train} --config RUN.yaml [--section.key value ...]`."""
     from arte.cli import add_config_flags
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.stages import TRAINING_STAGES
     from common.config import load_config
 
     parser = argparse.ArgumentParser(
-        prog="python -m arte.train_launch",
+        prog="python -m arte.training.launch",
         description="Run the align (DPO) or train (SFT) stage in every process started by accelerate "
         "launch / torchrun; the main process writes the run directory. Flags as for `arte run`.",
     )
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_training_stage(args.stage, load_config(RunConfig, args.config, overrides))
     except UserError as e:
         if os.environ.get("RANK", "0") == "0":  # every rank stops with the same error; one says it
-            print(f"arte.train_launch: error: {e}", file=sys.stderr)
+            print(f"arte.training.launch: error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -2,7 +2,9 @@
 (`--aligned_teacher_from`) instead of aligning its own, then generates, trains and evaluates for its
 own student and tasks: the aligned teacher of student A serving student B, or unseen tasks.
 
-Such a run skips elicit, prefset, score and pairs (its own student's preferences are not needed);
+Such a run skips the stages declared `skipped_with_reused_teacher` (elicit, prefset, score,
+prefcheck, pairs, gain: its own student's preferences are not needed, and prefcheck and gain read
+this run's D_pref and draft scores, which it has none of);
 its align stage checks that the other run finished align, takes from it what this run's aligned
 teacher engine needs (the merged HF teacher; the F16 GGUF for llama_cpp, converted into this run's
 align/ when the other run has none) and writes align/reused.json: where the teacher came from, the
@@ -23,15 +25,12 @@ from common.errors import UserError
 from common.records import read_json, sha256_file, write_json_atomic
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
 FLAG = "--aligned_teacher_from"
-SKIPPED = ("elicit", "prefset", "score", "prefcheck", "pairs", "gain")
-"""The stages a run that reuses a teacher does not run (prefcheck and gain read this run's D_pref
-and draft scores, which it has none of: no preference gain is reported for it)."""
 RECORD = "reused.json"
 
 

@@ -2,7 +2,7 @@
 the baseline's the same way.
 
 Per task and teacher, candidates are drawn until `n_examples` survive or `max_calls` generations are
-spent (`arte.stages.training_set.collect`): questions from the brainstorm prompt (temperature 1.0,
+spent (`arte.stages.generate.collect`): questions from the brainstorm prompt (temperature 1.0,
 `generate.questions`), rationales from the *naive* prompt (the teacher picks its own strategy;
 rationale 0 greedy, as in the paper, more sampled where a label needs them). Questions are checked
 against the task's own (length, unfilled templates, fragments); labels come from the task's exact
@@ -16,10 +16,19 @@ procedure, so the two sets differ only by alignment; "drafts" takes elicit's dra
 best-scoring rationale that agrees with the label (no new calls; at most elicit's m questions).
 
 The ablations that `variants` names (paper, Table 2) mix the two teachers: question_only (aligned
-questions, original rationales), rationale_only (the reverse): `arte.stages.training_set.ablations`.
+questions, original rationales), rationale_only (the reverse): `arte.stages.generate.ablations`.
 
 Last, every set is matched per task to the same size (`generate.size_match`, default a seeded sample
-within each label down to the smallest set: `arte.stages.training_set.size_match`).
+within each label down to the smallest set: `arte.stages.generate.size_match`).
+
+The helpers beside this module, in the order a candidate meets them:
+
+    question_checks -> labels (the task's solver, else a majority vote) -> tag_repair (rationales
+    that agree; tags repaired where the final sentence states an answer) -> balance (label quotas)
+    -> collect (draws until N examples are kept or the call budget is spent) -> size_match
+
+Each counts what it drops, per task, in generate/done.json and the summary; `ablations` builds the
+paper's mixed sets.
 """
 
 from __future__ import annotations
@@ -34,17 +43,18 @@ from typing import TYPE_CHECKING, Literal
 
 from arte.backends.base import Backend
 from arte.stages.elicit import QuestionConfig
-from arte.stages.score import ScoredDraft
-from arte.stages.training_set.ablations import (
+from arte.stages.generate.ablations import (
     ABLATIONS,
     ablation_set,
     size_mismatches,
     training_set_sizes,
 )
-from arte.stages.training_set.collect import SEED_OFFSET, collect_training_set, draw_rationales, select
-from arte.stages.training_set.labels import majority
-from arte.stages.training_set.size_match import match_sizes
-from arte.stages.training_set.tag_repair import read_rationale
+from arte.stages.generate.collect import SEED_OFFSET, collect_training_set, draw_rationales, select
+from arte.stages.generate.labels import majority
+from arte.stages.generate.size_match import match_sizes
+from arte.stages.generate.tag_repair import read_rationale
+from arte.stages.score import ScoredDraft
+from arte.stages.stage import PlanCount, Stage, TaskSize
 from common.config import opt
 from common.errors import UserError
 from common.records import RecordLog, write_jsonl_atomic
@@ -53,17 +63,10 @@ from common.tasks.base import Task
 
 if TYPE_CHECKING:
     from arte.backends import BackendConfig
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.run_dir import RunDir
 
 log = logging.getLogger(__name__)
-
-HELP = "Step 4a: the aligned teacher writes the tailored training set, the original teacher the baseline's."
-
-DEPENDS_ON = ("seed", "teacher", "aligned_teacher", "generate", "teacher_worked_example", "variants")
-"""The RunConfig fields this stage's files depend on (recorded in done.json: `arte.provenance`)."""
-READS: tuple[str, ...] = ("align", "score/scores.jsonl")
-"""Files of earlier stages it reads, relative to the run directory."""
 
 
 @dataclass
@@ -192,8 +195,8 @@ def aligned_teacher_config(cfg: RunConfig, run_dir: RunDir) -> BackendConfig:
     LoRA adapter as a LoRA request (vllm, when align used LoRA), else the merged HF directory."""
     from arte.models import resolve_hf
 
-    if cfg.aligned_teacher_from:  # another run's (arte.stages.teacher_reuse)
-        from arte.stages.teacher_reuse import reused_teacher
+    if cfg.aligned_teacher_from:  # another run's (arte.stages.align.teacher_reuse)
+        from arte.stages.align.teacher_reuse import reused_teacher
 
         return dataclasses.replace(cfg.aligned_teacher, model=reused_teacher(run_dir))
     align, name = run_dir.path / "align", cfg.aligned_teacher.name
@@ -237,7 +240,7 @@ def _teacher_sets(
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     """generate/arte.jsonl from the aligned teacher (logs in generate/arte/), generate/original.jsonl
     for the baseline (logs in generate/original/), then the ablation sets that `variants` names
-    (generate/VARIANT.jsonl, logs in generate/VARIANT/: `training_set.ablations`); counts per task
+    (generate/VARIANT.jsonl, logs in generate/VARIANT/: `generate.ablations`); counts per task
     and set."""
     from arte.stages.score import read_scored_drafts
 
@@ -271,3 +274,46 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     if short:
         log.warning("training sets not of --generate.n_examples each: %s", "; ".join(short))
     return counts
+
+
+def generate_teachers(cfg: RunConfig) -> list[str]:
+    """The sets generate draws with new teacher calls: arte, original (unless it comes from the
+    drafts), and each ablation --variants names."""
+    sets = ["arte"] + (["original"] if cfg.generate.original == "teacher" else [])
+    return sets + [v for v in cfg.variants if v in ABLATIONS]
+
+
+def plan_counts(cfg: RunConfig, size: TaskSize) -> list[PlanCount]:
+    """The call budget of every set drawn (plus the label check of arte and original)."""
+    g = cfg.generate
+    teachers = generate_teachers(cfg)
+    checked = sum(s in ("arte", "original") for s in teachers) if g.label_check else 0  # not the ablations
+    calls = len(teachers) * g.max_calls + checked * min(g.label_check, size.validation) * g.samples
+    formula = f"{len(teachers)} sets ({', '.join(teachers)}) x max_calls {g.max_calls}"
+    if checked:
+        formula += f" + label check {g.label_check} x samples {g.samples} x {checked} sets"
+    return [
+        PlanCount.at_most("teacher generations", calls, formula),
+        PlanCount.at_most("examples kept per set", g.n_examples, "n_examples"),
+    ]
+
+
+def plan_note(cfg: RunConfig) -> str:
+    sets = generate_teachers(cfg)
+    original = "" if "original" in sets else ", original from elicit's drafts (no calls)"
+    return f"sets {', '.join(sets)}{original}"
+
+
+STAGE = Stage(
+    name="generate",
+    help="Step 4a: the aligned teacher writes the tailored training set, the original teacher the "
+    "baseline's.",
+    run=run,
+    depends_on=("seed", "teacher", "aligned_teacher", "generate", "teacher_worked_example", "variants"),
+    reads=("align", "score/scores.jsonl"),
+    writes=("generate/VARIANT.jsonl", "generate/VARIANT/TASK.*.jsonl"),
+    sections=("teacher", "aligned_teacher", "generate", "teacher_worked_example", "variants"),
+    in_rounds=True,
+    plan_counts=plan_counts,
+    plan_note=plan_note,
+)

@@ -1,6 +1,6 @@
 """Who runs the pipeline's stages: this one process (the default), or every process a launcher started.
 
-The stage loop (`arte.pipeline.run_pipeline`) and the training stages (align, train) ask the current
+The stage loop (`arte.stage_loop.run_stages`) and the training stages (align, train) ask the current
 group, `current()`, instead of assuming they are alone:
 - `is_main`: only the main process writes the run directory (done.json, manifest.json, the model);
 - `barrier()`: everyone waits for everyone at the start and end of a stage;
@@ -8,7 +8,7 @@ group, `current()`, instead of assuming they are alone:
   handed to every process, so that all of them stop, or none;
 - `threads(n)`, `prepare_model(...)`, `train_and_save(...)`: how a trainer is set up and run.
 
-`SingleProcess` does what a plain `arte run` needs. `arte.train_launch` swaps in its accelerate-based
+`SingleProcess` does what a plain `arte run` needs. `arte.training.launch` swaps in its accelerate-based
 group with `use(...)` for the processes that `accelerate launch` / `torchrun` start, and then runs
 the very same stage code.
 """
@@ -53,8 +53,8 @@ class SingleProcess:
     def train_and_save(
         self, run: Any, out_dir: Path, stats_name: str, metrics: tuple[str, ...], model_dir: str
     ) -> dict | None:
-        """Train `run` (an `arte.finetune.TrainingRun`), save the model and its stats; the stats."""
-        from arte.finetune import run_training
+        """Train `run` (an `arte.training.finetune.TrainingRun`), save the model and its stats; the stats."""
+        from arte.training.finetune import run_training
 
         return run_training(run, out_dir, stats_name, metrics)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from common.errors import UserError
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from common.tasks import Task
 
 FLAG = "--evaluate.extra_tasks"
@@ -36,7 +36,7 @@ def load_extra_tasks(cfg: RunConfig, run_tasks: list[Task] | None = None) -> lis
     except UserError as e:
         raise UserError(f"{FLAG}: {e}") from None
     if run_tasks is None:
-        from arte.pipeline import load_run_tasks
+        from arte.run_config import load_run_tasks
 
         run_tasks = load_run_tasks(cfg)
     run_names = {t.name for t in run_tasks}
@@ -58,7 +58,7 @@ def load_extra_tasks(cfg: RunConfig, run_tasks: list[Task] | None = None) -> lis
 
 def extra_task_hashes(cfg: RunConfig) -> dict[str, str]:
     """{task: data hash} of the out-of-domain tasks, for the evaluate stage's provenance record."""
-    from arte.pipeline import task_hash
+    from arte.run_config import task_hash
 
     return {t.name: task_hash(t) for t in load_extra_tasks(cfg)}
 
@@ -67,7 +67,7 @@ def ood_summary(
     cfg: RunConfig, records: dict[str, list[dict]], names: dict[str, str]
 ) -> tuple[dict[str, Any], list[str]]:
     """summary.json's "out_of_domain" part and summary.md's section for the OOD records."""
-    from arte.stages.evaluate_stats import accuracy_table, format_table_markdown
+    from arte.stages.evaluate.stats import accuracy_table, format_table_markdown
 
     table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
     tasks = list(dict.fromkeys(r["task"] for recs in records.values() for r in recs))

@@ -1,5 +1,6 @@
 """What a fine-tuning run's log says: first/last/mean of the logged metrics, and the true mean
-training loss of a resumed run (transformers under-reports it). Used by `arte.finetune.run_training`."""
+training loss of a resumed run (transformers under-reports it). Used by
+`arte.training.finetune.run_training`."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ Caveats are written whenever they apply:
   then mostly measures the answer format (an untagged answer is scored wrong);
 - a variant whose accuracy among its tagged answers sits at the guessing level (chance or majority
   class) on a task.
-Per task, the answer-format tables (`arte.stages.format_report`) show the tag rate, the accuracy
+Per task, the answer-format tables (`arte.stages.evaluate.format_report`) show the tag rate, the accuracy
 among tagged answers and the guessing levels, and mark in the differences table each difference
 that the tag rates explain.
 """
@@ -18,11 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arte.stages.format_report import FORMAT_GAP
+from arte.stages.evaluate.format_report import FORMAT_GAP
 from common.records import RecordLog, read_json, write_json_atomic
 
 if TYPE_CHECKING:
-    from arte.pipeline import RunConfig
+    from arte.run_config import RunConfig
     from arte.run_dir import RunDir
     from common.tasks import Task
 
@@ -63,7 +63,7 @@ def caveats(
     table: dict[str, Any], sizes: dict[str, dict[str, int]], fmt: dict[str, Any] | None = None
 ) -> list[str]:
     """The warnings that belong next to the accuracy numbers (see module doc); `fmt` is the
-    format report (`arte.stages.format_report.format_report`), when there is one."""
+    format report (`arte.stages.evaluate.format_report.format_report`), when there is one."""
     out = []
     for v, per_task in sizes.items():
         small = {t: n for t, n in per_task.items() if n < SMALL_SET}
@@ -146,16 +146,21 @@ def write_summary(
     records: dict[str, list[dict]],
     ood_records: dict[str, list[dict]] | None = None,
 ) -> dict:
-    from arte.stages.alignment_report import alignment_markdown, alignment_summary
+    from arte.stages.align.alignment_report import alignment_markdown, alignment_summary
     from arte.stages.evaluate import demonstration_kinds, demonstration_line
-    from arte.stages.evaluate_stats import accuracy_table, format_table_markdown
-    from arte.stages.format_report import MARK_LEGEND, difference_marks, format_report, format_tables_markdown
-    from arte.stages.out_of_domain import ood_summary
+    from arte.stages.evaluate.format_report import (
+        MARK_LEGEND,
+        difference_marks,
+        format_report,
+        format_tables_markdown,
+    )
+    from arte.stages.evaluate.out_of_domain import ood_summary
+    from arte.stages.evaluate.stats import accuracy_table, format_table_markdown
+    from arte.stages.generate.ablations import size_mismatches
+    from arte.stages.generate.size_match import size_match_lines
     from arte.stages.prefcheck import consistency_markdown
     from arte.stages.prefset import fallback_summary_lines
     from arte.stages.rounds import round_sets, rounds_info, rounds_markdown
-    from arte.stages.training_set.ablations import size_mismatches
-    from arte.stages.training_set.size_match import size_match_lines
     from common.tasks.answer_space import task_answer_space
 
     table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
@@ -171,14 +176,14 @@ def write_summary(
             "they differ, so does the amount of data (--generate.size_match sample matches them)."
         )
     notes += fallback_summary_lines(run_dir.path, tasks)  # a random D_pref, said out loud
-    reused = run_dir.path / "align" / "reused.json"  # arte.stages.teacher_reuse
+    reused = run_dir.path / "align" / "reused.json"  # arte.stages.align.teacher_reuse
     data = {
         "drafts": _count_lines(run_dir.path / "elicit" / "drafts.jsonl"),
         "pairs": _count_lines(run_dir.path / "pairs" / "dpo.jsonl"),
         "sft_examples": {v: sum(n.values()) for v, n in sizes.items()},
         "sft_examples_per_task": sizes,
         "generate": stages.get("generate", {}).get("counts", {}),
-        "prefset": {  # none when the aligned teacher is another run's (arte.stages.teacher_reuse)
+        "prefset": {  # none when the aligned teacher is another run's (arte.stages.align.teacher_reuse)
             t.name: read_json(path)["method"]
             for t in tasks
             if (path := run_dir.path / "prefset" / f"{t.name}.json").exists()
