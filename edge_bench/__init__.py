@@ -20,7 +20,9 @@ GGUF / safetensors / ONNX readers it shares with the export, are in `common`.
     measure.py    one variant at one thread count: load, time, peak RSS, efficiency
     bench.py      run_bench(): the sweep over variants x threads x prompt lengths, accuracy, the report
     recommend.py  best speed, a recommendation that respects the intervals, comparison with an old report
-    report.py     report.json / report.md (schema, check), the table + one JSON line
+    schema.py     report.json's schema: one dataclass per object, checked on load, written back unchanged
+    json_records.py  the typed-JSON machinery under it (type hints -> checks with key paths)
+    report.py     report.json / report.md (load, write), the table + one JSON line
     accuracy_report.py  the accuracy and fidelity tables and the rankings (stdout and report.md)
     plots.py      accuracy (with error bars) vs latency (Pareto front) and size vs accuracy PNGs
 """

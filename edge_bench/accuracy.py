@@ -46,7 +46,10 @@ class HFTokenizer:
         try:
             from transformers import AutoTokenizer
         except ImportError as e:
-            raise ImportError("edge_bench accuracy needs transformers: pip install transformers") from e
+            raise ImportError(
+                f"the harness tokenizer of {path} needs transformers (a .gguf file's own vocabulary "
+                "does not): pip install 'arte-edge[train]'"
+            ) from e
         path = Path(path)
         if path.is_file():  # a .gguf file: transformers builds the tokenizer from its metadata
             self.tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -80,13 +83,72 @@ class ByteTokenizer:
         return bytes(ids).decode("utf-8", errors="replace")
 
 
+class LlamaCppTokenizer:
+    """A GGUF's own vocabulary through llama.cpp (no transformers needed): special tokens parsed, BOS
+    added as the GGUF says, decoded without special tokens."""
+
+    def __init__(self, path: Path):
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+        self.eos_ids = {int(self.llm.token_eos())}
+        self._special = {int(self.llm.token_bos()), *self.eos_ids}
+
+    def encode(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        kept = [i for i in ids if i not in self._special]
+        return self.llm.detokenize(kept).decode("utf-8", errors="replace")
+
+
+class TokenizerJson:
+    """A directory's tokenizer.json through the `tokenizers` library (no transformers needed): its
+    post-processor adds the special tokens, as transformers' fast tokenizer does; EOS from
+    tokenizer_config.json and generation_config.json."""
+
+    def __init__(self, path: Path):
+        import json
+
+        from tokenizers import Tokenizer as Backend
+
+        self.tok = Backend.from_file(str(path / "tokenizer.json"))
+        eos: list = []
+        for name, key in (("tokenizer_config.json", "eos_token"), ("generation_config.json", "eos_token_id")):
+            value = json.loads((path / name).read_text()).get(key) if (path / name).is_file() else None
+            value = value.get("content") if isinstance(value, dict) else value
+            for x in value if isinstance(value, list) else [value]:
+                eos.append(self.tok.token_to_id(x) if isinstance(x, str) else x)
+        self.eos_ids = {int(i) for i in eos if i is not None}
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok.encode(text).ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=True)
+
+
+def _have_transformers() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("transformers") is not None
+
+
 def load_tokenizer(runtime: str, path: Path | None) -> Tokenizer:
     """The harness tokenizer of a variant: bytes for the fake runtime, else transformers from `path`
-    (an HF/ONNX directory with tokenizer files, or a .gguf file)."""
+    (an HF/ONNX directory with tokenizer files, or a .gguf file). Without transformers (`pip install
+    'arte-edge[bench]'`): a .gguf file's own vocabulary through llama.cpp, a directory's
+    tokenizer.json through `tokenizers`."""
     if runtime == "fake":
         return ByteTokenizer()
     if path is None:
         raise ValueError(f"runtime {runtime}: no tokenizer path")
+    if not _have_transformers():
+        path = Path(path)
+        if path.suffix == ".gguf":
+            return LlamaCppTokenizer(path)
+        if (path / "tokenizer.json").is_file():
+            return TokenizerJson(path)
     return HFTokenizer(path)
 
 

@@ -8,6 +8,7 @@ rankings, kept apart."""
 from __future__ import annotations
 
 from edge_bench.recommend import fmt_or_dash
+from edge_bench.schema import Report
 
 ACCURACY_COLUMNS = (
     "variant",
@@ -43,53 +44,51 @@ def _kl(x) -> str:
     return "-" if x is None else (f"{x:.2e}" if x < 1e-3 else f"{x:.4f}")
 
 
-def accuracy_rows(report: dict) -> list[list[str]]:
+def accuracy_rows(report: Report) -> list[list[str]]:
     """One row of strings per variant with an accuracy (ACCURACY_COLUMNS)."""
     rows = []
-    for v in report["variants"]:
-        if v.get("accuracy") is None:
+    for v in report.variants:
+        if v.accuracy is None:
             continue
-        p = v.get("paired")
-        acc = f"{v['accuracy']:.3f}{_ci(v.get('accuracy_ci'))}"
+        p = v.paired
+        acc = f"{v.accuracy:.3f}{_ci(v.accuracy_ci)}"
         if p is None:
-            ref = "(reference)" if v["format"] == "pytorch" and not v.get("reference") else "(no reference)"
-            rows.append([v["name"], str(v.get("n_questions")), acc, ref, "", "", "", "", ""])
+            ref = "(reference)" if v.format == "pytorch" and not v.reference else "(no reference)"
+            rows.append([v.name, str(v.n_questions), acc, ref, "", "", "", "", ""])
             continue
-        needed = p["questions_needed"] if p["verdict"] == "undecided" else None
+        needed = p.questions_needed if p.verdict == "undecided" else None
         rows.append(
             [
-                v["name"],
-                str(p["n"]),
+                v.name,
+                str(p.n),
                 acc,
-                f"{_pts(p['drop'])}{_ci(p['drop_ci'], _pts)}",
-                f"{p['mcnemar_p']:.3f}",
-                f"{p['reference_only']}/{p['variant_only']}",
-                f"{p['answers_differ_share']:.2f}{_ci(p['answers_differ_ci'], lambda x: f'{x:.2f}')}",
-                p["verdict"],
+                f"{_pts(p.drop)}{_ci(p.drop_ci, _pts)}",
+                f"{p.mcnemar_p:.3f}",
+                f"{p.reference_only}/{p.variant_only}",
+                f"{p.answers_differ_share:.2f}{_ci(p.answers_differ_ci, lambda x: f'{x:.2f}')}",
+                p.verdict,
                 "-" if needed is None else str(needed),
             ]
         )
     return rows
 
 
-def fidelity_rows(report: dict) -> list[list[str]]:
+def fidelity_rows(report: Report) -> list[list[str]]:
     """One row per variant compared with a reference, or with an export verification."""
     rows = []
-    for v in report["variants"]:
-        fid = v.get("fidelity") or {}
-        bench, export = fid.get("bench") or {}, fid.get("manifest") or {}
+    for v in report.variants:
+        bench, export = v.fidelity.bench, v.fidelity.manifest
         if not bench and not export:
             continue
-        flag = "" if not export else ("flagged" if export.get("flagged") else "passed")
         rows.append(
             [
-                v["name"],
-                fmt_or_dash(bench.get("top1_agreement"), ".3f"),
-                _kl(bench.get("mean_kl")),
-                f"{bench.get('top1_positions', 0)}/{bench.get('kl_positions', 0)}" if bench else "-",
-                fmt_or_dash(export.get("top1_agreement"), ".3f"),
-                _kl(export.get("mean_kl")),
-                flag,
+                v.name,
+                fmt_or_dash(bench and bench.top1_agreement, ".3f"),
+                _kl(bench and bench.mean_kl),
+                f"{bench.top1_positions}/{bench.kl_positions}" if bench else "-",
+                fmt_or_dash(export and export.top1_agreement, ".3f"),
+                _kl(export and export.mean_kl),
+                "" if not export else ("flagged" if export.flagged else "passed"),
             ]
         )
     return rows
@@ -104,16 +103,15 @@ def _fixed_width(columns, rows) -> list[str]:
     return [line(cells).rstrip() for cells in [list(columns), ["-" * w for w in widths], *rows]]
 
 
-def ranking_lines(report: dict) -> list[str]:
+def ranking_lines(report: Report) -> list[str]:
     """The two rankings, each on one line (empty when there is nothing to rank)."""
-    by_name = {v["name"]: v for v in report["variants"]}
-    ranks = report.get("rankings") or {}
-    out = []
-    if ranks.get("fidelity"):
-        items = [f"{n} {_kl(by_name[n]['fidelity']['bench']['mean_kl'])}" for n in ranks["fidelity"]]
+    by_name = {v.name: v for v in report.variants}
+    ranks, out = report.rankings, []
+    if ranks.fidelity:
+        items = [f"{n} {_kl(by_name[n].fidelity.bench.mean_kl)}" for n in ranks.fidelity]
         out.append("fidelity to fp32, closest first (mean KL on the task prompts): " + " < ".join(items))
-    if ranks.get("accuracy"):
-        items = [f"{n} {by_name[n]['accuracy']:.3f}" for n in ranks["accuracy"]]
+    if ranks.accuracy:
+        items = [f"{n} {by_name[n].accuracy:.3f}" for n in ranks.accuracy]
         out.append(
             "task accuracy, best first (point estimates; where the intervals overlap this is no ranking): "
             + ", ".join(items)
@@ -121,8 +119,8 @@ def ranking_lines(report: dict) -> list[str]:
     return out
 
 
-def _legend(report: dict) -> str:
-    tol = report["recommendation"].get("max_accuracy_drop")
+def _legend(report: Report) -> str:
+    tol = report.recommendation.max_accuracy_drop
     tol_text = "" if tol is None else f" of {tol * 100:.1f} points"
     return (
         "accuracy CI: Wilson 95%. drop = fp32 - variant on the same questions, points, Tango 95% "
@@ -132,18 +130,18 @@ def _legend(report: dict) -> str:
     )
 
 
-def _auto_line(report: dict) -> str:
-    auto = (report.get("task") or {}).get("auto")
+def _auto_line(report: Report) -> str:
+    auto = report.task.auto
     if not auto:
         return ""
     return (
-        f"--n_questions auto: {auto['chosen']} questions (pilot {auto['pilot']}; needed {auto['target']}; "
-        f"affordable in {auto['budget_s']:.0f} s: {auto['affordable']}; in the task: {auto['available']}; "
-        f"limited by {auto['limited_by']})"
+        f"--n_questions auto: {auto.chosen} questions (pilot {auto.pilot}; needed {auto.target}; "
+        f"affordable in {auto.budget_s:.0f} s: {auto.affordable}; in the task: {auto.available}; "
+        f"limited by {auto.limited_by})"
     )
 
 
-def accuracy_lines(report: dict) -> list[str]:
+def accuracy_lines(report: Report) -> list[str]:
     """The stdout section: the accuracy table, its legend, the fidelity table, the rankings."""
     rows = accuracy_rows(report)
     if not rows:
@@ -167,7 +165,7 @@ def _md_table(columns, rows) -> list[str]:
     return [head, "|" + "---|" * len(columns)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def accuracy_markdown(report: dict) -> list[str]:
+def accuracy_markdown(report: Report) -> list[str]:
     """The report.md sections "Accuracy" and "Fidelity" (empty when no accuracy was measured)."""
     rows = accuracy_rows(report)
     if not rows:

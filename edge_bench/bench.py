@@ -48,7 +48,8 @@ from edge_bench.host import (
 )
 from edge_bench.measure import BANDWIDTH_UNSTABLE, bench_threads, log, prompt_ids
 from edge_bench.recommend import accuracy_drop, best_speed, compare_reports, decide, recommend
-from edge_bench.report import SCHEMA_VERSION, STATISTICS, load_report, write_report
+from edge_bench.report import STATISTICS, load_report, write_report
+from edge_bench.schema import SCHEMA_VERSION, Comparison, Rankings, Recommendation, Report
 from edge_bench.settings import AUTO, BenchSettings
 from edge_bench.variants import Variant, discover_variants
 
@@ -163,40 +164,38 @@ def _host(variants: list[Variant], s: BenchSettings) -> dict:
     return host
 
 
-def _summary_warnings(results: list[dict], variants: list[dict]) -> list[str]:
-    out = []
-    busy = [r for r in results if r["busy"]]
+def _summary_warnings(report: Report) -> list[str]:
+    out, results = [], report.results
+    busy = [r for r in results if r.busy]
     if busy:
         out.append(
             f"machine busy during {len(busy)} of {len(results)} configurations "
-            f"({busy[0]['busy_detail']['warning']})"
+            f"({busy[0].busy_detail['warning']})"
         )
-    unstable = [r for r in results if r.get("bandwidth_unstable")]
+    unstable = [r for r in results if r.bandwidth_unstable]
     if unstable:
         out.append(
             f"memory bandwidth changed by more than {BANDWIDTH_UNSTABLE - 1:.0%} around "
             f"{len(unstable)} of {len(results)} configurations (see bandwidth_before_after): their "
             "efficiency is a lower bound"
         )
-    capped = [r for r in results if r["capped"]]
+    capped = [r for r in results if r.capped]
     if capped:
         out.append(f"{len(capped)} configuration(s) hit the repeat cap before min_seconds")
-    for v in variants:
-        if v["accuracy"] is not None and v["format"] != "pytorch" and v["reference"] is None:
-            out.append(
-                f"{v['name']}: no fp32 reference (manifest source missing?): no accuracy drop, no top-1"
-            )
+    for v in report.variants:
+        if v.accuracy is not None and v.format != "pytorch" and v.reference is None:
+            out.append(f"{v.name}: no fp32 reference (manifest source missing?): no accuracy drop, no top-1")
     return out
 
 
-def run_bench(
+def bench_report(
     dirs: Sequence[str | Path | Variant],
     task: str | None,
     out_dir: str | Path,
     settings: BenchSettings | None = None,
     *,
     compare: str | Path | None = None,
-) -> dict:
+) -> Report:
     """Benchmark every variant found at `dirs` (see edge_bench.variants) with `settings` (validated
     when built; default: `BenchSettings()`) and write OUT/report.json, OUT/report.md,
     OUT/answers.jsonl and the PNG plots; return the report. `task`: accuracy on its test questions
@@ -233,61 +232,80 @@ def run_bench(
     )
     if compare:
         lines = compare_reports(report, load_report(compare), s.max_accuracy_drop)
-        report["comparison"] = {"previous": str(compare), "lines": lines}
+        report.comparison = Comparison(previous=str(compare), lines=lines)
     _write(report, out_dir, acc)
     return report
 
 
-def _assemble(entries, results, s: BenchSettings, task, acc, plan, host, bandwidth, warnings) -> dict:
-    report = {
-        "schema_version": SCHEMA_VERSION,
-        "tool": "edge_bench",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": dataclasses.asdict(s),
-        "task": {
-            "spec": task,
-            "name": acc.task.name if acc else None,
-            "shots": s.shots,
-            "n_questions": max((acc.answered(e["name"]) for e in entries), default=0) if acc else 0,
-            "available_questions": acc.available if acc else None,
-            "max_new_tokens": s.max_new_tokens,
-            "threads": max(s.threads),
-            "auto": plan,
-        },
-        "statistics": STATISTICS,
-        "host": host,
-        "bandwidth": bandwidth,
-        "variants": entries,
-        "results": results,
-        "rankings": {},
-        "recommendation": {},
-        "warnings": [],
-        "comparison": None,
+def run_bench(
+    dirs: Sequence[str | Path | Variant],
+    task: str | None,
+    out_dir: str | Path,
+    settings: BenchSettings | None = None,
+    *,
+    compare: str | Path | None = None,
+) -> dict:
+    """`bench_report`, its report returned as report.json's dict (edge_bench.schema)."""
+    return bench_report(dirs, task, out_dir, settings, compare=compare).to_dict()
+
+
+def _assemble(entries, results, s: BenchSettings, task, acc, plan, host, bandwidth, warnings) -> Report:
+    """The typed report of the run's raw records: checked against edge_bench.schema here, so that a
+    record the schema does not describe fails the run before anything is written."""
+    if acc:
+        for e in entries:
+            e.update(acc.variant_fields(e, s.max_accuracy_drop))
+    task_record = {
+        "spec": task,
+        "name": acc.task.name if acc else None,
+        "shots": s.shots,
+        "n_questions": max((acc.answered(e["name"]) for e in entries), default=0) if acc else 0,
+        "available_questions": acc.available if acc else None,
+        "max_new_tokens": s.max_new_tokens,
+        "threads": max(s.threads),
+        "auto": plan,
     }
-    for v in entries:
-        if acc:
-            v.update(acc.variant_fields(v, s.max_accuracy_drop))
-        v["accuracy_drop"] = accuracy_drop(report, v)
-    report["rankings"] = {"fidelity": rank_fidelity(entries), "accuracy": rank_accuracy(entries)}
-    report["warnings"] = warnings + _summary_warnings(results, entries)
+    report = Report.from_dict(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "tool": "edge_bench",
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "config": dataclasses.asdict(s),
+            "task": task_record,
+            "statistics": STATISTICS,
+            "host": host,
+            "bandwidth": bandwidth,
+            "variants": entries,
+            "results": results,
+            "rankings": {},
+            "recommendation": {},
+            "warnings": [],
+        }
+    )
+    for v in report.variants:
+        v.accuracy_drop = accuracy_drop(v)
+    report.rankings = Rankings(
+        fidelity=rank_fidelity(report.variants), accuracy=rank_accuracy(report.variants)
+    )
+    report.warnings = warnings + _summary_warnings(report)
     d = decide(report, s.max_accuracy_drop)
-    report["recommendation"] = {
-        "variant": d["variant"],
-        "status": d["status"],
-        "safe_choice": d["safe_choice"],
-        "undecided": d["undecided"],
-        "questions_needed": d["questions_needed"],
-        "questions_needed_all": d["questions_needed_all"],
-        "max_accuracy_drop": s.max_accuracy_drop,
-        "line": recommend(report, s.max_accuracy_drop),
-    }
+    report.recommendation = Recommendation(
+        variant=d["variant"],
+        status=d["status"],
+        safe_choice=d["safe_choice"],
+        undecided=d["undecided"],
+        questions_needed=d["questions_needed"],
+        questions_needed_all=d["questions_needed_all"],
+        max_accuracy_drop=s.max_accuracy_drop,
+        line=recommend(report, s.max_accuracy_drop),
+    )
     return report
 
 
-def _write(report: dict, out_dir: Path, acc: AccuracyRuns | None) -> None:
+def _write(report: Report, out_dir: Path, acc: AccuracyRuns | None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = []
-    if report["config"]["plots"]:
+    if report.config["plots"]:
         from edge_bench.plots import write_plots
 
         plots = [p.name for p in write_plots(report, out_dir)]

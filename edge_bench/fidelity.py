@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edge_bench.schema import VariantResult
+
 MANIFEST = "manifest.json"
 EXPORT_KEYS = ("top1_agreement", "mean_kl", "max_kl", "positions", "flagged", "reason")
 
@@ -62,14 +64,14 @@ def bench_fidelity(top1_matches: int, top1_steps: int, kl_sum: float, kl_max, kl
     }
 
 
-def rank_fidelity(variants: list[dict]) -> list[str]:
+def rank_fidelity(variants: list[VariantResult]) -> list[str]:
     """Names of the variants with a bench mean KL, closest to their reference first."""
-    have = [v for v in variants if ((v.get("fidelity") or {}).get("bench") or {}).get("mean_kl") is not None]
-    return [v["name"] for v in sorted(have, key=lambda v: v["fidelity"]["bench"]["mean_kl"])]
+    kl = {v.name: v.fidelity.bench.mean_kl for v in variants if v.fidelity.bench}
+    return sorted((name for name, x in kl.items() if x is not None), key=kl.__getitem__)
 
 
-def rank_accuracy(variants: list[dict]) -> list[str]:
+def rank_accuracy(variants: list[VariantResult]) -> list[str]:
     """Names of the variants with an accuracy, most accurate first (point estimates: read them with
     their intervals)."""
-    have = [v for v in variants if v.get("accuracy") is not None]
-    return [v["name"] for v in sorted(have, key=lambda v: -v["accuracy"])]
+    have = [v for v in variants if v.accuracy is not None]
+    return [v.name for v in sorted(have, key=lambda v: -v.accuracy)]

@@ -21,6 +21,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from edge_bench.schema import Report, VariantResult, as_report
+
 ACCURACY_VS_LATENCY = "accuracy_vs_latency.png"
 SIZE_VS_ACCURACY = "size_vs_accuracy.png"
 FONT_SIZE = 7
@@ -99,13 +101,12 @@ def place_labels(
     return centres
 
 
-def _points(report: dict) -> tuple[list[dict], list[str]]:
+def _points(report: Report) -> tuple[list[VariantResult], list[str]]:
     """Variants with an accuracy and a best decode row, and the names of those without."""
     have, missing = [], []
-    for v in report["variants"]:
-        best = v.get("best") or {}
-        ok = v.get("accuracy") is not None and best.get("p50_ms") is not None
-        (have if ok else missing).append(v if ok else v["name"])
+    for v in report.variants:
+        ok = v.accuracy is not None and v.best is not None and v.best.p50_ms is not None
+        (have if ok else missing).append(v if ok else v.name)
     return have, missing
 
 
@@ -121,10 +122,10 @@ def _figure(title: str, xlabel: str, ylabel: str):
     return fig, ax
 
 
-def _captions(fig, report: dict, missing: list[str], caption: str) -> None:
-    host = report.get("host", {})
-    counts = {v.get("n_questions") for v in report["variants"] if v.get("accuracy") is not None}
-    text = f"host: {host.get('cpu_model', '?')}, {host.get('logical_cores', '?')} logical cores"
+def _captions(fig, report: Report, missing: list[str], caption: str) -> None:
+    host = report.host
+    counts = {v.n_questions for v in report.variants if v.accuracy is not None}
+    text = f"host: {host.cpu_model or '?'}, {host.logical_cores or '?'} logical cores"
     if counts:
         text += (
             f"; {max(counts)} questions" if len(counts) == 1 else f"; {min(counts)}-{max(counts)} questions"
@@ -144,8 +145,8 @@ def _plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(plain)
 
 
-def _ci(v: dict) -> tuple[float, float]:
-    lo, hi = v.get("accuracy_ci") or (v["accuracy"], v["accuracy"])
+def _ci(v: VariantResult) -> tuple[float, float]:
+    lo, hi = v.accuracy_ci or (v.accuracy, v.accuracy)
     return lo, hi
 
 
@@ -212,12 +213,13 @@ def _y_limits(ax, have) -> None:
         ax.set_ylim(max(-0.02, lo - margin), min(1.02, hi + margin))
 
 
-def plot_accuracy_vs_latency(report: dict, path: Path) -> Path:
+def plot_accuracy_vs_latency(report: Report | dict, path: Path) -> Path:
     """Accuracy (with error bars) against p50 decode latency, Pareto front marked; returns `path`."""
+    report = as_report(report)
     have, missing = _points(report)
     fig, ax = _figure("Accuracy vs decode latency", "decode latency p50 (ms / token)", "task accuracy")
-    xs = [v["best"]["p50_ms"] for v in have]
-    ys = [v["accuracy"] for v in have]
+    xs = [v.best.p50_ms for v in have]
+    ys = [v.accuracy for v in have]
     _error_bars(ax, xs, ys, have, "tab:blue")
     front = pareto_front(list(zip(xs, ys)))
     if front:
@@ -232,9 +234,9 @@ def plot_accuracy_vs_latency(report: dict, path: Path) -> Path:
             zorder=4,
             label="Pareto front (point estimates)",
         )
-    chosen = (report.get("recommendation") or {}).get("variant")
+    chosen = report.recommendation.variant
     for x, y, v in zip(xs, ys, have):
-        if v["name"] == chosen:
+        if v.name == chosen:
             ax.scatter(
                 [x], [y], marker="*", s=220, color="gold", edgecolors="k", zorder=6, label="recommended"
             )
@@ -256,18 +258,19 @@ def plot_accuracy_vs_latency(report: dict, path: Path) -> Path:
         "fastest thread count."
     )
     fig.tight_layout(rect=(0, 0.13, 1, 1))
-    _label(ax, fig, xs, ys, [_ci(v) for v in have], [v["name"] for v in have])
+    _label(ax, fig, xs, ys, [_ci(v) for v in have], [v.name for v in have])
     _captions(fig, report, missing, caption)
     fig.savefig(path, format="png")
     return Path(path)
 
 
-def plot_size_vs_accuracy(report: dict, path: Path) -> Path:
+def plot_size_vs_accuracy(report: Report | dict, path: Path) -> Path:
     """File size (MB, log scale) against accuracy (with error bars); returns `path`."""
+    report = as_report(report)
     have, missing = _points(report)
     fig, ax = _figure("Size vs accuracy", "file size (MB)", "task accuracy")
-    xs = [v["size_bytes"] / 1e6 for v in have]
-    ys = [v["accuracy"] for v in have]
+    xs = [v.size_bytes / 1e6 for v in have]
+    ys = [v.accuracy for v in have]
     _error_bars(ax, xs, ys, have, "tab:green")
     if xs and min(xs) > 0:
         ax.set_xscale("log")
@@ -276,15 +279,15 @@ def plot_size_vs_accuracy(report: dict, path: Path) -> Path:
     _y_limits(ax, have)
     caption = "Error bars: 95% Wilson intervals of each accuracy; size: the files the runtime loads."
     fig.tight_layout(rect=(0, 0.13, 1, 1))
-    _label(ax, fig, xs, ys, [_ci(v) for v in have], [v["name"] for v in have])
+    _label(ax, fig, xs, ys, [_ci(v) for v in have], [v.name for v in have])
     _captions(fig, report, missing, caption)
     fig.savefig(path, format="png")
     return Path(path)
 
 
-def write_plots(report: dict, out_dir: Path) -> list[Path]:
+def write_plots(report: Report | dict, out_dir: Path) -> list[Path]:
     """Both plots into `out_dir`; returns their paths."""
-    out_dir = Path(out_dir)
+    report, out_dir = as_report(report), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
         plot_accuracy_vs_latency(report, out_dir / ACCURACY_VS_LATENCY),

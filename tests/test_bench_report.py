@@ -18,16 +18,7 @@ from bench_fakes import CONFIG_KEYS, FAKES, hand_made_report, hand_made_variant,
 from edge_bench import hugepages
 from edge_bench.accuracy import ByteTokenizer, evaluate_runtime, greedy_complete, task_prompts
 from edge_bench.plots import pareto_front, place_labels, write_plots
-from edge_bench.report import (
-    COLUMNS,
-    REQUIRED,
-    REQUIRED_RESULT,
-    REQUIRED_VARIANT,
-    SCHEMA_VERSION,
-    check_report,
-    format_table,
-    table_rows,
-)
+from edge_bench.report import COLUMNS, SCHEMA_VERSION, check_report, format_table, table_rows
 from edge_bench.runtimes.fake import FakeRuntime
 from edge_bench.variants import discover_variants
 
@@ -72,16 +63,13 @@ def test_report_json_follows_the_schema(fake_bench):
     rc, _, out = fake_bench
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
-    check_report(report)
+    assert check_report(report).to_dict() == report  # the schema describes every key it writes
     assert report["schema_version"] == SCHEMA_VERSION
-    for key, tp in REQUIRED.items():
-        assert isinstance(report[key], tp), key
     assert [v["name"] for v in report["variants"]] == ["fp32", "q8", "q4"]  # reference first
     assert list(report["config"]) == CONFIG_KEYS
     assert report["config"]["threads"] == [1] and report["config"]["prompt_lengths"] == [8, 16]
     assert len(report["results"]) == 3 * 2  # variants x threads x prompt lengths
     for r in report["results"]:
-        assert set(REQUIRED_RESULT) <= set(r)
         assert r["runs"] >= 2 and r["decode_tokens_per_s"] > 0 and r["peak_rss_mb"] > 0
         assert r["per_token_ms"]["p50"] <= r["per_token_ms"]["p90"] <= r["per_token_ms"]["p99"]
         assert 0 < r["efficiency"] and isinstance(r["busy"], bool)
@@ -93,7 +81,7 @@ def test_report_json_follows_the_schema(fake_bench):
         )
     assert report["bandwidth"]["by_threads"]["1"]["measurements"] == 2 * 3  # before + after, 3 variants
     for v in report["variants"]:
-        assert set(REQUIRED_VARIANT) <= set(v) and v["error"] is None and v["n_questions"] == 3
+        assert v["error"] is None and v["n_questions"] == 3
         assert v["best"]["threads"] == 1
     top1 = {v["name"]: v["top1_agreement"] for v in report["variants"]}
     assert top1["fp32"] is None and 1 >= top1["q8"] > top1["q4"] >= 0  # more noise, less agreement
@@ -166,7 +154,8 @@ def test_check_report_names_missing_and_mistyped_keys(report_a):
     bad["variants"][0]["size_bytes"] = "big"
     with pytest.raises(ValueError) as e:
         check_report(bad)
-    assert "report.host: missing" in str(e.value) and "variants[0].size_bytes" in str(e.value)
+    assert "report: host: missing" in str(e.value)
+    assert "report: variants[0].size_bytes: expected an integer, got str" in str(e.value)
     with pytest.raises(ValueError, match="schema_version"):
         check_report({**report_a, "schema_version": SCHEMA_VERSION + 1})
 
@@ -207,7 +196,7 @@ def test_labels_of_crowded_points_do_not_overlap():
 
 
 def test_prompts_are_the_pipelines_evaluation_prompts():
-    from arte.stages.evaluate_stats import shot_prompts
+    from arte.stages.evaluate.stats import shot_prompts
     from common.tasks import load_task
 
     task = load_task("object_counting", n_test=5)

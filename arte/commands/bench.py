@@ -3,7 +3,7 @@
 Prints the table (one line per variant x threads x prompt length), the recommendation and, with
 --compare, the side-by-side comparison with a previous report, then ONE JSON line; writes
 OUT/report.json, OUT/report.md, OUT/answers.jsonl and the PNG plots. The work is
-`edge_bench.bench.run_bench`; this is the thin command-line layer over it: the flags are the fields
+`edge_bench.bench.bench_report`; this is the thin command-line layer over it: the flags are the fields
 of `edge_bench.settings.BenchSettings` (validated there) plus the positional DIRs, --task, --out and
 --compare, and the settings go to run_bench as they are.
 """
@@ -45,7 +45,7 @@ def prepare_process(cfg: BenchConfig) -> None:
 
 def run_bench_cli(cfg: BenchConfig) -> int:
     """Run the benchmark and print the table, the recommendation and one JSON line; 1 if a variant failed."""
-    from edge_bench.bench import run_bench
+    from edge_bench.bench import bench_report
     from edge_bench.report import REPORT_JSON, print_report
 
     if not cfg.dirs:
@@ -56,10 +56,10 @@ def run_bench_cli(cfg: BenchConfig) -> int:
 
     writable_dir(cfg.out, "bench: --out")  # before minutes of measuring, not after
     try:
-        report = run_bench(
+        report = bench_report(
             cfg.dirs, cfg.task or None, cfg.out, BenchSettings.of(cfg), compare=cfg.compare or None
         )
     except (FileNotFoundError, ValueError) as e:  # bad paths, an unreadable manifest or old report
         raise UserError(f"bench: {e}") from None
     print_report(report, report_path=str(Path(cfg.out).resolve() / REPORT_JSON))
-    return 1 if any(v["error"] for v in report["variants"]) else 0
+    return 1 if any(v.error for v in report.variants) else 0

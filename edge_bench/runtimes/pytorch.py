@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+TRAIN_EXTRA_HINT = "pip install 'arte-edge[train]'"
+
 
 class PyTorchRuntime:
     """`AutoModelForCausalLM` in float32 on CPU with `threads` intra-op threads (and 1 inter-op)."""
@@ -20,8 +22,7 @@ class PyTorchRuntime:
             from transformers import AutoModelForCausalLM, DynamicCache
         except ImportError as e:
             raise ImportError(
-                f"runtime pytorch needs torch and transformers: pip install torch==2.13.0 "
-                f"transformers==4.57.6 ({e})"
+                f"runtime pytorch (the fp32 reference) needs torch and transformers ({e}): {TRAIN_EXTRA_HINT}"
             ) from e
         path = Path(path)
         if not (path / "config.json").is_file():
