@@ -34,6 +34,19 @@ class Command:
     prepare: str | None = None
     args: tuple[str, ...] = ()
     """Passed to `run` after the config (a stage command passes its stage's name)."""
+    sections: tuple[str, ...] = ()
+    """A stage command's flags: the run config's shared fields and these sections (empty: every
+    field of the config is a flag). Its --config YAML may still set every field."""
+    summary: bool = False
+    """`--help` lists the top-level fields and the engines' common fields one by one, and each stage
+    section and the engine-specific fields in one line each (`arte run`, `arte plan`): every field
+    is still a flag."""
+
+
+SHARED = ("run_dir", "tasks", "seed", "n_validation", "n_test", "on_config_change")
+"""The run config's fields every stage command takes."""
+ENGINE_SECTIONS = ("teacher", "student", "aligned_teacher")
+"""Engine sections whose common fields `arte run --help` lists one by one."""
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -42,6 +55,7 @@ COMMANDS: tuple[Command, ...] = (
         "arte.commands.plan:RunCommandConfig",
         "arte.commands.plan:run_cli",
         "Run (or resume) every ARTE stage in order into one run directory (--dry_run: its plan only).",
+        summary=True,
     ),
     Command(
         "plan",
@@ -49,6 +63,7 @@ COMMANDS: tuple[Command, ...] = (
         "arte.commands.plan:run_plan_cli",
         "What a run config will do, without loading a model: stages, generations, pairs, training "
         "tokens and steps, differences from the paper.",
+        summary=True,
     ),
     *(
         Command(
@@ -57,6 +72,7 @@ COMMANDS: tuple[Command, ...] = (
             "arte.pipeline:run_stage_cli",
             stage.help,
             args=(stage.name,),
+            sections=SHARED + stage.sections,
         )
         for stage in PIPELINE
     ),
@@ -129,18 +145,60 @@ def _flags(cls: type, prefix: str = "") -> list[tuple[str, Any, Any, str, bool]]
     return out
 
 
+def _within(key: str, sections: tuple[str, ...]) -> bool:
+    return not sections or any(key == s or key.startswith(s + ".") for s in sections)
+
+
+def _listed(key: str, engine_fields: dict[str, tuple[str, ...]]) -> bool:
+    """Whether a summary `--help` lists `key` on a line of its own."""
+    head, _, leaf = key.rpartition(".")
+    return not head or (head in ENGINE_SECTIONS and leaf not in engine_fields)
+
+
+def _summary_epilog(cls: type, engine_fields: dict[str, tuple[str, ...]]) -> str:
+    """The lines of a summary `--help` for what it does not list one by one."""
+    counts: dict[str, int] = {}
+    for key, *_ in _flags(cls):
+        head = key.split(".")[0]
+        if not _listed(key, engine_fields) and head not in ENGINE_SECTIONS:
+            counts[head] = counts.get(head, 0) + 1
+    by_engine: dict[str, list[str]] = {}
+    for name, engines in engine_fields.items():
+        by_engine.setdefault("/".join(engines), []).append(name)
+    lines = [
+        "Every field of the run config is a flag. Stage sections (`arte STAGE --help` lists each one's):",
+        *(f"  {head}: --{head}.FIELD ({n} option{'s' * (n > 1)})" for head, n in counts.items()),
+        "Engine-specific fields of --teacher., --student., --aligned_teacher., --evaluate.backend. "
+        "(an error on another engine):",
+        *(f"  {engines}: {', '.join(names)}" for engines, names in by_engine.items()),
+    ]
+    return "\n".join(lines)
+
+
 def _show_default(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value) or "(empty)"
     return "(none)" if value is None else str(value)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add `--config` and one flag per config field to `parser`."""
+def add_config_flags(
+    parser: argparse.ArgumentParser, cls: type, sections: tuple[str, ...] = (), summary: bool = False
+) -> None:
+    """Add `--config` and one flag per config field (of `sections` only, when given) to `parser`;
+    a `summary` help lists only some of them (`Command.summary`)."""
+    from arte.backends import engine_fields
+
+    engines = engine_fields()
     parser.add_argument("--config", metavar="FILE.yaml", help="Load options from this YAML file first.")
     for key, tp, default, text, positional in _flags(cls):
+        if not _within(key, sections):
+            continue
         kind = describe_type(tp)
-        help_ = f"{text} [{kind}; default: {_show_default(default)}]"
+        only = engines.get(key.rpartition(".")[2]) if "." in key else None
+        default_text = f"{kind}; default: {_show_default(default)}"
+        help_ = f"{text} [{default_text}" + (f"; {'/'.join(only)} only]" if only else "]")
+        if summary and not _listed(key, engines):
+            help_ = argparse.SUPPRESS
         if positional:
             many = kind.startswith("list")
             parser.add_argument(key, nargs="+" if many else "?", default=argparse.SUPPRESS, help=help_)
@@ -153,7 +211,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
             nargs="?" if bool_flag else None,
             const="true" if bool_flag else None,
             metavar="true|false" if bool_flag else kind.upper().split()[0],
-            help=help_.replace("%", "%%"),
+            help=help_ if help_ == argparse.SUPPRESS else help_.replace("%", "%%"),
         )
 
 
@@ -180,8 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
                 )
             p = groups[group].add_parser(name, help=cmd.help, description=cmd.help)
         else:
-            p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
-        add_config_flags(p, _import(cmd.config))
+            epilog = None
+            if cmd.summary:
+                from arte.backends import engine_fields
+
+                epilog = _summary_epilog(_import(cmd.config), engine_fields())
+            p = sub.add_parser(
+                cmd.name,
+                help=cmd.help,
+                description=cmd.help,
+                epilog=epilog,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+        add_config_flags(p, _import(cmd.config), cmd.sections, cmd.summary)
     return parser
 
 
@@ -199,8 +268,15 @@ def parse(argv: Sequence[str]) -> tuple[Command, Any]:
         raise UserError(f"arte {name}: give a subcommand: {', '.join(valid)} (see arte {name} --help)")
     cls = _import(cmd.config)
     if extra:
-        valid = ["--config"] + [f"--{k}" for k, *_, positional in _flags(cls) if not positional]
-        raise unknown_name("option", extra[0].split("=")[0], valid, where=f"arte {cmd.name}")
+        flag = extra[0].split("=")[0]
+        known = [f"--{k}" for k, *_, positional in _flags(cls) if not positional]
+        if flag in known:  # a run-config field that this stage command does not take as a flag
+            raise UserError(
+                f"arte {cmd.name}: {flag} is not an option of this stage (its options: arte {cmd.name} "
+                f"--help); set it in the --config YAML, or use arte run"
+            )
+        valid = ["--config"] + [k for k in known if _within(k[2:], cmd.sections)]
+        raise unknown_name("option", flag, valid, where=f"arte {cmd.name}")
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "subcommand", "config")}
     return cmd, load_config(cls, args.config, overrides)
 

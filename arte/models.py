@@ -42,8 +42,8 @@ EMBEDDED_F16 = {"smollm2-135m-f16": "smollm2-135m", "gemma3-270m-f16": "gemma3-2
 """F16 GGUFs of embedded models (name -> embedded model), converted once from its HF copy into the
 cache: the same weights (the HF copy is the de-quantized GGUF) in the type llama.cpp decodes fastest
 in batches on CPUs where the embedded type's kernels do not scale (Q4_1 on AMD Zen 4: 1.3x from 1 to
-16 sequences, F16 2.3x; benchmarks/batched_decode.py, README). Also the exact model `evaluate` runs
-as the vanilla student."""
+16 sequences, F16 2.3x; benchmarks/batched_decode.py, docs/measurements.md). Also the exact model
+`evaluate` runs as the vanilla student."""
 
 
 def f16_twin(spec: str) -> str | None:

@@ -7,10 +7,10 @@ saves on identical work, stage by stage.
 Each width is one `arte run` in a fresh process with every llama_cpp backend (teacher, student,
 aligned teacher, evaluation) at that `batch_size`, into WORK/wN. Width 1 decodes one sequence at a
 time (with prefix reuse): it runs the scorer as fast as the backend before batched decoding did
-(`benchmarks/score_throughput.py --batch_size 1`: 1.03x its `sequential` row, README). Sampling seeds
-are per prompt, so the widths draw the same texts apart from float differences of other batch shapes:
-the script reports how many drafts and training examples are identical to the first width's, so a
-difference in work is visible next to the times.
+(`benchmarks/score_throughput.py --batch_size 1`: 1.03x its `sequential` row, docs/measurements.md).
+Sampling seeds are per prompt, so the widths draw the same texts apart from float differences of
+other batch shapes: the script reports how many drafts and training examples are identical to the
+first width's, so a difference in work is visible next to the times.
 
 Prints seconds per stage, the sums of the decoding stages and of the torch stages (align, train and
 rounds; the batch width does not touch them), each width's ratio to the first, then one JSON line.

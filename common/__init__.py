@@ -1,5 +1,5 @@
 """Plumbing shared by the training core (`arte`), `export` and `edge_bench`; it imports none of them
-(tests/test_import_direction.py checks). The README's tree lists every module with one line.
+(tests/test_import_direction.py checks). The README's tree lists each of its modules.
 
     errors, config, records, paths   user errors, typed configs, crash-safe files, writable outputs
     tasks/, prompts                   task data and the prompt texts the pipeline and the bench share

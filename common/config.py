@@ -22,10 +22,13 @@ from common.errors import UserError, unknown_name
 C = TypeVar("C")
 
 
-def opt(default: Any, help: str, *, positional: bool = False, **kw: Any) -> Any:
+def opt(
+    default: Any, help: str, *, positional: bool = False, engines: tuple[str, ...] = (), **kw: Any
+) -> Any:
     """A config field with a default and the help text shown by `--help`; `positional=True` makes it
-    a positional command-line argument (a list field takes one or more values)."""
-    meta = {"help": help, "positional": positional}
+    a positional command-line argument (a list field takes one or more values); `engines` names the
+    engines an engine section's field applies to (empty: all of them)."""
+    meta = {"help": help, "positional": positional, "engines": engines}
     if isinstance(default, (list, dict, set)):
         factory = type(default)(default)
         return dataclasses.field(default_factory=lambda: type(factory)(factory), metadata=meta, **kw)

@@ -72,7 +72,7 @@ class BatchedDecoder:
         params.no_perf = True
         # flash attention as the caller's context has it (llama-cpp-python: flash_attn=...). On, it
         # skips the masked cells of the other sequences in the unified cache: measured 1.1x (1
-        # sequence) to 1.3x (16) faster here (benchmarks/batched_decode.py, README).
+        # sequence) to 1.3x (16) faster here (benchmarks/batched_decode.py, docs/measurements.md).
         self.ctx = lib.llama_init_from_model(model, params)
         if not self.ctx:
             raise RuntimeError(

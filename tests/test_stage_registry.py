@@ -27,7 +27,7 @@ def _declarations(tree: ast.AST) -> set[int]:
 
 
 def stage_name_lists(root: Path, names: set[str]) -> list[str]:
-    """"file:line" of every list, tuple or set literal holding two or more stage names as strings,
+    """ "file:line" of every list, tuple or set literal holding two or more stage names as strings,
     and of every dict literal keyed by stage names only, in the Python files under root/arte (the
     registry and the stages' own declarations left out). A record's fields that happen to share a
     stage's name ({"round": 2, "pairs": 12}) are not a list of stages."""

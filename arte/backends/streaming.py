@@ -2,7 +2,7 @@
 
 A stage used to hand a backend `call_size` prompts at a time and wait for the slowest of them: on
 llama.cpp the batch then drained to a few sequences at the end of every call (scoring 32 drafts,
-266 of 648 decode steps had at most 5 of 16 sequences in flight; streamed, 78 of 459, README).
+266 of 648 decode steps had at most 5 of 16 sequences in flight; streamed, 78 of 459, docs/measurements.md).
 `generate_stream` decodes all of a stage's prompts as one continuous batch where the backend can
 (`stream`, the llama_cpp backend) and yields each generation as soon as it is done; other backends
 get `generate` calls of `call_size` prompts, yielded call by call. `stream_groups` turns that into

@@ -23,8 +23,6 @@ from arte.stages.generate.ablations import TRAINED_VARIANTS
 from arte.stages.stage import Stage, optimizer_steps, student_model
 from arte.training import processes
 from arte.training.finetune import (
-    LORA_TARGETS,
-    TRAINING_RUNTIME_ONLY,
     Scheduler,
     TrainingRun,
     lora_config,
@@ -32,18 +30,8 @@ from arte.training.finetune import (
     run_training,
     start_run,
     trainer_args,
-    validate_common,
 )
-from arte.training.precision import (
-    DTYPE_HELP,
-    GRADIENT_CHECKPOINTING_HELP,
-    MEMORY_CHECK_HELP,
-    OPTIMIZER_HELP,
-    QUANTIZATION_HELP,
-    Dtype,
-    Optimizer,
-    Quantization,
-)
+from arte.training.finetune_config import FinetuneConfig
 from common.config import opt
 from common.records import read_json
 
@@ -57,7 +45,7 @@ SFT_METRICS = ("mean_token_accuracy",)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(FinetuneConfig):
     """Student SFT (ARTE step 4). Paper: full fine-tuning, 1 epoch, Adam, lr 2e-5, 3% warm-up."""
 
     method: Literal["full", "lora"] = opt(
@@ -68,38 +56,13 @@ class TrainConfig:
     )
     learning_rate: float = opt(2e-5, "Peak learning rate (paper: 2e-5, full fine-tuning; LoRA wants ~1e-4).")
     epochs: float = opt(1.0, "Passes over the training data (paper: 1).")
-    batch_size: int = opt(4, "Examples per forward pass.")
-    gradient_accumulation_steps: int = opt(
-        4, "Forward passes per optimizer step; effective batch = batch_size x this."
-    )
     warmup_ratio: float = opt(0.03, "Fraction of the steps with linear warm-up (paper: 3%).")
     lr_scheduler: Scheduler = opt("cosine", "Learning-rate decay after warm-up (not given by the paper).")
-    lora_r: int = opt(8, "LoRA rank (method lora).")
-    lora_alpha: int = opt(16, "LoRA scaling numerator; the update is scaled by lora_alpha / lora_r.")
-    lora_dropout: float = opt(0.05, "Dropout on the LoRA branch.")
-    lora_target_modules: list[str] = opt(LORA_TARGETS, "Modules that get LoRA adapters (Llama/Qwen2 names).")
     max_length: int = opt(
         512,
         "Tokens per example (prompt + completion); longer ones lose the end of the completion, and a "
         "prompt that fills it alone drops the example (counted in the stats).",
     )
-    seed: int = opt(0, "Seed for initialisation (LoRA) and data order.")
-    logging_steps: int = opt(1, "Log loss and metrics every this many optimizer steps.")
-    checkpoint_steps: int = opt(
-        100, "Save a resumable checkpoint every this many steps into out_dir/checkpoints (0 = never)."
-    )
-    dtype: Dtype = opt("auto", DTYPE_HELP)
-    optimizer: Optimizer = opt("auto", OPTIMIZER_HELP)
-    gradient_checkpointing: bool = opt(False, GRADIENT_CHECKPOINTING_HELP)
-    quantization: Quantization = opt("none", QUANTIZATION_HELP)
-    memory_check: bool = opt(True, MEMORY_CHECK_HELP)
-    threads: int = opt(0, "torch CPU threads; 0 = the cores that are free right now.")
-
-    RUNTIME_ONLY = TRAINING_RUNTIME_ONLY
-    """Settings that do not change the trained model (left out of its provenance record)."""
-
-    def __post_init__(self) -> None:
-        validate_common(self)
 
 
 def build_sft_trainer(

@@ -21,7 +21,7 @@ DDP is tested on CPU (2 processes, gloo: tests/test_accelerate.py). FSDP and Dee
 the weights, so the model is gathered with `Trainer.save_model` (collective) and the main process
 reloads it before merging: UNVERIFIED here (no GPU); the shipped configs set what that needs
 (FSDP: `fsdp_state_dict_type: FULL_STATE_DICT`; ZeRO-3: `zero3_save_16bit_model: true`, i.e.
-`stage3_gather_16bit_weights_on_model_save`). Which to use when: the README's "Training at scale".
+`stage3_gather_16bit_weights_on_model_save`). Which to use when: docs/deployment.md, "Training at scale".
 The memory estimate each stage prints reads the launcher's sharding from accelerate's environment
 (`arte.training.precision.launcher_sharding`).
 """

@@ -6,7 +6,8 @@ check before any weight is loaded.
   bf16_mixed on a CPU with bf16 matrix instructions (AVX512_BF16 or AMX_BF16:
   `common.cpu_features.native_bf16`), where LoRA DPO steps on SmolLM2-135M ran 1.25x and full SFT
   steps 1.16x faster than float32 (AMD EPYC Zen 4, 2 threads, `benchmarks/training_precision.py`;
-  README "Training in bf16 mixed precision on the CPU");
+  docs/measurements.md, "Training in bf16 mixed
+  precision on the CPU");
   float32 otherwise (a CPU without them, where bf16 is emulated and slower; a GPU without bf16, e.g.
   a V100 or T4: fp16 mixed precision overflows more easily in DPO's log-ratio, so it is only used
   when asked for). bfloat16 loads the weights in bf16 and trains with trl's `bf16` flag (also on
@@ -70,7 +71,7 @@ OPTIMIZER_HELP = (
     "one fused kernel over all parameters (CPU and GPU; the optimizer step of a full fine-tune of the "
     "135M student took 0.06 s on 2 CPU threads, against 0.7 s). adamw: PyTorch's default (a loop over "
     "the tensors on CPU). auto: adamw_fused for method full (SFT steps 1.27x faster), adamw for lora "
-    "(LoRA DPO steps measured 0.88x with the fused one; README)."
+    "(LoRA DPO steps measured 0.88x with the fused one; docs/measurements.md)."
 )
 MEMORY_CHECK_HELP = (
     "On a CUDA host, stop before loading the model when the memory estimate (printed at the start) "

@@ -34,8 +34,6 @@ from arte.stages.align.teacher_reuse import external_inputs, reuse_aligned_teach
 from arte.stages.stage import ModelNeed, Stage, optimizer_steps, teacher_model
 from arte.training import processes
 from arte.training.finetune import (
-    LORA_TARGETS,
-    TRAINING_RUNTIME_ONLY,
     Scheduler,
     TrainingRun,
     load_for_training,
@@ -44,18 +42,8 @@ from arte.training.finetune import (
     run_training,
     start_run,
     trainer_args,
-    validate_common,
 )
-from arte.training.precision import (
-    DTYPE_HELP,
-    GRADIENT_CHECKPOINTING_HELP,
-    MEMORY_CHECK_HELP,
-    OPTIMIZER_HELP,
-    QUANTIZATION_HELP,
-    Dtype,
-    Optimizer,
-    Quantization,
-)
+from arte.training.finetune_config import FinetuneConfig
 from common.config import opt
 from common.records import read_json
 
@@ -70,7 +58,7 @@ DPO_METRICS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewar
 
 
 @dataclass
-class AlignConfig:
+class AlignConfig(FinetuneConfig):
     """DPO on the teacher (ARTE step 3). Paper: lr 1e-7, batch 16, 1 epoch, 10% warm-up, cosine."""
 
     method: Literal["lora", "full"] = opt(
@@ -96,10 +84,6 @@ class AlignConfig:
     )
     warmup_ratio: float = opt(0.1, "Fraction of the steps with linear warm-up (paper: 10%).")
     lr_scheduler: Scheduler = opt("cosine", "Learning-rate decay after warm-up (paper: cosine).")
-    lora_r: int = opt(8, "LoRA rank (method lora).")
-    lora_alpha: int = opt(16, "LoRA scaling numerator; the update is scaled by lora_alpha / lora_r.")
-    lora_dropout: float = opt(0.05, "Dropout on the LoRA branch.")
-    lora_target_modules: list[str] = opt(LORA_TARGETS, "Modules that get LoRA adapters (Llama/Qwen2 names).")
     max_length: int = opt(
         768, "Tokens of prompt + completion; longer completions are cut at the end (counted in the stats)."
     )
@@ -114,16 +98,10 @@ class AlignConfig:
         "Iterative rounds (--rounds) set it per round; set it yourself when the teacher is served "
         "elsewhere (openai) and its weights sit here.",
     )
-    seed: int = opt(0, "Seed for the LoRA initialisation and the data order.")
     logging_steps: int = opt(1, "Log loss and reward metrics every this many optimizer steps.")
     checkpoint_steps: int = opt(
         50, "Save a resumable checkpoint every this many steps into out_dir/checkpoints (0 = never)."
     )
-    dtype: Dtype = opt("auto", DTYPE_HELP)
-    optimizer: Optimizer = opt("auto", OPTIMIZER_HELP)
-    gradient_checkpointing: bool = opt(False, GRADIENT_CHECKPOINTING_HELP)
-    quantization: Quantization = opt("none", QUANTIZATION_HELP)
-    memory_check: bool = opt(True, MEMORY_CHECK_HELP)
     precompute_ref_log_probs: bool = opt(
         True,
         "Compute the reference policy's log-probs of every pair once, before training (trl), instead "
@@ -131,13 +109,9 @@ class AlignConfig:
         "(the model itself, untrained, computes them); lora: one forward pass per step fewer. Same "
         "numbers either way (dropout is off); false only to save the pass before training.",
     )
-    threads: int = opt(0, "torch CPU threads; 0 = the cores that are free right now.")
-
-    RUNTIME_ONLY = TRAINING_RUNTIME_ONLY
-    """Settings that do not change the trained model (left out of its provenance record)."""
 
     def __post_init__(self) -> None:
-        validate_common(self)
+        super().__post_init__()
         if self.beta <= 0:
             raise ValueError(f"--beta must be > 0, got {self.beta}")
         if not 0 < self.max_prompt_length < self.max_length:

@@ -146,7 +146,8 @@ def explain(question: str) -> str | None:
     """Short step-by-step reasoning: each move with the heading it is taken in, then where they add
     up to. Turns are folded into the headings: with one note per turn and per move (and running
     coordinates), the 135M teacher closed its `<ans>` tag on 5 of 30 test questions within 96
-    tokens, looping over the notes; in this form on 28 (README, "Training sets from a 135M teacher")."""
+    tokens, looping over the notes; in this form on 28 (docs/measurements.md, "Training sets from a 135M
+    teacher")."""
     found = _instructions(question)
     walked = walk(*found) if found else None
     if walked is None:

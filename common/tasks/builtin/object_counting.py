@@ -73,7 +73,7 @@ OTHER = _nouns(
 )
 """Things in none of the categories but objects: they count as 0 animals, fruits, vegetables or
 instruments, and make a "how many objects" question unreadable (whether a tree is an object is the
-question's ambiguity, not the teacher's error). Teachers' drafts name them (README)."""
+question's ambiguity, not the teacher's error). Teachers' drafts name them (docs/measurements.md)."""
 
 _CATEGORY_ALIASES = {
     "musical instruments": "musical instruments",
