@@ -1,9 +1,9 @@
-"""The benchmark report: `report.json` (schema below), `report.md`, the table printed on stdout (then
-one JSON line for scripts), the deployment recommendation and the comparison with a previous report.
-The accuracy section (intervals, paired differences, fidelity, rankings) is `edge_bench.accuracy_report`.
-
-report.json's schema, with its units, is `edge_bench.schema` (one dataclass per object); the functions
-here read a `Report` (or its JSON dict, checked on the way in).
+"""The benchmark report's files and text: loading `report.json` (checked against its schema,
+`edge_bench.schema`: one dataclass per object, with units), writing it with `report.md`, the table
+printed on stdout and the one JSON line for scripts. The recommendation and the comparison with a
+previous report are `edge_bench.recommend`; the accuracy section (intervals, paired differences,
+fidelity, rankings) is `edge_bench.accuracy_report`. The functions here read a `Report` (or its JSON
+dict, checked on the way in).
 """
 
 from __future__ import annotations

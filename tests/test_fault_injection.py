@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from smoke_runs import TASKS, arte, arte_bg, assert_records_complete, one_clear_line, smoke, snapshot
+from smoke_runs import SMOKE, TASKS, arte, arte_bg, assert_records_complete, one_clear_line, smoke, snapshot
 
 from arte.cli import main
 from arte.stages import STAGE_NAMES
@@ -153,7 +153,9 @@ def test_changed_input_of_a_finished_stage_is_reported(finished, tmp_path, capsy
 def test_redo_from_the_first_affected_stage_keeps_the_rest(finished, tmp_path, capsys):
     run = copy_run(finished, tmp_path)
     kept = {n: (run / n / "done.json").read_bytes() for n in STAGE_NAMES if n != "evaluate"}
+    (run / "evaluate" / "important.txt").write_text("not arte's")  # issue 29 (5): a redo keeps it
     assert main(["run", *smoke(run, "--evaluate.max_new_tokens", "6", "--on_config_change", "redo")]) == 0
+    assert (run / "evaluate" / "important.txt").read_text() == "not arte's"
     out = capsys.readouterr().out
     assert (
         "[evaluate] config or input changed: evaluate (evaluate.max_new_tokens: 12 -> 6); redoing evaluate"
@@ -173,7 +175,9 @@ def test_redo_from_the_first_affected_stage_keeps_the_rest(finished, tmp_path, c
 def test_redo_of_an_early_stage_is_refused_by_a_later_stage_command(finished, tmp_path, capsys):
     run = copy_run(finished, tmp_path)
     before = snapshot(run)
-    assert main(["pairs", *smoke(run, "--elicit.m", "4", "--on_config_change", "redo")]) == 2
+    config = tmp_path / "changed.yaml"  # elicit's m is not a flag of `arte pairs`: a changed config file
+    config.write_text(SMOKE.read_text().replace("elicit: {m: 8,", "elicit: {m: 4,"))
+    assert main(["pairs", "--config", str(config), "--run_dir", str(run), "--on_config_change", "redo"]) == 2
     one_clear_line(capsys.readouterr().err, "affects elicit, score", "arte run --on_config_change redo")
     assert snapshot(run) == before
 

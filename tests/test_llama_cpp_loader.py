@@ -80,7 +80,9 @@ def test_config_field_reads_yaml_on_off(tmp_path):
 
     path = tmp_path / "c.yaml"
     path.write_text("student: {name: llama_cpp, extra_bufts: off}\nteacher: {extra_bufts: on}\n")
-    cfg = load_config(RunConfig, path, {"aligned_teacher.extra_bufts": "off"})
+    cfg = load_config(
+        RunConfig, path, {"aligned_teacher.name": "llama_cpp", "aligned_teacher.extra_bufts": "off"}
+    )
     assert (cfg.student.extra_bufts, cfg.teacher.extra_bufts, cfg.aligned_teacher.extra_bufts) == (
         "off",
         "on",

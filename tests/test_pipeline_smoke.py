@@ -182,11 +182,13 @@ def test_config_typo_names_valid_keys(typo, capsys):
 def test_align_writes_a_gguf_of_the_aligned_teacher_for_llama_cpp_generation(tmp_path):
     from arte.backends import BackendConfig, SamplingParams, load_backend
 
-    run = tmp_path / "run"
+    run, config = tmp_path / "run", tmp_path / "llama_cpp.yaml"  # every stage command reads the file
+    config.write_text(
+        SMOKE.read_text().replace("aligned_teacher: {name: fake,", "aligned_teacher: {name: llama_cpp,")
+    )
+    assert "name: llama_cpp" in config.read_text()
     for stage in STAGES[: STAGES.index("generate")]:
-        proc = arte_bg(
-            stage, "--config", str(SMOKE), "--run_dir", str(run), "--aligned_teacher.name", "llama_cpp"
-        )
+        proc = arte_bg(stage, "--config", str(config), "--run_dir", str(run))
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
     gguf = run / "align" / "teacher-f16.gguf"
     backend = load_backend(BackendConfig(name="llama_cpp", model=str(gguf), threads=1))
