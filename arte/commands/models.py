@@ -39,7 +39,7 @@ def run_models(cfg: ModelsConfig) -> int:
     if cfg.materialize:
         if cfg.materialize not in EMBEDDED:
             raise unknown_name("embedded model", cfg.materialize, EMBEDDED)
-        print(f"materialising {cfg.materialize} (once; ~20 s) ...", flush=True)
+        print(f"materialising {cfg.materialize} (once: 20 s for 135M, ~3 min for 1.5B) ...", flush=True)
         print(f"  -> {materialize_hf(cfg.materialize)}")
     rows = list_models()
     width = max(len(r.name) for r in rows)
