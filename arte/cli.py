@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from arte.backends import engine_fields
 from arte.stages import PIPELINE
 from common.config import describe_type, field_types, load_config
 from common.errors import UserError, unknown_name
@@ -186,7 +187,6 @@ def add_config_flags(
 ) -> None:
     """Add `--config` and one flag per config field (of `sections` only, when given) to `parser`;
     a `summary` help lists only some of them (`Command.summary`)."""
-    from arte.backends import engine_fields
 
     engines = engine_fields()
     parser.add_argument("--config", metavar="FILE.yaml", help="Load options from this YAML file first.")
@@ -240,8 +240,6 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             epilog = None
             if cmd.summary:
-                from arte.backends import engine_fields
-
                 epilog = _summary_epilog(_import(cmd.config), engine_fields())
             p = sub.add_parser(
                 cmd.name,

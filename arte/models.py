@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arte.model_parts import QWEN_CODER_0_5B, QWEN_CODER_1_5B, assembled_gguf
+from arte.tiny_model import build_tiny_model, save_hf
 from common.errors import UserError
 from common.hf_models import MATERIALIZED_MARKER
 
@@ -184,9 +185,41 @@ def resolve_hf(spec: str) -> str:
         raise UserError(f"{path} is not a model directory: no config.json and no .gguf file in it")
     if path.is_file() and path.suffix == ".gguf":
         return str(path)
-    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+    if path.exists() or looks_like_path(spec):
         raise _not_found(spec)
     return spec  # a hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+MODEL_FILE_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".json", ".onnx")
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether `spec` can only be a local path, never a hub id ("org/name"): it starts with . / ~,
+    has no or several slashes, ends like a model file, or its first part is a local directory
+    (`fx/nope` where ./fx exists)."""
+    path = Path(spec).expanduser()
+    return (
+        spec.startswith((".", "/", "~"))
+        or spec.count("/") != 1
+        or "\\" in spec
+        or path.suffix.lower() in MODEL_FILE_SUFFIXES
+        or path.parent.is_dir()
+    )
+
+
+def _check_hub_id(spec: str) -> None:
+    """A hub id where the hub is switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) must be in
+    the local hub cache; elsewhere hub ids pass (no network call here)."""
+    if not any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return
+    if not isinstance(try_to_load_from_cache(spec, "config.json"), str):
+        raise UserError(
+            f"{_not_found(spec)}, and {spec!r} is not in the local hub cache while HF_HUB_OFFLINE is set"
+        )
 
 
 def check_model_spec(spec: str, flag: str, allow_pickle: bool = False, pickle_flag: str = "") -> None:
@@ -204,6 +237,8 @@ def check_model_spec(spec: str, flag: str, allow_pickle: bool = False, pickle_fl
             from common.weights import check_model_weights
 
             check_model_weights(Path(target), allow_pickle, pickle_flag)
+        else:
+            _check_hub_id(spec)
     except UserError as e:
         raise UserError(f"{flag} {spec}: {e}") from None
 
@@ -293,7 +328,6 @@ def materialize_tiny_random(name: str) -> Path:
     marker = out / _MARKER
     if marker.is_file() and json.loads(marker.read_text()).get("version") == _VERSION:
         return out
-    from arte.tiny_model import build_tiny_model, save_hf
 
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

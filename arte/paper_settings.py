@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from arte.stages.prefset import respondent_settings
+from arte.stages.prefset.respondents import respondent_configs
+
 if TYPE_CHECKING:
     from arte.run_config import RunConfig
 
@@ -115,7 +118,6 @@ def respondent_rows(cfg: RunConfig) -> int:
     """Rows of the IRT response matrix: every respondent model (the student,
     --prefset.extra_respondents and --prefset.respondents, each once: `respondents.respondent_configs`)
     at every (shots, rotation) setting of `prefset.respondent_settings`."""
-    from arte.stages.prefset import respondent_settings
 
     models = respondent_models(cfg)
     return models * len(respondent_settings(cfg.prefset.shots, cfg.prefset.demo_sets))
@@ -123,7 +125,6 @@ def respondent_rows(cfg: RunConfig) -> int:
 
 def respondent_models(cfg: RunConfig) -> int:
     """How many respondent models the prefset stage asks (the student included, duplicates once)."""
-    from arte.stages.prefset.respondents import respondent_configs
 
     return len(respondent_configs(cfg.student, cfg.prefset))
 

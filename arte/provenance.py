@@ -31,6 +31,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arte.stages import PIPELINE, STAGE_NAMES, get_stage
 from common.errors import UserError
 from common.records import jsonl_damage, sha256_file
 
@@ -154,7 +155,6 @@ def upstream(stage: Stage) -> set[str]:
 
 def made_from(names: set[str]) -> set[str]:
     """`names` and every stage that reads from them, directly or through another stage."""
-    from arte.stages import PIPELINE
 
     out = set(names)
     for stage in PIPELINE:  # in order, so one pass closes the chain
@@ -184,7 +184,6 @@ def check_run_dir(
     `cfg.on_config_change == "redo"`, delete what must be redone. Returns the stages deleted.
     `rerun`: stages this command runs whatever their state (their own files are not checked for
     damage, nor the inputs of later stages that they write: running them rewrites those files)."""
-    from arte.stages import PIPELINE, STAGE_NAMES, get_stage
 
     affected: dict[str, list[str]] = {}
     for stage in PIPELINE:
@@ -227,7 +226,7 @@ def check_run_dir(
         )
     print(f"[{first}] config or input changed: {report}; redoing {', '.join(invalid)}", flush=True)
     for name in invalid:
-        run.clear_stage(name, keep=get_stage(name).keep_on_redo)
+        run.clear_stage(name, keep=get_stage(name).keep_on_redo, writes=get_stage(name).writes)
         for extra in get_stage(name).run_files:
             (run.path / extra).unlink(missing_ok=True)
     return invalid

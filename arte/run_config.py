@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from arte.backends import BackendConfig
+from arte.example_lengths import check_example_lengths
 from arte.stages.align import AlignConfig
 from arte.stages.elicit import ElicitConfig
 from arte.stages.evaluate import EvaluateConfig
@@ -22,7 +23,7 @@ from arte.stages.generate import GenerateConfig
 from arte.stages.generate.ablations import check_variants
 from arte.stages.pairs import PairsConfig
 from arte.stages.prefcheck import PrefcheckConfig
-from arte.stages.prefset import PrefsetConfig
+from arte.stages.prefset import PrefsetConfig, check_task_sizes
 from arte.stages.train import TrainConfig
 from common.config import opt
 
@@ -64,6 +65,12 @@ class RunConfig:
         "paper's cross-student and cross-task tables); elicit, prefset, score and pairs are then skipped "
         "and align only records the teacher's origin and sha256 (align/reused.json). Empty: align here.",
     )
+    allow_teacher_mismatch: bool = opt(
+        False,
+        "With --aligned_teacher_from: accept a reused teacher aligned from another --teacher.model than "
+        "this run's (the original-teacher baseline is then not the aligned teacher's starting point, and "
+        "the summary says so). False: such a mismatch is an error.",
+    )
     generate: GenerateConfig = opt(GenerateConfig(), "Step 4: tailored data from the aligned teacher.")
     gain: GainConfig = opt(
         GainConfig(), "The direct check of alignment: both teachers' examples scored on the same D_pref."
@@ -82,6 +89,12 @@ class RunConfig:
         "scores the drafts on the same D_pref, pairs and aligns again, writes a tailored set and trains "
         "a student (arte_rR), all in rounds/rR/. 1: the paper's single round.",
     )
+    round_ablations: bool = opt(
+        False,
+        "Rounds r >= 2 also draw the ablation sets that --variants names (question_only, rationale_only). "
+        "False: a round draws only its tailored set (and its baseline, read back from the round before), "
+        "so size matching never cuts arte_rR to an ablation set nobody trains.",
+    )
     round_align_from: Literal["previous", "original"] = opt(
         "previous",
         "What round r >= 2 runs DPO on: previous (default: round r-1's aligned teacher, the model that "
@@ -99,6 +112,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         """Checks of options that only later stages use, so that they fail before the first stage."""
+        if not str(self.run_dir).strip():
+            raise ValueError("--run_dir is empty: give the run's directory (e.g. runs/NAME)")
         if not self.tasks:
             raise ValueError("--tasks is empty: name at least one task")
         for flag, value in (
@@ -136,12 +151,12 @@ def task_hash(task) -> str:
 
 
 def load_run_tasks(cfg: RunConfig) -> list:
-    from arte.stages.prefset import check_task_sizes
     from common.tasks import load_tasks
 
     tasks = load_tasks(cfg.tasks, n_validation=cfg.n_validation, n_test=cfg.n_test, seed=cfg.seed)
     for t in tasks:
         check_task_sizes(t, cfg.prefset.k)
+    check_example_lengths(tasks, cfg)  # a question longer than a model's context: refused now
     return tasks
 
 

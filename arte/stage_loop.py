@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 
+from arte.models import check_model_spec
 from arte.provenance import check_run_dir, stage_provenance
 from arte.run_config import RunConfig, task_hash
 from arte.run_dir import RunDir
@@ -28,6 +29,7 @@ from arte.training import processes
 from common.config import to_dict
 from common.errors import UserError
 from common.records import read_json, write_json_atomic
+from common.redact import redact_urls
 
 
 def library_versions() -> dict[str, str]:
@@ -68,7 +70,6 @@ def check_models(cfg: RunConfig, stages: list[str]) -> None:
     """The models that the `stages` about to run need (each stage's declared `models`), checked
     before the first one runs (no weights loaded): they exist, are not truncated, hold safetensors
     (or pickles with the opt-in flag). Each model is checked once, in pipeline order."""
-    from arte.models import check_model_spec
 
     seen = set()
     for stage in PIPELINE:
@@ -86,7 +87,9 @@ def open_manifest(run: RunDir, cfg: RunConfig, hashes: dict) -> dict:
     path = run.path / "manifest.json"
     manifest = read_json(path) if path.exists() else {"created_at": time.time(), "stages": {}}
     manifest["stages"] = {k: v for k, v in manifest.get("stages", {}).items() if run.is_done(k)}
-    manifest.update(config=to_dict(cfg), versions=library_versions(), input_hashes={"tasks": hashes})
+    manifest.update(
+        config=redact_urls(to_dict(cfg)), versions=library_versions(), input_hashes={"tasks": hashes}
+    )
     roles = {"teacher": cfg.teacher, "student": cfg.student, "evaluate.backend": cfg.evaluate.backend}
     manifest["allow_pickle"] = [role for role, b in roles.items() if b.allow_pickle]
     manifest["llama_cpp"] = llama_cpp_runtime(cfg)
@@ -137,6 +140,7 @@ def run_stages(
     procs = processes.current()
     check_models(cfg, stages_to_run(cfg, run, only, skip_done))  # nothing is written before these checks
     lock, manifest, error = None, None, None
+    fresh, finished = not run.path.exists(), False  # a refused command leaves no new run directory
     try:
         if procs.is_main:
             try:
@@ -148,9 +152,12 @@ def run_stages(
         if error:
             raise UserError(error)
         _loop(cfg, run, tasks, only, skip_done, manifest)
+        finished = True
     finally:
         if lock is not None:
             lock.release()
+            if fresh and not finished:
+                run.discard_if_unused()
     return manifest
 
 

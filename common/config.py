@@ -183,6 +183,20 @@ def name_flags(message: str, where: str, obj: Any) -> str:
     return named if named != message else f"{where}: {message}"
 
 
+def read_config_text(path: Path) -> str:
+    """The text of a config file; one that is not UTF-8 or cannot be read names the file (line)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+            "save the config file as UTF-8"
+        ) from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the config file: {e.strerror or e}") from None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file; a missing file or a syntax error names the file and line."""
     import yaml
@@ -191,11 +205,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_config_text(path))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise UserError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:  # nothing but blank lines and comments: not a silent run of every default
+        raise UserError(f"{path}: the config file is empty; write its keys, or leave out --config")
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of config keys at the top level")
     return data
@@ -215,8 +231,8 @@ def load_config(cls: type[C], yaml_path: str | Path | None = None, overrides: Ma
     if yaml_path:
         try:
             cfg = from_dict(cls, load_yaml(yaml_path), base=cfg)
-        except UserError as e:
-            raise UserError(f"{yaml_path}: {e}") from None
+        except UserError as e:  # the file named once
+            raise UserError(str(e) if str(yaml_path) in str(e) else f"{yaml_path}: {e}") from None
     nested: dict[str, Any] = {}
     for key, value in dict(overrides).items():
         set_dotted(nested, key, value)

@@ -3,9 +3,12 @@ and the reason (a file in the way, no permission, a read-only file system), neve
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from common.errors import UserError
@@ -42,3 +45,17 @@ def describe_write_error(e: OSError) -> str | None:
         return None
     where = f"{e.filename}: " if e.filename else ""
     return f"cannot write {where}{_reason(e, Path(e.filename)) if e.filename else e.strerror}"
+
+
+@contextlib.contextmanager
+def removed_if_refused(path: str | Path) -> Iterator[None]:
+    """Around a command that makes output directory `path`: when it is refused (UserError) and the
+    directory was new, remove it again if it holds no file (empty sub-directories only)."""
+    path = Path(path).expanduser()
+    fresh = not path.exists()
+    try:
+        yield
+    except UserError:
+        if fresh and path.is_dir() and not any(p.is_file() for p in path.rglob("*")):
+            shutil.rmtree(path, ignore_errors=True)
+        raise

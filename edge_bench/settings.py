@@ -11,12 +11,15 @@ The settings are recorded as the report's `config` (`dataclasses.asdict`, these 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from common.config import opt
+
+log = logging.getLogger(__name__)
 
 EXTRA_BUFTS = ("auto", "on", "off")
 
@@ -28,6 +31,18 @@ def _positive_ints(flag: str, value: Any, what: str) -> list[int]:
         shown = value if isinstance(value, (list, tuple)) else repr(value)
         raise ValueError(f"--{flag} must list {what} >= 1, got {shown}")
     return [int(x) for x in items]
+
+
+def _within_cores(threads: list[int]) -> list[int]:
+    """Thread counts above the cores this process may use, lowered to that many (a warning): more
+    threads than cores only spin-wait (`common.threads`); 9999 overloaded a 2-core box for minutes."""
+    from common.threads import available_cores
+
+    cores = len(available_cores())
+    if max(threads) <= cores:
+        return threads
+    log.warning("--threads %s: more than the %d cores this process may use; using %d", threads, cores, cores)
+    return list(dict.fromkeys(min(t, cores) for t in threads))
 
 
 def _at_least(flag: str, value: Any, low: float, *, integer: bool = True, note: str = "") -> None:
@@ -116,7 +131,8 @@ class BenchSettings:
 
     def __post_init__(self) -> None:
         # frozen: the normalized lists are set through object.__setattr__
-        object.__setattr__(self, "threads", _positive_ints("threads", self.threads, "counts"))
+        threads = _within_cores(_positive_ints("threads", self.threads, "counts"))
+        object.__setattr__(self, "threads", threads)
         object.__setattr__(
             self, "prompt_lengths", _positive_ints("prompt_lengths", self.prompt_lengths, "lengths")
         )

@@ -116,7 +116,11 @@ def install(sdist: Path | None = None, *, force: bool = False) -> Path:
         staging = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        _extract(sdist, version, staging)
+        try:
+            _extract(sdist, version, staging)
+        except BaseException:  # a bad sdist: the installed copy stays, no half-written staging
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         (staging / MARKER).write_text(json.dumps({"llama_cpp_python": version, "sdist": sdist.name}))
         shutil.rmtree(dest, ignore_errors=True)
         staging.rename(dest)

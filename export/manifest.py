@@ -23,6 +23,30 @@ def weights_sha256(model_dir: Path) -> str:
     return h.hexdigest()
 
 
+def check_same_source(out_dir: Path, source: Path, overwrite: bool = False) -> None:
+    """One export directory holds one source model: `out_dir` whose manifest names other weights
+    (by weights sha256) is refused (UserError naming --out), or with `overwrite` cleared of that
+    model's exports (gguf/, onnx/, manifest.json) first."""
+    import shutil
+
+    from common.errors import UserError
+
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        return
+    old = read_json(path).get("source", {})
+    if old.get("weights_sha256") == weights_sha256(source):
+        return
+    if not overwrite:
+        raise UserError(
+            f"--out {out_dir} holds the exports of another model ({old.get('path', '?')}, weights sha256 "
+            f"{str(old.get('weights_sha256'))[:12]}): use another --out, or add --overwrite to replace them"
+        )
+    for sub in ("gguf", "onnx"):
+        shutil.rmtree(Path(out_dir) / sub, ignore_errors=True)
+    path.unlink()
+
+
 def tool_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -17,7 +17,7 @@ from common.paths import writable_dir
 from common.weights import check_model_weights, convert_to_safetensors
 from export.adapter import is_adapter, merge_adapter
 from export.checks import pre_export_checks
-from export.manifest import update_manifest
+from export.manifest import check_same_source, update_manifest
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,13 @@ def export_model(
     threads: int = 1,
     extra_bufts: str = "auto",
     allow_pickle: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Export `model` to the GGUF quant types in `gguf` and the ONNX variants in `onnx`. GGUF files
     are verified by llama.cpp with extra buffer types as `extra_bufts` decides
     (`common.llama_cpp_loader`); the decision is recorded in the manifest. `allow_pickle`: a
-    pickle-only model may be read (converted first; recorded in the manifest)."""
+    pickle-only model may be read (converted first; recorded in the manifest). An `out_dir` holding
+    another model's exports is refused, or with `overwrite` cleared first (one source per folder)."""
     out_dir = Path(out_dir)
     if gguf:  # validate names before any heavy work
         from export.gguf_quantize import check_quant_types
@@ -82,6 +84,7 @@ def export_model(
         runtime["llama_cpp"] = {"system_info": llama_system_info(), "extra_bufts": decision.as_record()}
     writable_dir(out_dir, "--out")
     source = prepare_source(model, base, out_dir, allow_pickle)
+    check_same_source(out_dir, source, overwrite)
     if gguf:  # each format refuses an architecture it cannot export, before the shared checks
         from export.gguf_convert import read_model_config
 

@@ -296,3 +296,63 @@ def test_config_validation_names_the_flag():
 def test_pad_token_is_an_existing_non_eos_token(smollm2_tokenizer):
     assert choose_pad_token(smollm2_tokenizer, {1, 2}) == "<|endoftext|>"
     assert choose_pad_token(smollm2_tokenizer, {0, 1, 2}) is None  # nothing left: the caller adds one
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_training_that_diverges_to_nan_stops_and_saves_no_model(
+    tiny_model, sft_path, pairs_path, tmp_path, kind
+):
+    """Issue 29 (2): lr 1e6 makes every weight NaN while trl logs loss 0.0; nothing may be saved."""
+    out = tmp_path / "model"
+    if kind == "sft":
+        cfg, section = TrainConfig(learning_rate=1e6, epochs=2, **FAST), "train"
+        run = lambda: train_student(str(tiny_model.hf_dir), sft_path, out, cfg)  # noqa: E731
+    else:
+        cfg, section = AlignConfig(method="full", learning_rate=1e6, epochs=2, **FAST), "align"
+        run = lambda: align_teacher(str(tiny_model.hf_dir), pairs_path, out, cfg)  # noqa: E731
+    with pytest.raises(UserError, match=rf"{section}: training diverged .*no model was saved") as e:
+        run()
+    assert f"--{section}.learning_rate" in str(e.value) and f"--{section}.dtype float32" in str(e.value)
+    assert not (out / "config.json").exists() and not list(out.glob("*.safetensors"))
+    assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("precompute", [True, False], ids=["precomputed-reference", "reference-copy"])
+def test_dpo_resumes_a_killed_run_to_the_weights_of_an_uninterrupted_one(
+    tiny_model, pairs_path, tmp_path, precompute
+):
+    """Issue 29 (untested resume path): DPO killed after checkpoint-2 and resumed (reference
+    log-probs precomputed again, or a reference copy) ends where an uninterrupted run ends."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from arte.stages.align import build_dpo_trainer
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise KeyboardInterrupt  # as if killed right after checkpoint-2 was written
+
+    cfg = AlignConfig(
+        method="full",
+        learning_rate=1e-3,
+        epochs=2,
+        precompute_ref_log_probs=precompute,
+        **{**FAST, "checkpoint_steps": 1},
+    )
+    whole = align_teacher(str(tiny_model.hf_dir), pairs_path, tmp_path / "whole", cfg)
+    out = tmp_path / "resumed"
+    run = build_dpo_trainer(str(tiny_model.hf_dir), pairs_path, out, cfg)
+    run.trainer.add_callback(Kill())
+    with pytest.raises(KeyboardInterrupt):
+        run.trainer.train()
+    assert not (out / "config.json").exists()
+    stats = align_teacher(str(tiny_model.hf_dir), pairs_path, out, cfg)
+    assert stats["resumed_from"] == "checkpoint-2" and stats["steps"] == whole["steps"] == 4
+    assert changed_tensors(tiny_model.hf_dir, out)  # it trained
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), [
+        k for k in a if not torch.allclose(a[k], b[k], atol=1e-6)
+    ]

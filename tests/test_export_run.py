@@ -99,9 +99,32 @@ def test_lora_adapter_is_merged_then_exported_and_manifested(tiny_model, tmp_pat
     assert variant["verification"]["top1_agreement"] >= 0.99
     assert manifest["checks"]["tied_embeddings"] and manifest["source"]["weights_sha256"]
     assert "gguf" in manifest["tool_versions"] and "llama-cpp-python" in manifest["tool_versions"]
+    assert "| gguf | f32 |" in (out / "README.md").read_text()  # issue 28: the model card
     merged = AutoModelForCausalLM.from_pretrained(out / "merged-source")
     ids = torch.tensor([[1, 2, 3, 4]])
     untouched = AutoModelForCausalLM.from_pretrained(tiny_model.hf_dir)(ids).logits
     ref = peft.merge_and_unload()
     assert torch.allclose(merged(ids).logits, ref(ids).logits, atol=1e-5)  # the adapter really is in
     assert not torch.allclose(merged(ids).logits, untouched, atol=1e-4)
+
+
+def test_an_export_folder_holds_one_source_model(tiny_model, tiny_model_b, tmp_path, capsys):
+    """Issue 29 (3): B exported into A's folder was mixed with A's variants; now refused, or
+    --overwrite clears A's exports first. Models compare by weights sha256."""
+    from export.manifest import check_same_source, update_manifest
+
+    out = tmp_path / "x"
+    (out / "gguf").mkdir(parents=True)
+    (out / "gguf" / "a-f16.gguf").write_bytes(b"A")
+    record = {"format": "gguf", "quant": "f16", "file": "gguf/a-f16.gguf"}
+    update_manifest(out, tiny_model.hf_dir, {}, [record])
+    before = (out / "manifest.json").read_bytes()
+    code = main(["export", "gguf", str(tiny_model_b.hf_dir), "--quant", "q8_0", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"--out {out} holds the exports of another model ({tiny_model.hf_dir.resolve()}" in err
+    assert "--overwrite" in err
+    assert (out / "manifest.json").read_bytes() == before and (out / "gguf" / "a-f16.gguf").is_file()
+    check_same_source(out, tiny_model.hf_dir)  # the same model: more variants may join it
+    check_same_source(out, tiny_model_b.hf_dir, overwrite=True)
+    assert not (out / "manifest.json").exists() and not (out / "gguf").exists()

@@ -58,10 +58,11 @@ def test_gain_on_different_d_pref_or_students_is_refused():
         preference_gain(_records("t", [1]), _records("u", [0]), n_boot=50)
 
 
-def _scored_run(tmp_path: Path) -> tuple[RunConfig, RunDir, list]:
+def _scored_run(tmp_path: Path, **overrides) -> tuple[RunConfig, RunDir, list]:
     """elicit, prefset and score of the smoke setup (fake engines), then hand-made training sets:
     the aligned teacher's = the best-scoring drafts, the original's = the worst."""
-    cfg = load_config(RunConfig, SMOKE, {"run_dir": str(tmp_path / "run"), "gain.n_examples": 4})
+    overrides = {"run_dir": str(tmp_path / "run"), "gain.n_examples": 4, **overrides}
+    cfg = load_config(RunConfig, SMOKE, overrides)
     run_pipeline(cfg, only=["elicit", "prefset", "score"])
     run = RunDir(cfg.run_dir)
     scored = RecordLog(run.path / "score" / "scores.jsonl").read()
@@ -182,3 +183,63 @@ def test_identical_examples_of_the_two_teachers_are_counted_per_task():
         },  # same question, other rationale: not
         "navigate": {"arte": 1, "original": 1, "identical": 0},
     }
+
+
+def test_the_bootstrap_draws_a_questions_rationales_together():
+    """Issue 28 (8): four rationales of one question are not four independent scores. Scores equal
+    within each question: the interval must be as wide as with one score per question (drawing the
+    rationales independently would make it about half as wide)."""
+    rng = np.random.default_rng(3)
+    per_q = rng.uniform(0.0, 1.0, 60)
+    aligned = _records("t", np.full(40, 0.5))
+    one = preference_gain(aligned, _records("t", per_q), n_boot=4000)
+    four = [
+        {"task": "t", "qid": f"q{i}", "score": float(x), "pref": "p", "student": "s"}
+        for i, x in enumerate(per_q)
+    ]
+    res = preference_gain(aligned, [r for r in four for _ in range(4)], n_boot=4000)
+    width = res["tasks"]["t"]["high"] - res["tasks"]["t"]["low"]
+    assert width == pytest.approx(one["tasks"]["t"]["high"] - one["tasks"]["t"]["low"], rel=0.1)
+    assert res["tasks"]["t"]["gain"] == pytest.approx(one["tasks"]["t"]["gain"])
+    assert res["tasks"]["t"]["n_reference"] == 240 and res["tasks"]["t"]["questions_reference"] == 60
+
+
+def test_pref_halves_are_a_seeded_partition():
+    from arte.stages.gain import pref_halves
+
+    fit, held = pref_halves(7, 0, "t")
+    assert sorted(fit + held) == list(range(7)) and len(fit) == 4 and len(held) == 3
+    assert pref_halves(7, 0, "t") == (fit, held) and pref_halves(40, 1, "t") != pref_halves(40, 2, "t")
+
+
+def test_a_held_out_gain_scores_pairs_and_gain_on_disjoint_halves(tmp_path):
+    """Issue 28 (8): with --gain.held_out, draft scores (hence pairs) use one seeded half of D_pref
+    and the gain the other; the summary says which. Fails if either side uses all of D_pref."""
+    from arte.stages.elicit import Draft
+    from arte.stages.gain import pref_halves
+    from arte.stages.score import cached_score, draft_key, read_scored_drafts, student_id
+
+    cfg, run, tasks = _scored_run(tmp_path, **{"gain.held_out": True})
+    k, sid = cfg.prefset.k, student_id(cfg.student)
+    cache = {r["key"]: r for r in RecordLog(run.path / "score" / "cache.jsonl")}
+    on_held = {}  # (qid, strategy) -> the draft's score on the held-out half
+    for task in tasks:
+        fit, held = pref_halves(k, cfg.seed, task.name)
+        indices = json.loads((run.path / "prefset" / f"{task.name}.json").read_text())["indices"]
+        pref = [task.validation[i] for i in indices]
+        for d in (d for d in read_scored_drafts(run) if d.task == task.name):
+            fields = ("task", "qid", "question", "target", "strategy", "rationale")
+            draft = Draft(**{f: getattr(d, f) for f in fields})
+            record = cache[draft_key(sid, task.description, draft, pref, cfg.score_max_new_tokens)]
+            assert d.score == cached_score(record, fit)  # pairs see the fit half only
+            on_held[(d.qid, d.strategy)] = cached_score(record, held)
+    gain.run(cfg, run, tasks)
+    report = json.loads((run.path / "gain" / "gain.json").read_text())
+    half = {t: k // 2 for t in cfg.tasks}
+    assert report["d_pref"] == {"held_out": True, "questions_per_task": half, "split_seed": 0}
+    rows = [r for r in RecordLog(run.path / "gain" / "scores.jsonl") if r["set"] == "drafts"]
+    assert rows and all(r["score"] == on_held[(r["qid"], r["strategy"])] for r in rows)
+    text = "\n".join(alignment_markdown({"preference_gain": report}))
+    assert "Held-out gain: measured on the half of each task's D_pref" in text and "In-sample" not in text
+    report["d_pref"] = {"held_out": False, "questions_per_task": {"t": k}}
+    assert "In-sample gain" in "\n".join(alignment_markdown({"preference_gain": report}))

@@ -17,7 +17,8 @@ ALLOWED = {
     "edge_bench": {"common"},
     "arte": {"common", "export", "edge_bench"},
 }
-_REF = re.compile(r"^(arte|export|edge_bench|common)(\.\w+)*(:\w+)?$")
+_REF = re.compile(r"^(arte|export|edge_bench|common)((\.\w+)+(:\w+)?|:\w+)$")
+"""A "package.module:Name" plug-in reference (a bare "arte" is data, such as a student's name)."""
 
 
 def imported_packages(source: str) -> set[tuple[str, int]]:

@@ -72,3 +72,27 @@ def test_stage_agrees_fully_when_d_pref_is_the_whole_validation_set(tmp_path):
     text = "\n".join(consistency_markdown(report))
     assert f"| all | {n}/{n} = 100% [" in text and "paper: 93.3% / 86.7%" in text
     assert consistency_markdown({"skipped": "prefcheck.questions is 0"}) == []
+
+
+def test_prefcheck_checks_the_rationales_that_pairs_paired_under_ties():
+    """D_pref ties best with best and worst with worst: pairs breaks them with a seeded shuffle, and
+    prefcheck must check those same rationales (fails if prefcheck picks the first of equals)."""
+    from arte.stages.pairs import PairsConfig, build_rationale_pairs
+
+    task = load_task("boolean_expressions", n_validation=20, n_test=10)
+    scored = [d for i in range(8) for d in _drafts(f"q{i}", [0.9, 0.9, 0.1, 0.1])]
+    by_q = {f"q{i}": [d for d in scored if d.qid == f"q{i}"] for i in range(8)}
+    for seed in (0, 1, 2):
+        pairs = build_rationale_pairs(task, scored, PairsConfig(seed=seed))
+        chosen = {r["chosen_id"].split("/")[0]: r["chosen_id"].split("/")[1] for r in pairs}
+        rejected = {r["rejected_id"].split("/")[0]: r["rejected_id"].split("/")[1] for r in pairs}
+        assert set(chosen.values()) == {"s0", "s1"}  # the shuffle does pick both tied rationales
+
+        def score(drafts, chosen=chosen, rejected=rejected):
+            return [
+                1.0 if chosen[d.qid] == d.strategy else 0.0 if rejected[d.qid] == d.strategy else 0.5
+                for d in drafts
+            ]
+
+        got = check_task(task, by_q, 8, 0, 0.0, score, pair_seed=seed)
+        assert got["questions"] == 8 and got["best_agree"] == 8 and got["worst_agree"] == 8

@@ -4,6 +4,7 @@ the summary has one row per round; a killed round resumes on its own."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -184,3 +185,17 @@ def test_a_round_on_another_d_pref_is_refused(tmp_path):
 def test_round_settings_are_checked(overrides, message):
     with pytest.raises(UserError, match=message):
         load_config(RunConfig, SMOKE, overrides)
+
+
+def test_rounds_draw_only_the_tailored_set_unless_asked(tmp_path):
+    """Issue 28 (9): a round inherited --variants and drew unused ablation sets, and size matching
+    then cut arte_rR to the smallest of them."""
+    from arte.stages.rounds import round_config
+
+    run = tmp_path / "run"
+    _fake_align(run)
+    ablations = ["original", "arte", "question_only", "rationale_only"]
+    cfg = load_config(RunConfig, SMOKE, {"run_dir": str(run), "rounds": 2, "variants": ablations})
+    assert round_config(cfg, RunDir(run), 2).variants == ["original", "arte"]
+    asked = dataclasses.replace(cfg, round_ablations=True)
+    assert round_config(asked, RunDir(run), 2).variants == ablations

@@ -69,14 +69,50 @@ def test_json_atomic_and_stage_markers(tmp_path):
         read_json(tmp_path / "nope.json")
 
 
-def test_clear_stage_keeps_only_what_it_is_told(tmp_path):
+def test_clear_stage_deletes_only_its_own_files_and_not_what_it_is_told_to_keep(tmp_path):
+    """Issue 29 (5): a redo deleted the whole stage directory, a user's train/important.txt too."""
     run = RunDir(tmp_path / "run")
     d = run.stage("score")
+    (d / "before.txt").write_text("the user's, there before the stage")
+    run.mark_started("score", {})
     (d / "cache.jsonl").write_text("{}\n")
     (d / "scores.jsonl").write_text("{}\n")
     (d / "sub").mkdir()
+    (d / "sub" / "part.jsonl").write_text("{}\n")
+    run.mark_done("score", {})
+    assert run.done_info("score")["files"] == ["cache.jsonl", "scores.jsonl", "sub/part.jsonl"]
+    (d / "after.txt").write_text("the user's, added after it finished")
     run.clear_stage("score", keep=("cache.jsonl",))
-    assert sorted(p.name for p in d.iterdir()) == ["cache.jsonl"]
+    assert sorted(p.name for p in d.iterdir()) == ["after.txt", "before.txt", "cache.jsonl"]
+
+
+def test_clear_stage_of_a_stage_cut_short_or_unrecorded(tmp_path):
+    """Cut short (started.json only): all but the files there before it started; no record (an
+    older arte): what the stage's declared `writes` match."""
+    run = RunDir(tmp_path / "run")
+    d = run.stage("train")
+    (d / "important.txt").write_text("mine")
+    run.mark_started("train", {})
+    (d / "arte").mkdir()
+    (d / "arte" / "model.safetensors").write_text("half")
+    run.clear_stage("train")
+    assert sorted(p.name for p in d.iterdir()) == ["important.txt"]
+    (d / "arte").mkdir()
+    (d / "arte" / "config.json").write_text("{}")
+    run.clear_stage("train", writes=("train/VARIANT/",))
+    assert sorted(p.name for p in d.iterdir()) == ["important.txt"]
+
+
+def test_a_foreign_non_empty_directory_is_refused_as_a_run_dir(tmp_path):
+    (tmp_path / "notes.txt").write_text("a project's own files")
+    with pytest.raises(
+        UserError, match=rf"--run_dir {tmp_path} is a non-empty directory that is not an arte"
+    ):
+        RunDir(tmp_path).create()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    RunDir(tmp_path / "new").create()  # new, empty, or a run directory: fine
+    (tmp_path / "new" / "manifest.json").write_text("{}")
+    RunDir(tmp_path / "new").create()
 
 
 def test_writable_dir_names_path_and_reason(tmp_path):

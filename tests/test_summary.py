@@ -24,8 +24,7 @@ def test_caveats_flag_format_gaps_small_and_uneven_sets():
     text = "\n".join(notes)
     assert "original was trained on a handful" in text and "arte was trained" not in text
     assert "different amounts of data** (t arte 60 vs original 12)" in text
-    assert "arte - vanilla, 0-shot, is mostly answer format" in text  # vanilla never writes the tag
-    assert "arte - original, 0-shot" not in text  # 0% and 5% missing: within the gap
+    assert "mostly answer format" not in text  # format caveats come from the format report only
 
 
 def test_no_caveats_for_like_for_like_sets():

@@ -58,6 +58,10 @@ def test_a_run_reuses_another_runs_aligned_teacher(tmp_path, monkeypatch):
     summary = json.loads((b / "summary.json").read_text())
     assert summary["data"]["aligned_teacher_from"]["sha256"] == reused["sha256"]
     assert f"sha256 {reused['sha256']}" in (b / "summary.md").read_text()
+    # Issue 28 (4): the other run's caveats and the teacher's origin travel with it.
+    notes = "\n".join(summary["caveats"])
+    assert "**the aligned teacher comes from another run**" in notes
+    assert "aligned teacher's run: **the teacher was aligned on a handful of DPO pairs**" in notes
 
     # The other run's teacher changes: this run's next command names it and stops.
     weights = next((a / "align" / "teacher").glob("*.safetensors"))
@@ -87,3 +91,21 @@ def test_reuse_refuses_a_run_without_a_finished_align(tmp_path, capsys):
 def test_reuse_with_the_drafts_baseline_is_refused():
     with pytest.raises(UserError, match="--generate.original drafts takes this run's own elicit"):
         load_config(RunConfig, SMOKE, {"aligned_teacher_from": "runs/x", "generate": {"original": "drafts"}})
+
+
+def test_a_teacher_aligned_for_another_student_on_other_tasks_says_so(tmp_path):
+    """The paper's Tables 4 and 5 on tiny models: the other run aligned its teacher to another
+    student on another task; this run's summary names both, and carries that run's caveats."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    donor = {"run_dir": str(a), "tasks": ["boolean_expressions"], "student": {"model": "fake-respondent-1"}}
+    run_pipeline(load_config(RunConfig, SMOKE, donor), only=[*BEFORE_ALIGN, "align"])
+    overrides = {"run_dir": str(b), "aligned_teacher_from": str(a), "tasks": ["multistep_arithmetic"]}
+    cfg = load_config(RunConfig, SMOKE, {**overrides, "evaluate": {"shots": [0], "n_test": 4}})
+    run_pipeline(cfg)
+    notes = "\n".join(json.loads((b / "summary.json").read_text())["caveats"])
+    assert "aligned to student fake-respondent-1, not this run's tiny-random-llama" in notes
+    assert "tasks it never saw: multistep_arithmetic" in notes
+    assert (
+        "aligned teacher's run: **the teacher was aligned on a handful of DPO pairs** (boolean_expressions"
+        in notes
+    )

@@ -76,6 +76,12 @@ def test_ablations_and_an_ood_task_end_to_end(tmp_path, monkeypatch):
     assert "| question_only (24 ex.) |" in md and "| rationale_only (24 ex.) |" in md
     target_part, ood_part = md.split("## Out-of-domain tasks")
     assert OOD not in target_part and f"| {OOD} | macro |" in ood_part
+    # Issue 28 (1), (5): the OOD section has the target tasks' format checks; its overlap is counted.
+    fmt = summary["out_of_domain"]["format"]
+    assert {r["task"] for r in fmt["rows"]} == {OOD, "macro"} and fmt["differences"]
+    assert "fmt" in ood_part and "know" in ood_part and "### Out-of-domain answer format" in ood_part
+    assert set(summary["out_of_domain"]["caveats"]) <= set(summary["caveats"])
+    assert set(summary["data"]["contamination"]["ood"]) == {OOD}
 
     # Another OOD task changes evaluate only: the stop names evaluate, no stage before it.
     other = load_config(

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from arte.backends.base import Generation, SamplingParams
 from arte.backends.decoding import find_stop, prompt_seed
 from common.errors import UserError, missing_dependency
+from common.redact import redact_url
 
 if TYPE_CHECKING:
     from arte.backends import BackendConfig
@@ -134,13 +135,14 @@ class OpenAIBackend:
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST `body` to `{base_url}{path}` with retries; the decoded JSON answer."""
         url, httpx = self.base_url + path, self._httpx
+        shown = redact_url(url)  # a key in the URL's user:password part is never printed
         last, retry_after = "no answer", None
         for attempt in range(self.cfg.max_retries + 1):
             if attempt:
                 wait = backoff_seconds(attempt, self.cfg.retry_backoff_s, retry_after)
                 log.warning(
                     "openai: POST %s: %s; retry %d/%d in %.1f s",
-                    url,
+                    shown,
                     last,
                     attempt,
                     self.cfg.max_retries,
@@ -160,15 +162,15 @@ class OpenAIBackend:
                 last = f"connection failed ({type(e).__name__})"
                 continue
             if response.is_success:
-                return self._decode(response, url)
+                return self._decode(response, shown)
             detail = self._scrub(response.text[:300])
             last = f"HTTP {response.status_code} {detail!r}"
             if is_retryable(response.status_code):
                 retry_after = response.headers.get("retry-after")
                 continue
-            raise RequestRefused(self._refusal(url, response.status_code, detail), response.status_code)
+            raise RequestRefused(self._refusal(shown, response.status_code, detail), response.status_code)
         raise UserError(
-            f"backend openai: POST {url} failed {self.cfg.max_retries + 1} times; last: {last}. Check the "
+            f"backend openai: POST {shown} failed {self.cfg.max_retries + 1} times; last: {last}. Check the "
             "server (and its log), or raise --max_retries / --timeout_s; finished records are kept, so "
             "re-running the same command resumes."
         )
@@ -312,7 +314,8 @@ class OpenAIBackend:
 
     def _no_echo_message(self) -> str:
         return (
-            f"backend openai: {self.base_url}/completions does not return a log-probability for every "
+            f"backend openai: {redact_url(self.base_url)}/completions does not return a log-probability "
+            "for every "
             "prompt token and the generated one (echo=true, logprobs=1). vLLM's server does; "
             "llama-cpp-python's does only for models that add a BOS token (otherwise its echoed "
             "log-probs are shifted by one position). Score with the hf or llama_cpp backend instead."

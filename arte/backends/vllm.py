@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from arte.backends.base import Generation, SamplingParams
 from arte.backends.decoding import find_stop, prompt_seed, split_context
+from arte.models import resolve_hf
 from common.errors import UserError, missing_dependency
 
 if TYPE_CHECKING:
@@ -74,7 +75,6 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, cfg: BackendConfig, vllm_module: ModuleType | None = None):
-        from arte.models import resolve_hf
 
         self.vllm = vllm_module or _import_vllm()
         self.cfg = cfg

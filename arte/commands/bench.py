@@ -52,14 +52,15 @@ def run_bench_cli(cfg: BenchConfig) -> int:
         raise UserError("bench: give at least one export directory, .gguf file or model directory")
     if cfg.compare and not Path(cfg.compare).exists():
         raise UserError(f"bench: --compare {cfg.compare}: no such report")
-    from common.paths import writable_dir
+    from common.paths import removed_if_refused, writable_dir
 
-    writable_dir(cfg.out, "bench: --out")  # before minutes of measuring, not after
-    try:
-        report = bench_report(
-            cfg.dirs, cfg.task or None, cfg.out, BenchSettings.of(cfg), compare=cfg.compare or None
-        )
-    except (FileNotFoundError, ValueError) as e:  # bad paths, an unreadable manifest or old report
-        raise UserError(f"bench: {e}") from None
+    with removed_if_refused(cfg.out):  # a refusal leaves no empty --out behind
+        writable_dir(cfg.out, "bench: --out")  # before minutes of measuring, not after
+        try:
+            report = bench_report(
+                cfg.dirs, cfg.task or None, cfg.out, BenchSettings.of(cfg), compare=cfg.compare or None
+            )
+        except (FileNotFoundError, ValueError) as e:  # bad paths, an unreadable manifest or old report
+            raise UserError(f"bench: {e}") from None
     print_report(report, report_path=str(Path(cfg.out).resolve() / REPORT_JSON))
     return 1 if any(v.error for v in report.variants) else 0

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from arte.models import BUILT_IN_RANDOM, EMBEDDED, resolve_hf
 from common.config import opt
 from common.errors import UserError
+from common.paths import removed_if_refused
 
 GGUF_DEFAULT = ["f16", "q8_0", "q4_k_m"]
 ONNX_DEFAULT = ["fp32", "int8", "int4"]
@@ -16,6 +18,10 @@ _PICKLE_HELP = (
     "Read PyTorch pickle weights (pytorch_model.bin) when the model has no safetensors: it is converted "
     "to safetensors in OUT/safetensors-source/NAME first; the manifest records it. A pickle can run code "
     "when loaded: only for a model you trust."
+)
+_OVERWRITE_HELP = (
+    "OUT holds the exports of another model (its manifest names other weights, by sha256): delete "
+    "them (OUT/gguf, OUT/onnx, the manifest) first. Without it such an OUT is refused."
 )
 _EXTRA_BUFTS_HELP = (
     "llama.cpp verification: extra buffer types (repacked weights). auto: off where llama.cpp reports AMX "
@@ -34,6 +40,7 @@ class ExportGGUFConfig:
         "", "Base model of a LoRA adapter (merged in fp32 before export); an embedded name works."
     )
     allow_pickle: bool = opt(False, _PICKLE_HELP)
+    overwrite: bool = opt(False, _OVERWRITE_HELP)
     verify: bool = opt(True, "Verify each file against the fp32 PyTorch model (tokenizer, top-1, KL, text).")
     threads: int = opt(1, "CPU threads for conversion and verification.")
     extra_bufts: Literal["auto", "on", "off"] = opt("auto", _EXTRA_BUFTS_HELP)
@@ -52,6 +59,7 @@ class ExportOnnxConfig:
         "", "Base model of a LoRA adapter (merged in fp32 before export); an embedded name works."
     )
     allow_pickle: bool = opt(False, _PICKLE_HELP)
+    overwrite: bool = opt(False, _OVERWRITE_HELP)
     threads: int = opt(1, "CPU threads for export and verification.")
 
 
@@ -68,6 +76,7 @@ class ExportAllConfig:
         "", "Base model of a LoRA adapter (merged in fp32 before export); an embedded name works."
     )
     allow_pickle: bool = opt(False, _PICKLE_HELP)
+    overwrite: bool = opt(False, _OVERWRITE_HELP)
     threads: int = opt(1, "CPU threads for export and verification.")
     extra_bufts: Literal["auto", "on", "off"] = opt("auto", _EXTRA_BUFTS_HELP)
 
@@ -80,7 +89,6 @@ def _need_model(model: str) -> str:
 
 def _local(spec: str) -> str:
     """An embedded or built-in model name as its local HF directory (made once); others unchanged."""
-    from arte.models import BUILT_IN_RANDOM, EMBEDDED, resolve_hf
 
     return resolve_hf(spec) if spec in EMBEDDED or spec in BUILT_IN_RANDOM else spec
 
@@ -103,46 +111,62 @@ def _print(manifest: dict, out: str) -> int:
 def run_export_gguf(cfg: ExportGGUFConfig) -> int:
     from export.run import export_model
 
-    m = export_model(
-        _need_model(cfg.model),
-        cfg.out,
-        gguf=cfg.quant,
-        base=_local(cfg.base),
-        verify=cfg.verify,
-        threads=cfg.threads,
-        extra_bufts=cfg.extra_bufts,
-        allow_pickle=cfg.allow_pickle,
-    )
+    out = cfg.out
+    with removed_if_refused(out):  # a refusal leaves no empty --out behind
+        m = export_model(
+            _need_model(cfg.model),
+            cfg.out,
+            gguf=cfg.quant,
+            base=_local(cfg.base),
+            verify=cfg.verify,
+            threads=cfg.threads,
+            extra_bufts=cfg.extra_bufts,
+            allow_pickle=cfg.allow_pickle,
+            overwrite=cfg.overwrite,
+        )
     return _print(m, cfg.out)
 
 
 def run_export_onnx(cfg: ExportOnnxConfig) -> int:
     from export.run import export_model
 
-    m = export_model(
-        _need_model(cfg.model),
-        cfg.out,
-        onnx=cfg.quant,
-        base=_local(cfg.base),
-        threads=cfg.threads,
-        allow_pickle=cfg.allow_pickle,
-    )
+    out = cfg.out
+    with removed_if_refused(out):  # a refusal leaves no empty --out behind
+        m = export_model(
+            _need_model(cfg.model),
+            cfg.out,
+            onnx=cfg.quant,
+            base=_local(cfg.base),
+            threads=cfg.threads,
+            allow_pickle=cfg.allow_pickle,
+            overwrite=cfg.overwrite,
+        )
     return _print(m, cfg.out)
 
 
 def run_export_all(cfg: ExportAllConfig) -> int:
     from export.run import export_model
 
+    if not cfg.model and cfg.run_dir and not (Path(cfg.run_dir) / "train" / "done.json").is_file():
+        raise UserError(
+            f"--run_dir {cfg.run_dir}: its train stage has not finished (no train/done.json): "
+            "finish the run first (arte run --run_dir ...), or give the model directory"
+        )
     model = cfg.model or (str(Path(cfg.run_dir) / "train" / "arte") if cfg.run_dir else "")
     out = cfg.out or (str(Path(cfg.run_dir) / "export") if cfg.run_dir else "exports")
-    m = export_model(
-        _need_model(model),
-        out,
-        gguf=cfg.gguf,
-        onnx=cfg.onnx,
-        base=_local(cfg.base),
-        threads=cfg.threads,
-        extra_bufts=cfg.extra_bufts,
-        allow_pickle=cfg.allow_pickle,
-    )
+    with removed_if_refused(out):  # a refusal leaves no empty --out behind
+        m = export_model(
+            _need_model(model),
+            out,
+            gguf=cfg.gguf,
+            onnx=cfg.onnx,
+            base=_local(cfg.base),
+            threads=cfg.threads,
+            extra_bufts=cfg.extra_bufts,
+            allow_pickle=cfg.allow_pickle,
+            overwrite=cfg.overwrite,
+        )
+    from export.model_card import write_model_card
+
+    print(f"model card: {write_model_card(out, m, cfg.run_dir or None)}")  # OUT/README.md (issue 28)
     return _print(m, out)

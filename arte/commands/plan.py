@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +33,17 @@ from arte.commands.plan_counts import (
 )
 from arte.commands.plan_memory import memory_lines
 from arte.commands.plan_render import render_plan
+from arte.example_lengths import check_example_lengths
 from arte.paper_settings import not_given, paper_differences
 from arte.pipeline import run_pipeline_cli
-from arte.run_config import RunConfig
+from arte.provenance import check_run_dir
+from arte.run_config import RunConfig, task_hash
 from arte.run_dir import RunDir
 from arte.stage_loop import check_models, not_needed, stages_to_run, switched_off
 from arte.stages import PIPELINE
+from arte.stages.align.teacher_reuse import other_align_dir
+from arte.stages.evaluate.out_of_domain import load_extra_tasks
+from arte.stages.prefset import check_task_sizes
 from common.config import opt
 from common.errors import UserError
 
@@ -71,7 +77,6 @@ def run_config(cfg: RunConfig) -> RunConfig:
 def read_tasks(cfg: RunConfig) -> tuple[list, list[dict[str, str]], list[str]]:
     """(tasks read, specs not read with why, problems) for --tasks, as `arte.run_config.load_run_tasks`
     loads and checks them; a spec that cannot be read is reported instead of raised."""
-    from arte.stages.prefset import check_task_sizes
     from common.tasks import load_tasks
 
     tasks, unread, problems = [], [], []
@@ -95,13 +100,16 @@ def read_tasks(cfg: RunConfig) -> tuple[list, list[dict[str, str]], list[str]]:
             check_task_sizes(task, cfg.prefset.k)
         except UserError as e:
             problems.append(str(e))
+    try:
+        check_example_lengths(tasks, cfg)
+    except UserError as e:
+        problems.append(str(e))
     return tasks, unread, problems
 
 
 def extra_task_sizes(cfg: RunConfig, tasks: list) -> tuple[list[TaskSize], list[str]]:
     """The --evaluate.extra_tasks as evaluate will see them (checked as the run checks them), or at
     --n_test each when they cannot be read here."""
-    from arte.stages.evaluate.out_of_domain import load_extra_tasks
 
     specs = cfg.evaluate.extra_tasks
     unread = [TaskSize(s, 0, cfg.n_test) for s in specs]
@@ -166,7 +174,6 @@ def model_problems(cfg: RunConfig, stages: list[str]) -> list[str]:
 def teacher_reuse_problems(cfg: RunConfig) -> list[str]:
     if not cfg.aligned_teacher_from:
         return []
-    from arte.stages.align.teacher_reuse import other_align_dir
 
     try:
         other_align_dir(cfg)
@@ -183,8 +190,6 @@ def recorded_stages(cfg: RunConfig, tasks: list, all_read: bool, to_run: list[st
     run = RunDir(cfg.run_dir)
     if not (all_read and run.path.is_dir()):
         return [], []
-    from arte.provenance import check_run_dir
-    from arte.run_config import task_hash
 
     hashes = {t.name: task_hash(t) for t in tasks}
     asked = dataclasses.replace(cfg, on_config_change="stop")
@@ -262,6 +267,14 @@ def print_plan(cfg: RunConfig, json_only: bool = False) -> int:
     if not json_only:
         print("\n".join(render_plan(plan)))
     print(json.dumps(plan, separators=(",", ":")))
+    if not plan["ready"]:  # exit 2, as the run itself would be refused
+        n = len(plan["problems"])
+        print(
+            f"arte: error: the run cannot start: {n} problem{'s' * (n > 1)} (the plan's 'Before the run "
+            f"can start'): {plan['problems'][0] if plan['problems'] else ''}",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

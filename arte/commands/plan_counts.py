@@ -19,6 +19,7 @@ from arte.paper_settings import respondent_models, respondent_rows
 from arte.stages import PIPELINE
 from arte.stages.evaluate import STAGE as EVALUATE
 from arte.stages.evaluate import evaluated_students
+from arte.stages.prefset.irt import FEW_RESPONDENTS
 from arte.stages.stage import PlanCount, TaskSize
 
 if TYPE_CHECKING:
@@ -74,7 +75,6 @@ def irt_outlook(cfg: RunConfig) -> dict[str, Any]:
     """Whether the response matrix is big enough for the IRT fit (`irt.check_response_matrix`: fewer
     rows than --prefset.min_respondents falls back to a random k; below `irt.FEW_RESPONDENTS` the fit
     runs and warns)."""
-    from arte.stages.prefset.irt import FEW_RESPONDENTS
 
     rows, minimum = respondent_rows(cfg), cfg.prefset.min_respondents
     models = respondent_models(cfg)

@@ -16,6 +16,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arte.models import BUILT_IN_RANDOM, EMBEDDED, EMBEDDED_F16, cache_dir
+from arte.stages.align import align_base
+from arte.training.memory_estimate import training_memory
+from arte.training.precision import DeviceFacts, resolve_precision, training_settings
+
 if TYPE_CHECKING:
     from arte.run_config import RunConfig
 
@@ -49,7 +54,6 @@ SHARDED_PROCESSES = 8
 def local_model_config(spec: str) -> tuple[dict | None, str]:
     """(config.json, where it was read) of a model spec, without materialising anything: an HF
     directory, or the cached HF copy of an embedded or built-in model; (None, why) otherwise."""
-    from arte.models import BUILT_IN_RANDOM, EMBEDDED, EMBEDDED_F16, cache_dir
 
     if spec in EMBEDDED or spec in EMBEDDED_F16 or spec in BUILT_IN_RANDOM:
         candidates = [cache_dir() / "models" / EMBEDDED_F16.get(spec, spec)]
@@ -69,8 +73,6 @@ def stand_in(spec: str, paper_name: str) -> dict | None:
 
 
 def _estimate_lines(section: str, kind: str, model_config: dict, tcfg: Any) -> list[str]:
-    from arte.training.memory_estimate import training_memory
-    from arte.training.precision import DeviceFacts, resolve_precision, training_settings
 
     gpu = DeviceFacts(cuda=True, bf16=True, name="a GPU with bf16")
     precision = resolve_precision(tcfg.dtype, tcfg.method, gpu, section)
@@ -87,7 +89,6 @@ def _estimate_lines(section: str, kind: str, model_config: dict, tcfg: Any) -> l
 
 def memory_lines(cfg: RunConfig) -> list[str]:
     """The plan's memory section: align's and train's estimate per device (see module doc)."""
-    from arte.stages.align import align_base
 
     out = []
     for section, kind, spec, tcfg, paper in (

@@ -7,15 +7,16 @@ on the task's D_pref its score), and compared with
 - the original teacher's examples from the same generate procedure (generate/original.jsonl, a sample
   of the same size): like for like, filters and the naive prompt included.
 
-Same D_pref, same student: every score is keyed by `draft_key` (student, decode budget, draft,
+Same D_pref, same student: every score is keyed by `draft_key` (student, decode budget, every rendered prompt,
 D_pref). The drafts' scores are read back from score/cache.jsonl under the key that the current
 D_pref and student give; a draft scored on another D_pref (prefset redone after score, another
 student) has no such key, and the stage stops instead of comparing across the two.
 
 Interval, paired by task: the gain is the mean over tasks of (mean aligned score - mean reference
 score) within each task, so a task's difficulty enters both sides alike. Each bootstrap resample
-redraws, within every task, the aligned examples and the reference ones (independently, with
-replacement, each set its own size), and recomputes the per-task gains and their mean; the
+redraws, within every task, the aligned questions and the reference ones (independently, with
+replacement, each set its own size; a draft question's n rationales are drawn together, as one
+cluster, since they share the question), and recomputes the per-task gains and their mean; the
 percentile interval of those is reported. D_pref is held fixed: the interval is over which examples
 the teachers wrote, given this D_pref.
 """
@@ -30,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from arte.backends import load_backend
 from arte.stages.elicit import Draft
 from arte.stages.stage import PlanCount, Stage, TaskSize, student_if_local
 from common.config import opt
@@ -38,6 +40,8 @@ from common.records import RecordLog, read_json, write_json_atomic, write_jsonl_
 from common.tasks.base import Example, Task
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from arte.run_config import RunConfig
     from arte.run_dir import RunDir
 
@@ -54,6 +58,12 @@ class GainConfig:
         "Examples per task and teacher to score on D_pref (each costs k student generations); 0 = skip.",
     )
     n_boot: int = opt(2000, "Bootstrap resamples for the gain's interval.")
+    held_out: bool = opt(
+        False,
+        "Measure the gain on a held-out half of D_pref: each task's D_pref is split in two by a seeded "
+        "shuffle (--seed); draft scores, hence the DPO pairs, use the first half only, and the gain the "
+        "second. False: pairs and gain both use all of D_pref (the gain is then in-sample).",
+    )
 
     def __post_init__(self) -> None:
         if self.n_examples < 0:
@@ -66,6 +76,55 @@ def pref_sha256(pref: Sequence[Example]) -> str:
     """What identifies a D_pref: its questions and targets, in order."""
     payload = json.dumps([(ex.input, ex.target) for ex in pref], ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _cluster_means(strata: Sequence[Sequence[np.ndarray]], n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_strata): each stratum's mean score under `n_boot` resamplings of its clusters (a
+    question's scores: all of a draft question's rationales) with replacement; the mean is over every
+    score of the drawn clusters. With one score per cluster this is `stats._resampled_means`, same
+    random stream (seed, i)."""
+    import numpy as np
+
+    out = np.empty((n_boot, len(strata)))
+    for i, clusters in enumerate(strata):
+        sums = np.array([c.sum() for c in clusters], dtype=float)
+        sizes = np.array([len(c) for c in clusters], dtype=float)
+        rng = np.random.default_rng([seed, i])
+        chunk = max(1, 4_000_000 // len(clusters))
+        for start in range(0, n_boot, chunk):
+            stop = min(n_boot, start + chunk)
+            idx = rng.integers(0, len(clusters), size=(stop - start, len(clusters)))
+            out[start:stop, i] = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+    return out
+
+
+def _clusters(records: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+    """The scores of `records` grouped by question ("qid"; a record without one is its own)."""
+    import numpy as np
+
+    by_q: dict[Any, list[float]] = {}
+    for i, r in enumerate(records):
+        by_q.setdefault(r.get("qid", ("record", i)), []).append(float(r["score"]))
+    return [np.array(v) for v in by_q.values()]
+
+
+def pref_halves(k: int, seed: int, task: str) -> tuple[list[int], list[int]]:
+    """(fit, held-out) positions in a task's D_pref of k questions: a seeded shuffle, the first
+    ceil(k / 2) for draft scores and pairs, the rest for the gain; each half in D_pref order."""
+    order = list(range(k))
+    random.Random(f"{seed}/pref-halves/{task}").shuffle(order)
+    cut = (k + 1) // 2
+    return sorted(order[:cut]), sorted(order[cut:])
+
+
+def gain_positions(cfg: RunConfig, task: str, k: int) -> list[int] | None:
+    """The D_pref positions the gain is measured on: the held-out half, or None (all of D_pref)."""
+    return pref_halves(k, cfg.seed, task)[1] if cfg.gain.held_out else None
+
+
+def score_positions(cfg: RunConfig, task: str, k: int) -> list[int] | None:
+    """The D_pref positions draft scores (and so pairs) use: the fit half, or None (all)."""
+    return pref_halves(k, cfg.seed, task)[0] if cfg.gain.held_out else None
 
 
 def preference_gain(
@@ -82,7 +141,7 @@ def preference_gain(
     n_reference, pref}}}; tasks without records on both sides are left out."""
     import numpy as np
 
-    from arte.stages.evaluate.stats import _interval, _resampled_means
+    from arte.stages.evaluate.stats import _interval
 
     tasks = [t for t in dict.fromkeys(r["task"] for r in aligned) if any(r["task"] == t for r in reference)]
     if not tasks:
@@ -98,13 +157,16 @@ def preference_gain(
                     f"task {t}: the scores compared were made on different {what}s ({', '.join(seen)}): "
                     "a gain is only defined on the same D_pref and student; re-score both sides"
                 )
-        a.append(np.array([r["score"] for r in aligned if r["task"] == t], dtype=float))
-        b.append(np.array([r["score"] for r in reference if r["task"] == t], dtype=float))
-        out[t] = {"pref": mine[0]["pref"], "n_aligned": len(a[-1]), "n_reference": len(b[-1])}
-    boot = _resampled_means(a, n_boot, seed) - _resampled_means(b, n_boot, seed + 1)
+        a.append(_clusters([r for r in aligned if r["task"] == t]))
+        b.append(_clusters([r for r in reference if r["task"] == t]))
+        n_a, n_b = (sum(len(c) for c in x[-1]) for x in (a, b))
+        out[t] = {"pref": mine[0]["pref"], "n_aligned": n_a, "n_reference": n_b}
+        out[t] |= {"questions_aligned": len(a[-1]), "questions_reference": len(b[-1])}
+    boot = _cluster_means(a, n_boot, seed) - _cluster_means(b, n_boot, seed + 1)
     for j, t in enumerate(tasks):
         low, high = _interval(boot[:, j], ci)
-        out[t].update(aligned=float(a[j].mean()), reference=float(b[j].mean()), low=low, high=high)
+        mean_a, mean_b = (float(np.concatenate(x[j]).mean()) for x in (a, b))
+        out[t].update(aligned=mean_a, reference=mean_b, low=low, high=high)
         out[t]["gain"] = out[t]["aligned"] - out[t]["reference"]
     low, high = _interval(boot.mean(axis=1), ci)
     gain = float(np.mean([out[t]["gain"] for t in tasks]))
@@ -122,19 +184,28 @@ def _sample(rows: Sequence[dict], n: int, seed: str) -> list[tuple[int, dict]]:
     return [(i, rows[i]) for i in picked]
 
 
-def draft_records(run_dir: RunDir, task: Task, pref: Sequence[Example], sid: str, budget: int) -> list[dict]:
-    """The original teacher's drafts of `task` with their scores on this D_pref by this student, read
-    from score/cache.jsonl (UserError when a draft was scored on another D_pref or student)."""
-    from arte.stages.score import draft_key, read_scored_drafts
+def draft_records(
+    run_dir: RunDir,
+    task: Task,
+    pref: Sequence[Example],
+    sid: str,
+    budget: int,
+    positions: Sequence[int] | None = None,
+) -> list[dict]:
+    """The original teacher's drafts of `task` with their scores on this D_pref by this student (on
+    its `positions` only, when given), read from score/cache.jsonl (UserError when a draft was scored
+    on another D_pref or student)."""
+    from arte.stages.score import cached_score, draft_key, read_scored_drafts
 
     cache_path = run_dir.path / "score" / "cache.jsonl"
-    cached = {r["key"]: r["score"] for r in RecordLog(cache_path)} if cache_path.exists() else {}
-    out, tag = [], pref_sha256(pref)
+    cached = {r["key"]: r for r in RecordLog(cache_path)} if cache_path.exists() else {}
+    used = pref if positions is None else [pref[i] for i in positions]
+    out, tag = [], pref_sha256(used)
     for d in read_scored_drafts(run_dir):
         if d.task != task.name:
             continue
         draft = Draft(**{f.name: getattr(d, f.name) for f in dataclasses.fields(Draft)})
-        key = draft_key(sid, draft, pref, budget)
+        key = draft_key(sid, task.description, draft, pref, budget)
         if key not in cached:
             raise UserError(
                 f"{cache_path}: draft {d.qid} ({d.strategy}) of {task.name} was not scored on the current "
@@ -147,7 +218,7 @@ def draft_records(run_dir: RunDir, task: Task, pref: Sequence[Example], sid: str
             "set": "drafts",
             "qid": d.qid,
             "strategy": d.strategy,
-            "score": cached[key],
+            "score": cached_score(cached[key], positions),
         }
         out.append({**record, "pref": tag, "student": sid})
     return out
@@ -156,7 +227,6 @@ def draft_records(run_dir: RunDir, task: Task, pref: Sequence[Example], sid: str
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     """Score `gain.n_examples` examples per task of each teacher's set on D_pref (gain/cache.jsonl,
     resumable), write gain/scores.jsonl (every compared score) and gain/gain.json (both gains)."""
-    from arte.backends import load_backend
     from arte.stages.score import score_drafts, student_id
 
     out, g = run_dir.stage("gain"), cfg.gain
@@ -171,7 +241,9 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         for task in tasks:
             indices = read_json(run_dir.path / "prefset" / f"{task.name}.json")["indices"]
             pref = [task.validation[i] for i in indices]
-            scores += draft_records(run_dir, task, pref, sid, budget)
+            positions = gain_positions(cfg, task.name, len(pref))
+            scores += draft_records(run_dir, task, pref, sid, budget, positions)
+            used = pref if positions is None else [pref[i] for i in positions]
             for s in SETS:
                 mine = [r for r in rows[s] if r["task"] == task.name]
                 picked = _sample(mine, g.n_examples, f"gain:{cfg.seed}:{task.name}:{s}")
@@ -185,8 +257,9 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
                     cache=cache,
                     max_new_tokens=budget,
                     prompts_per_call=cfg.student.call_size,
+                    positions=positions,
                 )
-                tag = pref_sha256(pref)
+                tag = pref_sha256(used)
                 scores += [
                     {"task": task.name, "set": s, "qid": d.qid, "score": v, "pref": tag, "student": sid}
                     for d, v in zip(drafts, values, strict=True)
@@ -196,12 +269,22 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     write_jsonl_atomic(out / "scores.jsonl", scores)
     report = gain_report(scores, g.n_boot, cfg.seed)
     report["identical_examples"] = identical_examples(rows["arte"], rows["original"], tasks)
+    report["d_pref"] = d_pref_statement(cfg, tasks, run_dir)
     write_json_atomic(out / "gain.json", report)
     return {
         name: {key: round(v[key], 4) for key in ("gain", "low", "high")}
         for name, v in report.items()
         if isinstance(v, dict) and "gain" in v
     }
+
+
+def d_pref_statement(cfg: RunConfig, tasks: list[Task], run_dir: RunDir) -> dict[str, Any]:
+    """gain.json's "d_pref": which D_pref questions the gain was measured on, for the summary."""
+    k = {t.name: len(read_json(run_dir.path / "prefset" / f"{t.name}.json")["indices"]) for t in tasks}
+    if not cfg.gain.held_out:
+        return {"held_out": False, "questions_per_task": k}
+    held = {t: len(pref_halves(n, cfg.seed, t)[1]) for t, n in k.items()}
+    return {"held_out": True, "questions_per_task": held, "split_seed": cfg.seed}
 
 
 def identical_examples(arte: Sequence[dict], original: Sequence[dict], tasks: list[Task]) -> dict:

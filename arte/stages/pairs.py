@@ -139,22 +139,36 @@ def build_question_pairs(
     return [_pair_row("question", task_name, question_prompt, side(c), side(r)) for c, r in picked]
 
 
+def rationale_choices(
+    task_name: str, scored: Sequence[ScoredDraft], seed: int, min_gap: float
+) -> dict[str, tuple[ScoredDraft, ScoredDraft] | None]:
+    """{qid: (best, worst) rationale on D_pref, or None when best - worst <= min_gap} for one task's
+    scored drafts, in their order. Ties are broken by a seeded shuffle per question (one random
+    stream per task, "SEED/rationale/TASK"), so no strategy is favoured by its position; prefcheck
+    calls this too, so that it checks the very rationales that were paired."""
+    by_q: dict[str, list[ScoredDraft]] = defaultdict(list)
+    for d in scored:
+        by_q[d.qid].append(d)
+    rng = random.Random(f"{seed}/rationale/{task_name}")
+    out: dict[str, tuple[ScoredDraft, ScoredDraft] | None] = {}
+    for qid, drafts in by_q.items():
+        rng.shuffle(drafts)
+        best = max(drafts, key=lambda d: d.score)
+        worst = min(drafts, key=lambda d: d.score)
+        out[qid] = None if best.score - worst.score <= min_gap else (best, worst)
+    return out
+
+
 def _rationale_pairs(
     task: Task, scored: Sequence[ScoredDraft], cfg: PairsConfig, example: str = ""
 ) -> tuple[list[dict[str, Any]], int]:
     """Rationale-level pairs and the number of questions skipped for a tie (or a single rationale)."""
-    by_q: dict[str, list[ScoredDraft]] = defaultdict(list)
-    for d in scored:
-        by_q[d.qid].append(d)
-    rng = random.Random(f"{cfg.seed}/rationale/{task.name}")
     rows, skipped = [], 0
-    for qid, drafts in by_q.items():
-        rng.shuffle(drafts)  # among equal scores, no strategy is favoured by its position
-        best = max(drafts, key=lambda d: d.score)
-        worst = min(drafts, key=lambda d: d.score)
-        if best.score - worst.score <= cfg.min_score_gap:
+    for qid, picked in rationale_choices(task.name, scored, cfg.seed, cfg.min_score_gap).items():
+        if picked is None:
             skipped += 1
             continue
+        best, worst = picked
         prompt = naive_prompt(task.description, best.question, example)
         chosen, rejected = ((f"{qid}/{d.strategy}", d.rationale, d.score) for d in (best, worst))
         rows.append(_pair_row("rationale", task.name, prompt, chosen, rejected))

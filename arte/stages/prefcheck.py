@@ -4,8 +4,9 @@ The rationale-level DPO pairs take, per question, the rationale that scores best
 and the one that scores worst (rejected). Here, for a sample of questions per task, every rationale
 is scored again on the task's whole validation set (the pool D_pref was selected from), and the
 check counts how often the D_pref choice is also a best (a worst) one there; a tie on the full set
-counts as agreement. Questions the pairs stage skips (best - worst <= pairs.min_score_gap on D_pref)
-are skipped here too, and counted. Paper: 93.3% (best) and 86.7% (worst).
+counts as agreement. The best and worst are picked exactly as pairs picks them, seeded tie-break
+included (`arte.stages.pairs.rationale_choices`). Questions the pairs stage skips (best - worst <=
+pairs.min_score_gap on D_pref) are skipped here too, and counted. Paper: 93.3% (best) and 86.7% (worst).
 
 Cost: questions x n rationales x |validation| student generations per task, hence off by default
 (`prefcheck.questions: 0`). Scores are cached by content hash (prefcheck/cache.jsonl), like score's.
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from arte.backends import load_backend
 from arte.stages.stage import PlanCount, Stage, TaskSize, student_if_local
 from common.config import opt
 from common.records import RecordLog, write_json_atomic
@@ -49,20 +51,10 @@ class PrefcheckConfig:
             raise ValueError(f"--questions must be >= 0, got {self.questions}")
 
 
-def choices(drafts: list[ScoredDraft], min_gap: float) -> tuple[ScoredDraft, ScoredDraft] | None:
-    """(best, worst) rationale of one question as the pairs stage picks them; None when it skips."""
-    best, worst = max(drafts, key=lambda d: d.score), min(drafts, key=lambda d: d.score)
-    return None if best.score - worst.score <= min_gap else (best, worst)
-
-
-def agreement(
-    on_pref: list[ScoredDraft], on_full: Mapping[str, float], min_gap: float
-) -> tuple[bool, bool] | None:
-    """Whether the D_pref best (worst) rationale of one question is a best (worst) one on the full
-    set (`on_full`: strategy -> score); None when the question has no D_pref choice."""
-    picked = choices(on_pref, min_gap)
-    if picked is None:
-        return None
+def agreement(picked: tuple[ScoredDraft, ScoredDraft], on_full: Mapping[str, float]) -> tuple[bool, bool]:
+    """Whether the D_pref best (worst) rationale of one question, as the pairs stage picked it
+    (`arte.stages.pairs.rationale_choices`), is a best (worst) one on the full set (`on_full`:
+    strategy -> score)."""
     best, worst = picked
     top, bottom = max(on_full.values()), min(on_full.values())
     return on_full[best.strategy] == top, on_full[worst.strategy] == bottom
@@ -83,17 +75,28 @@ def _rates(best: int, worst: int, n: int) -> dict[str, Any]:
 
 
 def check_task(
-    task: Task, by_q: Mapping[str, list[ScoredDraft]], n: int, seed: int, gap: float, score
+    task: Task,
+    by_q: Mapping[str, list[ScoredDraft]],
+    n: int,
+    seed: int,
+    gap: float,
+    score,
+    pair_seed: int = 0,
 ) -> dict:
-    """Agreement on `n` sampled questions of one task; `by_q`: qid -> its scored drafts (D_pref);
-    `score(drafts)` -> their scores on the full validation set."""
-    eligible = sorted(q for q, ds in by_q.items() if choices(ds, gap))
+    """Agreement on `n` sampled questions of one task; `by_q`: qid -> its scored drafts (D_pref), in
+    score/scores.jsonl's order; `score(drafts)` -> their scores on the full validation set. The best
+    and worst rationale are the pairs stage's (`rationale_choices` with `pair_seed`, its tie-break)."""
+    from arte.stages.pairs import rationale_choices
+
+    flat = [d for ds in by_q.values() for d in ds]
+    picks = rationale_choices(task.name, flat, pair_seed, gap)
+    eligible = sorted(q for q, p in picks.items() if p is not None)
     picked = sorted(random.Random(f"prefcheck:{seed}:{task.name}").sample(eligible, min(n, len(eligible))))
     drafts = [d for q in picked for d in by_q[q]]
     full: dict[str, dict[str, float]] = defaultdict(dict)
     for d, v in zip(drafts, score(drafts), strict=True):
         full[d.qid][d.strategy] = v
-    agree = [agreement(by_q[q], full[q], gap) for q in picked]
+    agree = [agreement(picks[q], full[q]) for q in picked]
     rates = _rates(sum(a[0] for a in agree), sum(a[1] for a in agree), len(agree))
     return {**rates, "skipped_no_choice": len(by_q) - len(eligible)}
 
@@ -101,7 +104,6 @@ def check_task(
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     """Score the sampled questions' rationales on each task's validation set; write
     prefcheck/consistency.json (per task and overall agreement, with Wilson 95% intervals)."""
-    from arte.backends import load_backend
     from arte.stages.score import read_scored_drafts, score_drafts, student_id
 
     out, n = run_dir.stage("prefcheck"), cfg.prefcheck.questions
@@ -127,7 +129,9 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
                     task, drafts, task.validation, student, prompts_per_call=cfg.student.call_size, **kw
                 )
 
-            got = check_task(task, by_task[task.name], n, cfg.seed, cfg.pairs.min_score_gap, score)
+            got = check_task(
+                task, by_task[task.name], n, cfg.seed, cfg.pairs.min_score_gap, score, cfg.pairs.seed
+            )
             report["tasks"][task.name] = got
     finally:
         student.close()
@@ -181,7 +185,7 @@ STAGE = Stage(
     name="prefcheck",
     help="D_pref consistency (optional): best/worst rationale on D_pref vs on the full validation set.",
     run=run,
-    depends_on=("seed", "student", "score_max_new_tokens", "pairs.min_score_gap", "prefcheck"),
+    depends_on=("seed", "student", "score_max_new_tokens", "pairs.min_score_gap", "pairs.seed", "prefcheck"),
     reads=("prefset", "score/scores.jsonl"),
     writes=("prefcheck/consistency.json", "prefcheck/cache.jsonl"),
     sections=("student", "prefcheck"),

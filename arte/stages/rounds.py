@@ -79,7 +79,8 @@ def round_students(cfg: RunConfig, run_dir: RunDir) -> dict[str, Path]:
 
 def round_config(cfg: RunConfig, run_dir: RunDir, r: int) -> RunConfig:
     """Round r's config (r >= 2): the run's, with round r-1's aligned teacher as the drafting teacher,
-    DPO starting from --round_align_from's weights, and this round's directory. Needs round r-1's
+    DPO starting from --round_align_from's weights, this round's directory, and only the original and
+    arte sets (the ablations too with --round_ablations: only arte_rR is trained). Needs round r-1's
     align stage finished."""
     from arte.stages.align import align_base
     from arte.stages.generate import aligned_teacher_config
@@ -97,6 +98,7 @@ def round_config(cfg: RunConfig, run_dir: RunDir, r: int) -> RunConfig:
         teacher=dataclasses.replace(drafting, allow_pickle=False),
         align=dataclasses.replace(cfg.align, base_model=base),
         rounds=1,
+        variants=list(cfg.variants) if cfg.round_ablations else ["original", "arte"],
     )
 
 

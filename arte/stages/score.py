@@ -7,7 +7,8 @@ rationale's score, and a question's score is the mean over its rationales.
 Cost is m * n * k student generations, the pipeline's hot loop. What makes it fast: the k prompts of
 one draft share the demonstration as a prefix, so they go to the backend as one batch (hf reuses the
 prefix KV cache; llama_cpp reuses it across consecutive prompts), and decoding stops at `</ans>`.
-Every score is cached by a content hash of (student, prompt format, draft, D_pref), so a re-run or a
+Every score is cached by a content hash of (student, every rendered prompt: task description,
+draft, D_pref question; the D_pref targets and decode settings), so a re-run or a
 resumed run never recomputes one.
 """
 
@@ -22,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from arte.backends import load_backend
 from arte.backends.base import Backend, SamplingParams
 from arte.backends.streaming import stream_groups
+from arte.models import EMBEDDED, resolve_gguf
 from arte.stages.elicit import Draft
 from arte.stages.stage import PlanCount, Stage, TaskSize, student_if_local
 from common.prompts import STUDENT_STOP, icl_prompt
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from arte.run_dir import RunDir
 
 
-PROMPT_VERSION = "icl-v1"
+PROMPT_VERSION = "icl-v2"
 """Bump when `icl_prompt` or answer extraction changes, so cached scores are not reused."""
 
 
@@ -48,17 +51,23 @@ class ScoredDraft(Draft):
     score: float
 
 
-def draft_key(student_id: str, draft: Draft, pref_set: Sequence[Example], max_new_tokens: int) -> str:
-    """Content hash of everything that determines a draft's score."""
+def draft_key(
+    student_id: str, description: str, draft: Draft, pref_set: Sequence[Example], max_new_tokens: int
+) -> str:
+    """Content hash of everything that determines a draft's score: every prompt the student sees
+    (task description, answer hint, demonstration, D_pref question: the rendered `icl_prompt`), the
+    D_pref targets, the student, its decode budget and stop strings, and PROMPT_VERSION (answer
+    extraction). Editing any prompt component gives new keys, so a redo never reuses a stale score."""
+    prompts = [icl_prompt(description, [(draft.question, draft.rationale)], ex.input) for ex in pref_set]
     payload = json.dumps(
         [
             PROMPT_VERSION,
             student_id,
             max_new_tokens,
+            list(STUDENT_STOP),
             draft.task,
-            draft.question,
-            draft.rationale,
-            [(ex.input, ex.target) for ex in pref_set],
+            prompts,
+            [ex.target for ex in pref_set],
         ],
         ensure_ascii=False,
     )
@@ -76,6 +85,7 @@ def score_drafts(
     max_new_tokens: int = 128,
     progress: bool = True,
     prompts_per_call: int = 1,
+    positions: Sequence[int] | None = None,
 ) -> list[float]:
     """Score every draft (accuracy on `pref_set` with the draft as the one-shot demonstration).
 
@@ -83,13 +93,15 @@ def score_drafts(
     already in `cache` are reused; each new one is appended to it as soon as its draft's last answer
     is done, so a killed run resumes where it stopped and loses only the drafts in flight. All
     prompts go to the student as one stream (`arte.backends.streaming`): llama_cpp decodes them as
-    one continuous batch; other backends get calls of `prompts_per_call` prompts.
+    one continuous batch; other backends get calls of `prompts_per_call` prompts. `positions`: the
+    score is the accuracy on those questions of `pref_set` only (all are still answered and cached;
+    `arte.stages.gain.pref_halves`).
     """
     from tqdm import tqdm
 
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=STUDENT_STOP)
-    cached = {rec["key"]: rec["score"] for rec in cache}
-    keys = [draft_key(student_id, d, pref_set, max_new_tokens) for d in drafts]
+    cached = {rec["key"]: rec for rec in cache}
+    keys = [draft_key(student_id, task.description, d, pref_set, max_new_tokens) for d in drafts]
     todo = list({k: d for k, d in zip(keys, drafts) if k not in cached}.items())  # identical drafts: once
     groups = [
         [icl_prompt(task.description, [(draft.question, draft.rationale)], ex.input) for ex in pref_set]
@@ -109,10 +121,17 @@ def score_drafts(
             "score": score,
         }
         cache.append(record)
-        cached[key] = score
+        cached[key] = record
         bar.update(1)
     bar.close()
-    return [cached[k] for k in keys]
+    return [cached_score(cached[k], positions) for k in keys]
+
+
+def cached_score(record: dict, positions: Sequence[int] | None = None) -> float:
+    """A score-cache record's score: on every D_pref question, or on `positions` only."""
+    if positions is None:
+        return record["score"]
+    return sum(record["correct"][i] for i in positions) / len(positions) if positions else 0.0
 
 
 def question_scores(scored: Sequence[ScoredDraft]) -> dict[str, float]:
@@ -130,7 +149,6 @@ def read_scored_drafts(run_dir: RunDir) -> list[ScoredDraft]:
 
 def student_id(student: BackendConfig) -> str:
     """What identifies the student's answers for the score cache: engine and model file contents."""
-    from arte.models import EMBEDDED, resolve_gguf
 
     model = str(resolve_gguf(student.model)) if student.name == "llama_cpp" else student.model
     path = Path(model)
@@ -144,8 +162,8 @@ def student_id(student: BackendConfig) -> str:
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     """Score every draft of elicit/drafts.jsonl on its task's D_pref (prefset/TASK.json); write
     score/scores.jsonl (one ScoredDraft per draft) and keep score/cache.jsonl for resumes."""
-    from arte.backends import load_backend
     from arte.stages.elicit import read_drafts
+    from arte.stages.gain import score_positions
 
     out, drafts, scored, counts = run_dir.stage("score"), read_drafts(run_dir), [], {}
     cache = RecordLog(out / "cache.jsonl", resume=True)
@@ -155,6 +173,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
             indices = read_json(run_dir.path / "prefset" / f"{task.name}.json")["indices"]
             pref = [task.validation[i] for i in indices]
             mine = [d for d in drafts if d.task == task.name]
+            positions = score_positions(cfg, task.name, len(pref))  # the fit half with --gain.held_out
             values = score_drafts(
                 task,
                 mine,
@@ -164,6 +183,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
                 cache=cache,
                 max_new_tokens=cfg.score_max_new_tokens,
                 prompts_per_call=cfg.student.call_size,
+                positions=positions,
             )
             scored += [
                 ScoredDraft(**dataclasses.asdict(d), score=v) for d, v in zip(mine, values, strict=True)
@@ -189,7 +209,7 @@ STAGE = Stage(
     name="score",
     help="Step 2b: score every draft by the student's one-shot accuracy on D_pref.",
     run=run,
-    depends_on=("student", "score_max_new_tokens"),
+    depends_on=("student", "score_max_new_tokens", "gain.held_out"),
     reads=("elicit/drafts.jsonl", "prefset"),
     writes=("score/scores.jsonl", "score/cache.jsonl"),
     sections=("student", "score_max_new_tokens"),

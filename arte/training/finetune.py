@@ -30,11 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from arte.models import resolve_hf
+from arte.training import processes
+from arte.training.divergence import check_learning_rate, check_training_finite
 from arte.training.log import resumed_train_loss, summarize_log
 from arte.training.precision import (
     DeviceFacts,
     Precision,
     device_facts,
+    load_quantized,
     plan_memory,
     quantization_config,
     read_model_config,
@@ -80,7 +84,6 @@ SECTIONS = {"dpo": "align", "sft": "train"}
 def validate_common(cfg: Any) -> None:
     """Checks shared by TrainConfig and AlignConfig; the message names the flag."""
     checks = [
-        (cfg.learning_rate > 0, "--learning_rate must be > 0"),
         (cfg.epochs > 0, "--epochs must be > 0"),
         (cfg.batch_size >= 1, "--batch_size must be >= 1"),
         (cfg.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1"),
@@ -97,6 +100,8 @@ def validate_common(cfg: Any) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+    section = {"AlignConfig": "align", "TrainConfig": "train"}.get(type(cfg).__name__, "")
+    check_learning_rate(cfg.learning_rate, f"--{section}.learning_rate" if section else "--learning_rate")
     validate_hardware_settings(cfg)
 
 
@@ -141,14 +146,11 @@ def load_for_training(
     """(tokenizer, model) in `dtype` for an embedded name, HF directory, .gguf file or hub id
     (safetensors only, unless `allow_pickle`, the opt-in set by the option `flag`); with a
     `quantization` config (`arte.training.precision.quantization_config`), 4-bit on the GPU."""
-    from arte.models import resolve_hf
     from common.hf_models import load_hf_model
     from common.threads import configure_torch_threads, pick_threads
 
     configure_torch_threads(pick_threads(threads))
     if quantization is not None:
-        from arte.training.precision import load_quantized
-
         tokenizer, model = load_quantized(resolve_hf(model_dir), quantization, allow_pickle, flag)
     else:
         tokenizer, model = load_hf_model(resolve_hf(model_dir), dtype, allow_pickle=allow_pickle, flag=flag)
@@ -227,6 +229,7 @@ class TrainingRun:
     model_dir: str = ""  # what was loaded (a 4-bit run merges its adapter into this, re-loaded)
     quantized: bool = False
     trainer: Any = None
+    section: str = "train"  # the config section of its flags (SECTIONS): named in its errors
 
 
 def start_run(
@@ -235,7 +238,6 @@ def start_run(
     """Load the model, snapshot its special tokens, prepare a training copy of its tokenizer, and
     find a checkpoint to resume from (`kind`: 'sft' or 'dpo'; `allow_pickle`: a pickle-only model
     may be loaded)."""
-    from arte.training import processes
 
     facts, section = device_facts(), SECTIONS[kind]
     precision = resolve_precision(cfg.dtype, cfg.method, facts, section)
@@ -274,6 +276,7 @@ def start_run(
         precision,
         str(model_dir),
         quantization is not None,
+        section=section,
     )
 
 
@@ -393,6 +396,11 @@ def run_training(run: TrainingRun, out_dir: Path, stats_name: str, metrics: tupl
     result = trainer.train(resume_from_checkpoint=run.resume_from)
     seconds = time.time() - started
     model = trainer.model
+    try:  # a diverged run (NaN/inf) is never saved as a model; its checkpoints are dropped
+        check_training_finite(model, trainer.state.log_history, run.section, trainer.args)
+    except UserError:
+        shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+        raise
     if is_peft_model(model):  # keep the adapter (vLLM serves it unmerged), then fold it into the weights
         adapter_dir = out_dir.with_name(out_dir.name + "-adapter")
         save_adapter(model, adapter_dir)

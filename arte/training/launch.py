@@ -36,6 +36,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from arte.cli import add_config_flags
+from arte.models import resolve_hf
+from arte.pipeline import run_pipeline
+from arte.run_config import RunConfig
+from arte.stages import TRAINING_STAGES
+from arte.training import processes
+from arte.training.finetune import CHECKPOINTS, resume_point, run_fingerprint, run_training
 from arte.training.processes import SingleProcess
 from common.errors import UserError
 
@@ -115,8 +122,6 @@ class LaunchedProcesses(SingleProcess):
     def prepare_model(self, kind: str, model_spec: str, data: Path, out_dir: Path, cfg: Any) -> str:
         """On the main process first: materialise the model (embedded/tiny names) and settle the
         checkpoint directory, so the processes do not race on either."""
-        from arte.models import resolve_hf
-        from arte.training.finetune import CHECKPOINTS, resume_point, run_fingerprint
 
         with self.state.main_process_first():
             model_dir = resolve_hf(model_spec)
@@ -128,17 +133,22 @@ class LaunchedProcesses(SingleProcess):
         self, run: Any, out_dir: Path, stats_name: str, metrics: tuple[str, ...], model_dir: str
     ) -> dict | None:
         """Train on every process; the main process merges, saves and returns the stats (others: None)."""
-        from arte.training.finetune import run_training
 
         gather_dir = out_dir / ".gathered"
         if run.trainer.is_fsdp_enabled or run.trainer.is_deepspeed_enabled:
             _gather_after_training(run, model_dir, gather_dir)
-        stats = None
+        stats, error = None, None
         if self.is_main:
-            stats = run_training(run, out_dir, stats_name, metrics)
+            try:
+                stats = run_training(run, out_dir, stats_name, metrics)
+            except UserError as e:  # diverged (NaN): every process stops with it, none waits
+                error = str(e)
             shutil.rmtree(gather_dir, ignore_errors=True)
         else:
             run.trainer.train(resume_from_checkpoint=run.resume_from)
+        error = self.share(error)
+        if error:
+            raise UserError(error)
         self.barrier()
         return stats
 
@@ -159,9 +169,6 @@ class LaunchedProcesses(SingleProcess):
 def run_training_stage(stage: str, cfg) -> dict | None:
     """Run (or skip, if done) `stage` of the run in `cfg.run_dir` in every launched process, with the
     pipeline's own loop; returns the manifest on the main process, None elsewhere."""
-    from arte.pipeline import run_pipeline
-    from arte.stages import TRAINING_STAGES
-    from arte.training import processes
 
     if stage not in TRAINING_STAGES:
         raise UserError(
@@ -176,9 +183,6 @@ def run_training_stage(stage: str, cfg) -> dict | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m arte.training.launch {align|train} --config RUN.yaml [--section.key value ...]`."""
-    from arte.cli import add_config_flags
-    from arte.run_config import RunConfig
-    from arte.stages import TRAINING_STAGES
     from common.config import load_config
 
     parser = argparse.ArgumentParser(

@@ -21,6 +21,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from arte.models import resolve_hf
+
 
 class SingleProcess:
     """The default group: this process trains, writes and never waits."""
@@ -46,7 +48,6 @@ class SingleProcess:
 
     def prepare_model(self, kind: str, model_spec: str, data: Path, out_dir: Path, cfg: Any) -> str:
         """The local HF directory of `model_spec` (embedded or tiny names are materialised once)."""
-        from arte.models import resolve_hf
 
         return resolve_hf(model_spec)
 

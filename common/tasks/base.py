@@ -25,6 +25,8 @@ class Example:
     target: str
     options: tuple[str, ...] = ()
     rationale: str = ""
+    where: str = field(default="", compare=False)
+    """Where it was read ("FILE:LINE"; empty for a generated one): named by errors about it."""
 
 
 Verifier = Callable[[str, str], "bool | None"]

@@ -115,7 +115,13 @@ def record_to_example(record: Any, where: str) -> Example:
     rationale = record.get("rationale") or ""
     if not isinstance(rationale, str):
         raise UserError(f'{where}: "rationale" must be a string, got {_type_name(rationale)}')
-    return Example(input=question.strip(), target=target, options=tuple(options), rationale=rationale.strip())
+    return Example(
+        input=question.strip(),
+        target=target,
+        options=tuple(options),
+        rationale=rationale.strip(),
+        where=where,
+    )
 
 
 def infer_answer_kind(examples: Iterable[Example]) -> AnswerKind:

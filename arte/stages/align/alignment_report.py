@@ -75,6 +75,22 @@ def _gain_rows(gains: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def d_pref_line(d_pref: Mapping[str, Any] | None) -> str:
+    """Which D_pref questions the gain was measured on (gain.json's "d_pref")."""
+    if not d_pref:
+        return "D_pref used for the gain: not recorded."
+    k = ", ".join(f"{t} {n}" for t, n in d_pref["questions_per_task"].items())
+    if d_pref["held_out"]:
+        return (
+            f"Held-out gain: measured on the half of each task's D_pref ({k} questions) that no draft "
+            f"score, hence no DPO pair, used (split seeded with --seed {d_pref['split_seed']})."
+        )
+    return (
+        f"In-sample gain: measured on the same D_pref ({k} questions) whose scores built the DPO pairs "
+        "(--gain.held_out true measures it on a held-out half)."
+    )
+
+
 def alignment_markdown(data: Mapping[str, Any]) -> list[str]:
     """Markdown lines of the section (empty when neither file exists)."""
     gains, dpo = data.get("preference_gain"), data.get("dpo")
@@ -87,8 +103,10 @@ def alignment_markdown(data: Mapping[str, Any]) -> list[str]:
         out += [
             "Preference gain: each example as the one-shot demonstration, the student's accuracy on the "
             "task's D_pref (the score stage's measure, same D_pref, same student); gain = aligned - "
-            "reference, macro = mean over tasks; bootstrap resamples examples within each task "
-            "(* = the interval excludes 0).",
+            "reference, macro = mean over tasks; bootstrap resamples questions within each task, a "
+            "draft's rationales together (* = the interval excludes 0).",
+            "",
+            d_pref_line(gains.get("d_pref")),
             "",
         ] + _gain_rows(gains)
         if gains.get("vs_drafts"):

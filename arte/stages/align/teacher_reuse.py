@@ -11,7 +11,10 @@ align/ when the other run has none) and writes align/reused.json: where the teac
 file or directory used, its sha256 (every byte), and the other run's teacher, student and tasks.
 The same record goes into align/done.json and the manifest; generate loads that teacher. The other
 run's align directory is an input of this run's align stage (`external_inputs`): when it is
-re-aligned, the next command here says so.
+re-aligned, the next command here says so. A reused teacher aligned from another teacher model
+than this run's --teacher.model is an error unless --allow_teacher_mismatch; the summary carries the
+other run's caveats (random D_pref, IRT warnings, a handful of DPO pairs) and its origin
+(`arte.stages.evaluate.run_caveats`).
 """
 
 from __future__ import annotations
@@ -83,13 +86,15 @@ def reuse_aligned_teacher(cfg: RunConfig, run_dir: RunDir) -> dict:
     }
     theirs = (other_cfg.get("teacher") or {}).get("model")
     if theirs is not None and theirs != cfg.teacher.model:
-        log.warning(
-            "%s: its teacher was %s, this run's --teacher.model is %s: the original-teacher baseline is "
-            "then not the aligned teacher's starting point",
-            FLAG,
-            theirs,
-            cfg.teacher.model,
+        what = (
+            f"{FLAG} {align.parent}: its teacher was {theirs}, this run's --teacher.model is "
+            f"{cfg.teacher.model}: the original-teacher baseline is then not the aligned teacher's "
+            "starting point"
         )
+        if not cfg.allow_teacher_mismatch:
+            raise UserError(f"{what}; use the same --teacher.model, or pass --allow_teacher_mismatch true")
+        log.warning("%s (--allow_teacher_mismatch)", what)
+        record["teacher_mismatch"] = {"aligned_from": theirs, "this_run": cfg.teacher.model}
     write_json_atomic(out / RECORD, record)
     return record
 

@@ -2,8 +2,10 @@
 
 Questions: the brainstorm prompt shows the task's 3 seeds as `<Question_x>` blocks and asks for 5
 more; it is sampled at temperature 1.0, call after call, until m unique questions exist. Unparsable
-blocks are counted and dropped; duplicates, seeds and questions of the validation/test splits are
-dropped (a draft equal to a test question would leak it into training).
+blocks are counted and dropped; duplicates are dropped, and so are seeds and questions of the
+validation/test splits and their near-duplicates (`arte.stages.elicit.contamination`: a draft close
+to a test question would leak it into training), counted as split_overlap, by rule in
+split_overlap_by.
 
 Rationales: n per question, one per reasoning-strategy prompt, greedy. Every strategy ends by asking
 for the final answer as `<ans>...</ans>`. The strategy texts are the four generic ones, or the run
@@ -22,8 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from arte.backends import load_backend
 from arte.backends.base import Backend, SamplingParams
 from arte.backends.streaming import generate_stream
+from arte.stages.elicit.contamination import split_guard
 from arte.stages.elicit.draft_parsing import parse_question_blocks, question_key
 from arte.stages.elicit.strategy_prompts import (
     DEFAULT_STRATEGIES,
@@ -213,9 +217,10 @@ def elicit_questions(
     caller's budget) below the config's own limit."""
     from tqdm import tqdm
 
-    banned = {question_key(ex.input) for ex in task.seeds + task.validation + task.test}
+    guard = split_guard([task])  # near-duplicates of a seed, validation or test question
     questions: dict[str, dict] = {}
     stats = {"calls": 0, "parsed": 0, "unparsable": 0, "duplicates": 0, "split_overlap": 0}
+    stats["split_overlap_by"] = {"exact": 0, "normalised": 0, "ngram": 0}
 
     def absorb(rec: dict) -> None:
         stats["calls"] += 1
@@ -223,8 +228,9 @@ def elicit_questions(
         for q, t in rec["questions"]:
             stats["parsed"] += 1
             key = question_key(q)
-            if key in banned:
+            if why := guard.match(q):
                 stats["split_overlap"] += 1
+                stats["split_overlap_by"][why] += 1
             elif key in questions or len(questions) >= cfg.m:
                 stats["duplicates"] += 1
             else:
@@ -312,7 +318,6 @@ def read_drafts(run_dir: RunDir) -> list[Draft]:
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     """Per task: m questions (elicit/TASK.questions.jsonl), then n rationales each
     (elicit/TASK.rationales.jsonl); all drafts in elicit/drafts.jsonl."""
-    from arte.backends import load_backend
 
     cfg.elicit.check_tasks([t.name for t in tasks])
     out, counts, drafts = run_dir.stage("elicit"), {}, []

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arte.backends import BackendConfig, load_backend
+from arte.models import f16_twin, resolve_gguf, resolve_hf
 from arte.run_dir import RunDir
 from arte.stages.stage import PlanCount, Stage, TaskSize, student_model
 from common.config import opt
 from common.errors import UserError
-from common.records import RecordLog
+from common.records import RecordLog, write_json_atomic
 
 if TYPE_CHECKING:
     from arte.run_config import RunConfig
@@ -74,7 +75,6 @@ class EvaluateConfig:
 
 
 def variant_models(cfg: RunConfig, run_dir: RunDir) -> dict[str, str]:
-    from arte.models import resolve_hf
     from arte.stages.rounds import round_students
 
     trained = {v: str(run_dir.path / "train" / v) for v in cfg.variants}
@@ -87,11 +87,20 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     (evaluate/ood/VARIANT.jsonl), resumable per variant and task; then write the summary files."""
     from tqdm import tqdm
 
-    from arte.stages.evaluate.out_of_domain import load_extra_tasks
+    from arte.stages.evaluate.out_of_domain import (
+        OVERLAP_FILE,
+        drop_ood_overlap,
+        load_extra_tasks,
+        training_questions,
+    )
     from arte.stages.evaluate.stats import evaluate_stream
 
     out, ev = run_dir.stage("evaluate"), cfg.evaluate
     extra = load_extra_tasks(cfg, tasks)
+    if extra:  # near-duplicates of a target or training question are not out-of-domain
+        extra, overlap = drop_ood_overlap(extra, tasks, training_questions(run_dir.path))
+        write_json_atomic(out / OVERLAP_FILE, overlap)
+        extra = [t for t in extra if t.test]  # every test question a near-duplicate: nothing to evaluate
     records: dict[str, list[dict]] = {}
     ood: dict[str, list[dict]] = {}
     for variant, model in variant_models(cfg, run_dir).items():
@@ -133,7 +142,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
             )
     from arte.stages.evaluate.summary import write_summary
 
-    return write_summary(cfg, run_dir, tasks, records, ood_records=ood or None)
+    return write_summary(cfg, run_dir, tasks, records, ood_records=ood or None, ood_tasks=extra)
 
 
 def demonstration_kinds(cfg: EvaluateConfig, tasks: list[Task]) -> dict[str, dict[int, str]]:
@@ -168,7 +177,6 @@ def _engine_model(backend: BackendConfig, model: str, out: Path, variant: str, s
     conversion of the same weights, made once per machine) rather than a new conversion per run."""
     if backend.name != "llama_cpp":
         return model
-    from arte.models import f16_twin, resolve_gguf, resolve_hf
     from export.gguf_convert import convert_hf_to_gguf
 
     gguf = out / f"{variant}-f16.gguf"

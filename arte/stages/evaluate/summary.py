@@ -4,10 +4,16 @@ needs next to those numbers, and where each training set's candidates went.
 Caveats are written whenever they apply:
 - a training set smaller than SMALL_SET, or two compared sets of very different sizes: a difference
   may come from the amount of data, not from alignment;
-- two compared variants whose answers carry the `<ans>` tag at very different rates: the difference
-  then mostly measures the answer format (an untagged answer is scored wrong);
+- a difference that the tag rates explain (format-explained, the same rule as the † marks:
+  `arte.stages.evaluate.format_caveats`): it mostly measures the answer format (an untagged answer
+  is scored wrong);
 - a variant whose accuracy among its tagged answers sits at the guessing level (chance or majority
-  class) on a task.
+  class) on a task;
+- the out-of-domain tasks' own format caveats (prefixed "out-of-domain: ");
+- from the run directory (`arte.stages.evaluate.run_caveats`): a random D_pref or an IRT fit that
+  warned, a handful of DPO pairs, a reused teacher's origin and its run's caveats, test sets smaller
+  than --evaluate.n_test, out-of-domain questions left out as near-duplicates.
+The rules are listed in docs/method.md ("What the summary flags").
 Per task, the answer-format tables (`arte.stages.evaluate.format_report`) show the tag rate, the accuracy
 among tagged answers and the guessing levels, and mark in the differences table each difference
 that the tag rates explain.
@@ -18,7 +24,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arte.stages.evaluate.format_report import FORMAT_GAP
+from arte.stages.align.alignment_report import alignment_markdown, alignment_summary
+from arte.stages.evaluate import demonstration_kinds, demonstration_line
+from arte.stages.evaluate.format_caveats import answer_format_checks, format_caveats, guess_caveats
+from arte.stages.evaluate.format_report import MARK_LEGEND, format_tables_markdown
+from arte.stages.evaluate.out_of_domain import ood_summary
+from arte.stages.evaluate.run_caveats import (
+    contamination_counts,
+    contamination_lines,
+    evaluated_test_sizes,
+    ood_overlap_lines,
+    short_test_lines,
+    teacher_lines,
+)
+from arte.stages.evaluate.stats import accuracy_table, format_table_markdown
+from arte.stages.generate.ablations import size_mismatches
+from arte.stages.generate.size_match import size_match_lines
+from arte.stages.prefcheck import consistency_markdown
+from arte.stages.rounds import round_sets, rounds_info, rounds_markdown
 from common.records import RecordLog, read_json, write_json_atomic
 
 if TYPE_CHECKING:
@@ -78,38 +101,18 @@ def caveats(
     if uneven:
         listed = ", ".join(f"{t} arte {a[t]} vs original {o[t]}" for t in uneven)
         out.append(f"**arte and original trained on different amounts of data** ({listed}).")
-    missing = {(r["variant"], r["task"], r["shots"]): r["missing_rate"] for r in table["accuracy"]}
-    for d in table["differences"]:
-        if d["task"] != "macro":
-            continue
-        ra = missing.get((d["variant"], "macro", d["shots"]))
-        rb = missing.get((d["reference"], "macro", d["shots"]))
-        if ra is not None and rb is not None and abs(ra - rb) > FORMAT_GAP:
-            out.append(
-                f"**{d['comparison']}, {d['shots']}-shot, is mostly answer format**: {d['variant']} "
-                f"leaves out the <ans> tag in {100 * ra:.0f}% of answers, {d['reference']} in "
-                f"{100 * rb:.0f}% (an untagged answer is scored wrong)."
-            )
-    return out + _guess_caveats(fmt)
+    return out + format_caveats(fmt) + guess_caveats(fmt)
 
 
-def _guess_caveats(fmt: dict[str, Any] | None) -> list[str]:
-    """One line per variant whose tagged answers sit at the guessing level on some task."""
-    if not fmt:
+def _size_notes(sizes: dict[str, dict[str, int]], wanted: int) -> list[str]:
+    """The caveat for training sets of another size than --generate.n_examples per task."""
+
+    short = size_mismatches(sizes, wanted)
+    if not short:
         return []
-    at: dict[str, list[str]] = {}
-    for r in fmt["rows"]:
-        if r["task"] != "macro" and r["at_guess_level"]:
-            level = fmt["levels"][r["task"]]
-            chance = "n/a" if level["chance"] is None else f"{100 * level['chance']:.0f}%"
-            at.setdefault(r["variant"], []).append(
-                f"{r['task']} {r['shots']}-shot {100 * r['tagged_acc']:.0f}% of {r['n_tagged']} "
-                f"(chance {chance}, majority {100 * level['majority']:.0f}%)"
-            )
     return [
-        f"**{v}'s tagged answers are no better than a guess** ({'; '.join(cells)}): its accuracy there "
-        "measures the answer format, not knowledge."
-        for v, cells in at.items()
+        f"**training set sizes are not {wanted} per task** ({'; '.join(short)}): where they differ, so "
+        "does the amount of data (--generate.size_match sample matches them)."
     ]
 
 
@@ -145,37 +148,21 @@ def write_summary(
     tasks: list[Task],
     records: dict[str, list[dict]],
     ood_records: dict[str, list[dict]] | None = None,
+    ood_tasks: list[Task] | None = None,
 ) -> dict:
-    from arte.stages.align.alignment_report import alignment_markdown, alignment_summary
-    from arte.stages.evaluate import demonstration_kinds, demonstration_line
-    from arte.stages.evaluate.format_report import (
-        MARK_LEGEND,
-        difference_marks,
-        format_report,
-        format_tables_markdown,
-    )
-    from arte.stages.evaluate.out_of_domain import ood_summary
-    from arte.stages.evaluate.stats import accuracy_table, format_table_markdown
-    from arte.stages.generate.ablations import size_mismatches
-    from arte.stages.generate.size_match import size_match_lines
-    from arte.stages.prefcheck import consistency_markdown
-    from arte.stages.prefset import fallback_summary_lines
-    from arte.stages.rounds import round_sets, rounds_info, rounds_markdown
     from common.tasks.answer_space import task_answer_space
 
     table = accuracy_table(records, baseline="vanilla", n_boot=cfg.evaluate.n_boot, seed=cfg.seed)
-    fmt = format_report(records, {t.name: task_answer_space(t) for t in tasks}, table["differences"])
+    spaces = {t.name: task_answer_space(t) for t in tasks}
+    fmt, marks, format_notes = answer_format_checks(records, spaces, table)
     manifest = read_json(run_dir.path / "manifest.json")
     stages = dict(manifest.get("stages", {}))
     sizes = training_sets(run_dir, tasks, cfg.variants) | round_sets(run_dir)
-    notes = caveats(table, sizes, fmt)
-    short = size_mismatches(sizes, cfg.generate.n_examples)
-    if short:
-        notes.append(
-            f"**training set sizes are not {cfg.generate.n_examples} per task** ({'; '.join(short)}): where "
-            "they differ, so does the amount of data (--generate.size_match sample matches them)."
-        )
-    notes += fallback_summary_lines(run_dir.path, tasks)  # a random D_pref, said out loud
+    tested = evaluated_test_sizes(records, cfg.evaluate.n_test)
+    contamination = contamination_counts(stages, run_dir.path)
+    notes = caveats(table, sizes) + format_notes + _size_notes(sizes, cfg.generate.n_examples)
+    notes += teacher_lines(run_dir.path, cfg, tasks)  # D_pref and pairs of the run that aligned the teacher
+    notes += short_test_lines(tested) + ood_overlap_lines(contamination)
     reused = run_dir.path / "align" / "reused.json"  # arte.stages.align.teacher_reuse
     data = {
         "drafts": _count_lines(run_dir.path / "elicit" / "drafts.jsonl"),
@@ -189,6 +176,8 @@ def write_summary(
             if (path := run_dir.path / "prefset" / f"{t.name}.json").exists()
         },
         "aligned_teacher_from": read_json(reused) if reused.exists() else None,
+        "test_questions": tested,
+        "contamination": contamination,
     }
     alignment = alignment_summary(run_dir.path)
     path = run_dir.path / "prefcheck" / "consistency.json"
@@ -205,12 +194,14 @@ def write_summary(
         "stages": stages,
     }
     names = {v: f"{v} ({sum(sizes[v].values())} ex.)" for v in sizes}
-    ood, ood_lines = ood_summary(cfg, ood_records, names) if ood_records else (None, [])
+    ood, ood_lines = ood_summary(cfg, ood_records, names, ood_tasks) if ood_records else (None, [])
     if ood:
+        ood["test_questions"] = evaluated_test_sizes(ood_records, cfg.evaluate.n_test)
         summary["out_of_domain"] = ood
+        notes += ood["caveats"] + short_test_lines(ood["test_questions"], "out-of-domain: ")
     write_json_atomic(run_dir.path / "summary.json", summary)
     lines = [f"# ARTE run: {run_dir.path}", ""]
-    lines += [format_table_markdown(table, names, difference_marks(fmt), MARK_LEGEND)]
+    lines += [format_table_markdown(table, names, marks, MARK_LEGEND)]
     if demo_line := demonstration_line(summary["demonstrations"]):
         lines += [demo_line, ""]
     if notes:
@@ -225,7 +216,10 @@ def write_summary(
         "- training examples per task: "
         + "; ".join(f"{v} {', '.join(f'{t} {n}' for t, n in per.items())}" for v, per in sizes.items()),
         f"- D_pref selection per task: {data['prefset']}",
+        "- test questions per task (evaluated / requested): "
+        + ", ".join(f"{t} {n['evaluated']} / {n['requested']}" for t, n in tested.items()),
     ]
+    lines += contamination_lines(contamination)
     if matched := size_match_lines(data["generate"]):
         lines += ["- training examples per task before -> after size matching (--generate.size_match):"]
         lines += ["  " + line for line in matched]

@@ -41,7 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from arte.backends import load_backend
 from arte.backends.base import Backend
+from arte.models import resolve_hf
 from arte.stages.elicit import QuestionConfig
 from arte.stages.generate.ablations import (
     ABLATIONS,
@@ -193,7 +195,6 @@ def baseline_from_drafts(
 def aligned_teacher_config(cfg: RunConfig, run_dir: RunDir) -> BackendConfig:
     """The aligned teacher for its engine: the F16 GGUF (llama_cpp), the base model plus the unmerged
     LoRA adapter as a LoRA request (vllm, when align used LoRA), else the merged HF directory."""
-    from arte.models import resolve_hf
 
     if cfg.aligned_teacher_from:  # another run's (arte.stages.align.teacher_reuse)
         from arte.stages.align.teacher_reuse import reused_teacher
@@ -215,7 +216,6 @@ def _teacher_sets(
     cfg: RunConfig, backend_cfg: BackendConfig, out: Path, tasks: list[Task], source: str
 ) -> tuple[list[dict], dict]:
     """Every task's set from one teacher (loaded once), with its label check."""
-    from arte.backends import load_backend
     from arte.stages.elicit import teacher_example
 
     rows, counts = [], {}

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from arte.backends import load_backend
+from arte.backends.streaming import generate_stream
 from arte.stages.generate.collect import SEED_OFFSET, collect_training_set
 from common.records import RecordLog
 
@@ -67,8 +69,6 @@ class LazyBackend:
 
     def _loaded(self):
         if self.inner is None:
-            from arte.backends import load_backend
-
             self.inner = load_backend(self.cfg)
         return self.inner
 
@@ -77,7 +77,6 @@ class LazyBackend:
 
     def stream(self, prompts, params):
         """The engine's own stream where it has one (`arte.backends.streaming`), else its generate."""
-        from arte.backends.streaming import generate_stream
 
         return generate_stream(self._loaded(), prompts, params, self.cfg.call_size)
 
@@ -104,7 +103,6 @@ def ablation_set(
     cfg: RunConfig, variant: str, teachers: dict[str, BackendConfig], out: Path, tasks: list[Task]
 ) -> tuple[list[dict], dict]:
     """Every task's `variant` set (see module doc); `teachers`: the backend of "arte" and "original"."""
-    from arte.backends import load_backend
     from arte.stages.elicit import teacher_example
 
     questions_by, rationales_by = ABLATIONS[variant]

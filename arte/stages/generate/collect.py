@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from arte.backends.base import Backend, SamplingParams
 from arte.backends.streaming import generate_stream
 from arte.stages.elicit import elicit_questions
+from arte.stages.elicit.contamination import split_guard
 from arte.stages.elicit.draft_parsing import question_key
 from arte.stages.generate.balance import LabelCaps, balance_report
 from arte.stages.generate.labels import majority, solver_label, uses_solver
@@ -208,9 +209,8 @@ def drafted_questions(task: Task, questions_log: RecordLog) -> int:
     """The distinct questions a brainstorm log holds that `elicit_questions` keeps (not a seed, nor
     of the validation or test split): a resumed run starts with m at least this, and no more, so
     it asks for no question it did not need the first time."""
-    banned = {question_key(ex.input) for ex in task.seeds + task.validation + task.test}
-    keys = {question_key(q) for r in questions_log for q, _ in r["questions"]}
-    return len(keys - banned)
+    guard = split_guard([task])
+    return len({question_key(q) for r in questions_log for q, _ in r["questions"] if not guard.match(q)})
 
 
 def collect_training_set(

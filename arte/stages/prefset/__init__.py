@@ -7,7 +7,9 @@ respondents, each model at 0/1/2/3 shots; columns = validation questions; 1 = co
 student, then `prefset.respondents`) answer one engine at a time into prefset/answers.jsonl
 (`arte.stages.prefset.respondents`). With too few respondents, a degenerate matrix or a failed fit, a seeded
 random k is used instead: the stage warns, TASK.json records why and what to add, and summary.md
-says so (`fallback_summary_lines`).
+says so (`fallback_summary_lines`). A fit that warns (EM not converged, parameters at a bound, fewer
+than 30 respondents) keeps its IRT selection, but its warnings go to the log, TASK.json
+("irt_warnings") and summary.md's caveats (`irt_warning_lines`).
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ def select_pref_set(
     responses = np.array(matrix, dtype=float)
     sel = select_discriminative_questions(responses, cfg.k, seed=seed, min_respondents=cfg.min_respondents)
     advice = "" if sel.method == "irt" else fallback_advice(len(respondents), len(settings), cfg)
+    for warning in sel.fit.warnings if sel.fit is not None else []:
+        log.warning("task %s: IRT fit of D_pref: %s", task.name, warning)
     if sel.method != "irt":
         log.warning(
             "task %s: D_pref is a RANDOM %d questions, not IRT-selected: %s. %s",
@@ -156,6 +160,8 @@ def select_pref_set(
         "reason": sel.reason,
         "advice": advice,
         "notes": sel.notes,
+        "irt_warnings": list(sel.fit.warnings) if sel.fit is not None else [],
+        "irt_converged": sel.fit.converged if sel.fit is not None else None,
         "discrimination": sel.discrimination,
         "respondents": names,
         "respondent_accuracy": [round(float(r.mean()), 3) for r in responses],
@@ -173,14 +179,21 @@ def fallback_advice(n_models: int, n_settings: int, cfg: PrefsetConfig) -> str:
     )
 
 
-def fallback_summary_lines(run_path: Path, tasks: Sequence[Task]) -> list[str]:
+def prefset_records(run_path: Path, tasks: Sequence[Task] | None = None) -> list[tuple[str, dict]]:
+    """(task name, prefset/TASK.json) of `tasks` that have one; every task there when None (another
+    run's, whose Task objects this run does not load)."""
+    folder = run_path / "prefset"
+    names = [t.name for t in tasks] if tasks is not None else sorted(p.stem for p in folder.glob("*.json"))
+    recs = [(n, read_json(folder / f"{n}.json")) for n in names if (folder / f"{n}.json").is_file()]
+    return [(n, rec) for n, rec in recs if "method" in rec]  # not done.json, started.json
+
+
+def fallback_summary_lines(run_path: Path, tasks: Sequence[Task] | None) -> list[str]:
     """summary.md's caveat for the tasks whose D_pref is random (from prefset/TASK.json); [] if none."""
     random, advice = [], ""
-    for task in tasks:
-        path = run_path / "prefset" / f"{task.name}.json"
-        rec = read_json(path) if path.is_file() else {}
+    for name, rec in prefset_records(run_path, tasks):
         if rec.get("method", "irt") != "irt":
-            random.append(f"{task.name}: {rec.get('reason', '')}")
+            random.append(f"{name}: {rec.get('reason', '')}")
             advice = advice or rec.get("advice", "")
     if not random:
         return []
@@ -188,6 +201,28 @@ def fallback_summary_lines(run_path: Path, tasks: Sequence[Task]) -> list[str]:
         f"**D_pref is a random sample, not IRT-selected** ({'; '.join(random)}): draft scores are "
         f"accuracies on arbitrary validation questions, not the most discriminative ones. {advice}."
     ]
+
+
+def irt_warning_lines(run_path: Path, tasks: Sequence[Task] | None) -> list[str]:
+    """summary.md's caveat for the tasks whose D_pref was IRT-selected by a fit that warned (EM not
+    converged, parameters at a bound, fewer than 30 respondents: prefset/TASK.json's
+    "irt_warnings"); [] if none."""
+    warned = [
+        f"{name}: {'; '.join(rec['irt_warnings'])}"
+        for name, rec in prefset_records(run_path, tasks)
+        if rec.get("method") == "irt" and rec.get("irt_warnings")
+    ]
+    if not warned:
+        return []
+    return [
+        f"**D_pref was IRT-selected from a fit that warned** ({' | '.join(warned)}): its discrimination "
+        "ranking is uncertain, so D_pref may be little better than a random sample."
+    ]
+
+
+def prefset_summary_lines(run_path: Path, tasks: Sequence[Task] | None) -> list[str]:
+    """Every caveat about D_pref (random fallback, IRT warnings) for summary.md and summary.json."""
+    return fallback_summary_lines(run_path, tasks) + irt_warning_lines(run_path, tasks)
 
 
 def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
@@ -215,7 +250,12 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
             write_json_atomic(out / f"{task.name}.json", rec)
     for task in tasks:
         rec = read_json(out / f"{task.name}.json")
-        counts[task.name] = {"k": len(rec["indices"]), "method": rec["method"], "reason": rec["reason"]}
+        counts[task.name] = {
+            "k": len(rec["indices"]),
+            "method": rec["method"],
+            "reason": rec["reason"],
+            "irt_warnings": rec.get("irt_warnings", []),
+        }
     return counts
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from arte.backends import BackendConfig, SamplingParams
+from arte.run_config import configure_logging
 from arte.stages.prefset.respondents import run_in_process
 from common.errors import UserError
 from common.records import RecordLog
@@ -21,7 +22,6 @@ from common.records import RecordLog
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Answer the job file's prompts with its engine; 0 on success, 1 on a user error, 2 on bad usage."""
-    from arte.run_config import configure_logging
     from common.config import from_dict
 
     configure_logging()

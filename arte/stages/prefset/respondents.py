@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from arte.backends import BackendConfig, SamplingParams, load_backend
+from arte.backends.streaming import generate_stream
 from common.errors import UserError
 from common.prompts import answer_only_rationale, icl_prompt
 from common.records import RecordLog, write_json_atomic
@@ -111,8 +112,6 @@ def answer_jobs(
     arrive, FLUSH_EVERY at a time and whatever is left when the engine fails: a kill loses at most
     the answers in flight and FLUSH_EVERY - 1 unwritten ones."""
     from tqdm import tqdm
-
-    from arte.backends.streaming import generate_stream
 
     bar = tqdm(total=len(jobs), desc=f"prefset {rid}", unit="answer")
     pending: list[dict] = []

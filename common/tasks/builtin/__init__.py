@@ -30,6 +30,9 @@ BUILTIN_TASKS: dict[str, str] = {name: m.DESCRIPTION for name, m in _MODULES.ite
 """Built-in task name -> description."""
 
 _MAX_TRIES_PER_EXAMPLE = 200
+MAX_SPLIT = 10_000
+"""The most questions a built-in split is generated with (10,000 take ~0.5 s): the bound on
+--n_validation and --n_test, checked before any question is drawn (1e8 used to hang for hours)."""
 
 
 def _draw(module: ModuleType, rng: random.Random, n: int, seen: set[str], where: str) -> list[Example]:
@@ -60,6 +63,12 @@ def make_builtin_task(
     if name not in _MODULES:
         raise unknown_name("built-in task", name, _MODULES)
     module = _MODULES[name]
+    for flag, n in (("--n_validation", n_validation), ("--n_test", n_test)):
+        if n > MAX_SPLIT:
+            raise UserError(
+                f"built-in task {name!r}: {flag} {n} is more than the {MAX_SPLIT} questions a built-in "
+                f"split is made with: lower {flag}"
+            )
     seen: set[str] = set()
     splits = []
     for split, n in (("seeds", n_seeds), ("validation", n_validation), ("test", n_test)):
