@@ -114,6 +114,21 @@ def test_a_run_directory_written_twice_before_the_lock_says_what_to_delete(finis
     assert_records_complete(run)
 
 
+def test_evaluate_killed_while_writing_a_task_redoes_that_task_only(finished, tmp_path, capsys):
+    """A kill part-way through one task's records (5 of its 16 written, evaluate not done): the re-run
+    evaluates that task again, keeps the other records, and ends with every record once, the same as
+    the uninterrupted run's."""
+    run = copy_run(finished, tmp_path)
+    records = run / "evaluate" / "arte.jsonl"
+    whole = records.read_text().splitlines(keepends=True)
+    records.write_text("".join(whole[:5]))  # the first task's first 5 of 16 (2 shots x 8 questions)
+    (run / "evaluate" / "done.json").unlink()
+    assert main(["evaluate", *smoke(run)]) == 0
+    assert_records_complete(run)
+    assert sorted(records.read_text().splitlines()) == sorted(line.rstrip("\n") for line in whole)
+    capsys.readouterr()
+
+
 # ---------------------------------------------------------------- 2. a changed config
 
 

@@ -18,7 +18,7 @@ from arte.run_dir import RunDir
 from arte.stages.stage import PlanCount, Stage, TaskSize, student_model
 from common.config import opt
 from common.errors import UserError
-from common.records import RecordLog, write_json_atomic
+from common.records import RecordLog, write_json_atomic, write_jsonl_atomic
 
 if TYPE_CHECKING:
     from arte.run_config import RunConfig
@@ -107,7 +107,7 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
         logs = [(RecordLog(out / f"{variant}.jsonl", resume=True), tasks)]
         if extra:
             logs.append((RecordLog(out / "ood" / f"{variant}.jsonl", resume=True), extra))
-        written = [{r["task"] for r in log} for log, _ in logs]  # each log read once
+        written = [finished_tasks(log, ts, ev) for log, ts in logs]  # each log read once
         todo = [(log, [t for t in ts if t.name not in done]) for (log, ts), done in zip(logs, written)]
         if any(ts for _, ts in todo):
             pickle_ok = ev.backend.allow_pickle or (variant == "vanilla" and cfg.student.allow_pickle)
@@ -143,6 +143,22 @@ def run(cfg: RunConfig, run_dir: RunDir, tasks: list[Task]) -> dict:
     from arte.stages.evaluate.summary import write_summary
 
     return write_summary(cfg, run_dir, tasks, records, ood_records=ood or None, ood_tasks=extra)
+
+
+def finished_tasks(log: RecordLog, tasks: list[Task], ev: EvaluateConfig) -> set[str]:
+    """The tasks whose every (shots, question) record is in `log`. A task with only some of them (a
+    kill while its records were written) is dropped from the log (rewritten atomically) and
+    evaluated again, so a resumed evaluate loses no question, duplicates none and leaves no task
+    short."""
+    rows = log.read()
+    wanted = {t.name: {(k, i) for k in ev.shots for i in range(len(t.test[: ev.n_test]))} for t in tasks}
+    have: dict[str, set[tuple[int, int]]] = {}
+    for r in rows:
+        have.setdefault(r["task"], set()).add((int(r["shots"]), int(r["index"])))
+    partial = {name for name, got in have.items() if name in wanted and got != wanted[name]}
+    if partial:
+        write_jsonl_atomic(log.path, [r for r in rows if r["task"] not in partial])
+    return {name for name in have if name not in partial}
 
 
 def demonstration_kinds(cfg: EvaluateConfig, tasks: list[Task]) -> dict[str, dict[int, str]]:
