@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from arte.backends import BackendConfig
 from arte.models import BUILT_IN_RANDOM, materialize_tiny_random
 from common.errors import UserError
 
 if TYPE_CHECKING:
-    from arte.backends import BackendConfig
     from arte.run_config import RunConfig
 
 CHARS_PER_TOKEN = 8

@@ -12,13 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from arte.run_config import RunConfig
 from arte.stages.prefset import respondent_settings
 from arte.stages.prefset.respondents import respondent_configs
-
-if TYPE_CHECKING:
-    from arte.run_config import RunConfig
 
 
 @dataclass(frozen=True)

@@ -29,16 +29,14 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from arte.run_config import RunConfig
+from arte.run_dir import RunDir
 from arte.stages import PIPELINE, STAGE_NAMES, get_stage
+from arte.stages.stage import Stage
 from common.errors import UserError
 from common.records import jsonl_damage, sha256_file
-
-if TYPE_CHECKING:
-    from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
-    from arte.stages.stage import Stage
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import gc
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from arte.backends import BackendConfig
 from arte.backends.base import Generation, SamplingParams
 from arte.backends.decoding import find_stop, prompt_seed, split_context
 from arte.models import resolve_hf
@@ -31,8 +32,6 @@ from common.token_ids import common_prefix_len
 
 if TYPE_CHECKING:
     import torch
-
-    from arte.backends import BackendConfig
 
 
 class HFBackend:

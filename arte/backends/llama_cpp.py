@@ -18,8 +18,8 @@ position), one request at a time with prefix reuse; the weights are shared (mmap
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
+from arte.backends import BackendConfig
 from arte.backends.base import Generation, SamplingParams
 from arte.backends.decoding import find_stop, prompt_seed
 from arte.models import resolve_gguf
@@ -27,9 +27,6 @@ from common.errors import UserError, missing_dependency
 from common.llama_cpp_loader import LlamaCppSettingError, open_llama
 from common.threads import pick_threads
 from common.token_ids import common_prefix_len
-
-if TYPE_CHECKING:
-    from arte.backends import BackendConfig
 
 _PIP_SPEC = "llama-cpp-python==0.3.36"
 

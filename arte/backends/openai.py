@@ -41,15 +41,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from arte.backends import BackendConfig
 from arte.backends.base import Generation, SamplingParams
 from arte.backends.decoding import find_stop, prompt_seed
 from common.errors import UserError, missing_dependency
 from common.redact import redact_url
-
-if TYPE_CHECKING:
-    from arte.backends import BackendConfig
 
 log = logging.getLogger(__name__)
 

@@ -28,15 +28,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from arte.backends import BackendConfig
 from arte.backends.base import Generation, SamplingParams
 from arte.backends.decoding import find_stop, prompt_seed, split_context
 from arte.models import resolve_hf
 from common.errors import UserError, missing_dependency
-
-if TYPE_CHECKING:
-    from arte.backends import BackendConfig
 
 _PIP_SPEC = "arte-edge[vllm]"
 LORA_NAME = "arte-adapter"

@@ -13,17 +13,15 @@ and evaluate's out-of-domain generations. Nothing here loads a model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from arte.paper_settings import respondent_models, respondent_rows
+from arte.run_config import RunConfig
 from arte.stages import PIPELINE
 from arte.stages.evaluate import STAGE as EVALUATE
 from arte.stages.evaluate import evaluated_students
 from arte.stages.prefset.irt import FEW_RESPONDENTS
 from arte.stages.stage import PlanCount, TaskSize
-
-if TYPE_CHECKING:
-    from arte.run_config import RunConfig
 
 __all__ = ["Count", "TaskSize", "irt_outlook", "out_of_domain_count", "task_counts", "training_counts"]
 

@@ -14,15 +14,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from arte.models import BUILT_IN_RANDOM, EMBEDDED, EMBEDDED_F16, cache_dir
+from arte.run_config import RunConfig
 from arte.stages.align import align_base
 from arte.training.memory_estimate import training_memory
 from arte.training.precision import DeviceFacts, resolve_precision, training_settings
-
-if TYPE_CHECKING:
-    from arte.run_config import RunConfig
 
 PAPER_SHAPES: dict[str, dict[str, Any]] = {
     "Llama-3-70B-Instruct": {  # meta-llama/Meta-Llama-3-70B-Instruct config.json

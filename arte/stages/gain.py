@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from arte.backends import load_backend
+from arte.run_dir import RunDir
 from arte.stages.elicit import Draft
 from arte.stages.stage import PlanCount, Stage, TaskSize, student_if_local
 from common.config import opt
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
 
 
 SETS = ("arte", "original")

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from arte.run_dir import RunDir
 from arte.stages.score import ScoredDraft, question_scores
 from arte.stages.stage import PlanCount, Stage, TaskSize
 from common.config import opt
@@ -35,7 +36,6 @@ from common.tasks.base import Task
 
 if TYPE_CHECKING:
     from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
 
 
 @dataclass

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from arte.backends import load_backend
+from arte.run_dir import RunDir
 from arte.stages.stage import PlanCount, Stage, TaskSize, student_if_local
 from common.config import opt
 from common.records import RecordLog, write_json_atomic
 
 if TYPE_CHECKING:
     from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
     from arte.stages.score import ScoredDraft
     from common.tasks import Task
 

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from arte.backends import load_backend
+from arte.backends import BackendConfig, load_backend
 from arte.backends.base import Backend, SamplingParams
 from arte.backends.streaming import stream_groups
 from arte.models import EMBEDDED, resolve_gguf
+from arte.run_dir import RunDir
 from arte.stages.elicit import Draft
 from arte.stages.stage import PlanCount, Stage, TaskSize, student_if_local
 from common.prompts import STUDENT_STOP, icl_prompt
@@ -34,9 +35,7 @@ from common.records import RecordLog, read_json, write_jsonl_atomic
 from common.tasks.base import Example, Task
 
 if TYPE_CHECKING:
-    from arte.backends import BackendConfig
     from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
 
 
 PROMPT_VERSION = "icl-v2"

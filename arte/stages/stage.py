@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from arte.run_dir import RunDir
+
 if TYPE_CHECKING:
     from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
     from common.tasks import Task
 
 LOCAL_ENGINES = ("hf", "llama_cpp", "vllm")

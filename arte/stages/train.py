@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from arte.run_dir import RunDir
 from arte.stages.generate.ablations import TRAINED_VARIANTS
 from arte.stages.stage import Stage, optimizer_steps, student_model
 from arte.training import processes
@@ -37,7 +38,6 @@ from common.records import read_json
 
 if TYPE_CHECKING:
     from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
     from common.tasks import Task
 
 

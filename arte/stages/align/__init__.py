@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from arte.run_dir import RunDir
 from arte.stages.align.teacher_reuse import external_inputs, reuse_aligned_teacher
 from arte.stages.stage import ModelNeed, Stage, optimizer_steps, teacher_model
 from arte.training import processes
@@ -49,7 +50,6 @@ from common.records import read_json
 
 if TYPE_CHECKING:
     from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
     from common.tasks import Task
 
 

@@ -24,12 +24,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from arte.run_dir import RunDir
 from common.errors import UserError
 from common.records import read_json, sha256_file, write_json_atomic
 
 if TYPE_CHECKING:
     from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 

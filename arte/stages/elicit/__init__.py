@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from arte.backends import load_backend
 from arte.backends.base import Backend, SamplingParams
 from arte.backends.streaming import generate_stream
+from arte.run_dir import RunDir
 from arte.stages.elicit.contamination import split_guard
 from arte.stages.elicit.draft_parsing import parse_question_blocks, question_key
 from arte.stages.elicit.strategy_prompts import (
@@ -44,7 +45,6 @@ from common.tasks.base import Example, Task
 
 if TYPE_CHECKING:
     from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
 
 QUESTIONS_PER_CALL = 5
 """The brainstorm prompt asks for 5 questions per call (paper)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arte.run_config import load_run_tasks, task_hash
+from arte.run_config import RunConfig, load_run_tasks, task_hash
 from arte.stages.elicit.contamination import split_guard
 from arte.stages.evaluate.format_caveats import answer_format_checks
 from arte.stages.evaluate.format_report import MARK_LEGEND, format_tables_markdown
@@ -26,7 +26,6 @@ from arte.stages.evaluate.stats import accuracy_table, format_table_markdown
 from common.errors import UserError
 
 if TYPE_CHECKING:
-    from arte.run_config import RunConfig
     from common.tasks import Task
 
 FLAG = "--evaluate.extra_tasks"

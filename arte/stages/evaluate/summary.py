@@ -24,6 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arte.run_config import RunConfig
+from arte.run_dir import RunDir
 from arte.stages.align.alignment_report import alignment_markdown, alignment_summary
 from arte.stages.evaluate import demonstration_kinds, demonstration_line
 from arte.stages.evaluate.format_caveats import answer_format_checks, format_caveats, guess_caveats
@@ -45,8 +47,6 @@ from arte.stages.rounds import round_sets, rounds_info, rounds_markdown
 from common.records import RecordLog, read_json, write_json_atomic
 
 if TYPE_CHECKING:
-    from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
     from common.tasks import Task
 
 SMALL_SET = 50

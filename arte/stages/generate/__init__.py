@@ -41,9 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from arte.backends import load_backend
+from arte.backends import BackendConfig, load_backend
 from arte.backends.base import Backend
 from arte.models import resolve_hf
+from arte.run_dir import RunDir
 from arte.stages.elicit import QuestionConfig
 from arte.stages.generate.ablations import (
     ABLATIONS,
@@ -64,9 +65,7 @@ from common.tasks.answer_space import task_answer_space
 from common.tasks.base import Task
 
 if TYPE_CHECKING:
-    from arte.backends import BackendConfig
     from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from arte.backends import load_backend
+from arte.backends import BackendConfig, load_backend
 from arte.backends.streaming import generate_stream
 from arte.stages.generate.collect import SEED_OFFSET, collect_training_set
 from common.records import RecordLog
 
 if TYPE_CHECKING:
-    from arte.backends import BackendConfig
     from arte.run_config import RunConfig
     from common.tasks.base import Task
 

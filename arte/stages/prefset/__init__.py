@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from arte.backends import BackendConfig, SamplingParams
+from arte.run_dir import RunDir
 from arte.stages.prefset.respondents import (
     ANSWERS,
     AnswerKey,
@@ -37,7 +38,6 @@ from common.tasks.base import Task
 
 if TYPE_CHECKING:
     from arte.run_config import RunConfig
-    from arte.run_dir import RunDir
 
 
 log = logging.getLogger(__name__)
