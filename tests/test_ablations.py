@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from patching import patch_everywhere
 
 from arte.backends import BackendConfig, SamplingParams
 from arte.run_config import RunConfig, load_run_tasks
@@ -53,7 +54,7 @@ class MarkedTeacher:
 def _generate(run: Path, monkeypatch, variants: list[str], calls: list[str]) -> tuple[dict, list]:
     cfg = load_config(RunConfig, SMOKE, {"run_dir": str(run), "variants": variants})
     (run / "align" / "teacher").mkdir(parents=True, exist_ok=True)  # the fake aligned teacher's "model"
-    monkeypatch.setattr("arte.backends.load_backend", lambda c: MarkedTeacher(c, calls))
+    patch_everywhere(monkeypatch, "arte.backends.load_backend", lambda c: MarkedTeacher(c, calls))
     tasks = load_run_tasks(cfg)
     return generate.run(cfg, RunDir(run), tasks), tasks
 
@@ -181,7 +182,7 @@ def test_generate_matches_every_set_to_the_smallest_unless_told_not_to(tmp_path,
             {"run_dir": str(run), "variants": ALL, "generate": {"max_calls": 24, "size_match": mode}},
         )
         (run / "align" / "teacher").mkdir(parents=True)
-        monkeypatch.setattr("arte.backends.load_backend", lambda c: MarkedTeacher(c, []))
+        patch_everywhere(monkeypatch, "arte.backends.load_backend", lambda c: MarkedTeacher(c, []))
         tasks = load_run_tasks(cfg)
         counts = generate.run(cfg, RunDir(run), tasks)
         sizes = training_sets(RunDir(run), tasks, ALL)

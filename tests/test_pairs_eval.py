@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from patching import patch_everywhere
 
 from arte.backends.base import Generation, SamplingParams
 from arte.stages.elicit.draft_parsing import parse_question_blocks
@@ -324,7 +325,6 @@ def test_evaluate_converts_only_students_without_a_cached_f16_gguf(
 ):
     """llama_cpp evaluation: a vanilla embedded student is the model cache's F16 GGUF (no conversion
     per run); a trained or non-embedded one is converted into evaluate/; an existing file is reused."""
-    import arte.models
     import export.gguf_convert
     from arte.backends import BackendConfig
     from arte.stages.evaluate import _engine_model
@@ -337,10 +337,10 @@ def test_evaluate_converts_only_students_without_a_cached_f16_gguf(
         return out
 
     monkeypatch.setattr(export.gguf_convert, "convert_hf_to_gguf", convert)
-    monkeypatch.setattr(
-        arte.models, "resolve_hf", lambda spec: spec if spec.startswith("/") else f"/hf/{spec}"
+    patch_everywhere(
+        monkeypatch, "arte.models.resolve_hf", lambda spec: spec if spec.startswith("/") else f"/hf/{spec}"
     )
-    monkeypatch.setattr(arte.models, "resolve_gguf", lambda spec: tmp_path / f"cache-{spec}.gguf")
+    patch_everywhere(monkeypatch, "arte.models.resolve_gguf", lambda spec: tmp_path / f"cache-{spec}.gguf")
     backend = BackendConfig(name="llama_cpp", model="")
     got = _engine_model(backend, f"/hf/{student}", tmp_path, variant, student)
     if converted:

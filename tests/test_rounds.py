@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from patching import patch_everywhere
 
 from arte.pipeline import run_pipeline
 from arte.run_config import RunConfig
@@ -54,7 +55,7 @@ def test_two_rounds_end_to_end(tmp_path, monkeypatch):
     run = tmp_path / "run"
     loaded: list[str] = []
     real = backends.load_backend
-    monkeypatch.setattr(backends, "load_backend", lambda c: loaded.append(c.model) or real(c))
+    patch_everywhere(monkeypatch, "arte.backends.load_backend", lambda c: loaded.append(c.model) or real(c))
     baseline_calls: dict[str, list] = {}
     collect = generate.collect_training_set
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from patching import patch_everywhere
+
 from arte.run_config import RunConfig
 from arte.stage_loop import check_models, not_needed, switched_off
 from arte.stages import PIPELINE, STAGE_NAMES, TRAINING_STAGES
@@ -98,10 +100,9 @@ def test_derived_lists_match_the_method():
 def test_models_are_checked_per_stage(monkeypatch):
     """Each stage's declared models, once each, in order; a served student is not checked by the
     stages that only ask it, but train and evaluate load its weights."""
-    import arte.models
 
     checked = []
-    monkeypatch.setattr(arte.models, "check_model_spec", lambda spec, flag, *a: checked.append(flag))
+    patch_everywhere(monkeypatch, "arte.models.check_model_spec", lambda spec, flag, *a: checked.append(flag))
     cfg = RunConfig()
     check_models(cfg, ["elicit", "score", "align"])
     assert checked == ["--teacher.model", "--student.model"]  # the teacher once, for elicit and align

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from patching import patch_everywhere
 
 from arte.pipeline import run_pipeline
 from arte.run_config import RunConfig
@@ -36,7 +37,7 @@ def test_a_run_reuses_another_runs_aligned_teacher(tmp_path, monkeypatch):
     run_pipeline(load_config(RunConfig, SMOKE, {"run_dir": str(a)}), only=[*BEFORE_ALIGN, "align"])
     loaded: list[str] = []
     real = backends.load_backend
-    monkeypatch.setattr(backends, "load_backend", lambda c: loaded.append(c.model) or real(c))
+    patch_everywhere(monkeypatch, "arte.backends.load_backend", lambda c: loaded.append(c.model) or real(c))
     overrides = {"run_dir": str(b), "aligned_teacher_from": str(a), "tasks": ["multistep_arithmetic"]}
     cfg = load_config(RunConfig, SMOKE, {**overrides, "evaluate": {"shots": [0], "n_test": 4}})
     manifest = run_pipeline(cfg)
