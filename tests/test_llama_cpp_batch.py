@@ -278,37 +278,36 @@ def test_score_killed_mid_batch_resumes_without_loss_or_duplicates(tiny_model, t
     import signal
     import time
 
-    from smoke_runs import arte, arte_bg, smoke
+    import yaml
+    from smoke_runs import SMOKE, arte, arte_bg
 
     from common.records import RecordLog
 
-    student = [
-        "--student.name",
-        "llama_cpp",
-        "--student.model",
-        str(tiny_model.gguf_path),
-        "--student.batch_size",
-        "12",
-        "--student.threads",
-        "1",
-        "--prefset.extra_respondents",
-        "",
-        "--prefset.k",
-        "6",
-        "--score_max_new_tokens",
-        "64",
-    ]
+    config = yaml.safe_load(SMOKE.read_text())  # stage commands take other sections from the file
+    config["student"] = {
+        "name": "llama_cpp",
+        "model": str(tiny_model.gguf_path),
+        "batch_size": 12,
+        "threads": 1,
+    }
+    config["prefset"] = {**config["prefset"], "extra_respondents": [], "k": 6}
+    config["score_max_new_tokens"] = 64
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+
+    def smoke(run, *flags):
+        return ["--config", str(tmp_path / "config.yaml"), "--run_dir", str(run), *flags]
+
     runs = {name: tmp_path / name for name in ("reference", "killed")}
     for run in runs.values():
         for stage in ("elicit", "prefset"):
-            done = arte(stage, *smoke(run, *student))
+            done = arte(stage, *smoke(run))
             assert done.returncode == 0, done.stderr[-2000:]
-    done = arte("score", *smoke(runs["reference"], *student))
+    done = arte("score", *smoke(runs["reference"]))
     assert done.returncode == 0, done.stderr[-2000:]
     total = len(RecordLog(runs["reference"] / "score" / "cache.jsonl").read())
 
     cache = runs["killed"] / "score" / "cache.jsonl"
-    proc = arte_bg("score", *smoke(runs["killed"], *student))
+    proc = arte_bg("score", *smoke(runs["killed"]))
     deadline = time.time() + 120
     while time.time() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 4):
         time.sleep(0.01)
@@ -317,7 +316,7 @@ def test_score_killed_mid_batch_resumes_without_loss_or_duplicates(tiny_model, t
     before = len(RecordLog(cache).read())
     assert 4 <= before < total, (before, total)  # killed half-way, between or during calls
 
-    done = arte("score", *smoke(runs["killed"], *student))
+    done = arte("score", *smoke(runs["killed"]))
     assert done.returncode == 0, done.stderr[-2000:]
     keys = [r["key"] for r in RecordLog(cache)]
     assert len(keys) == len(set(keys)) == total
