@@ -270,8 +270,9 @@ def test_4bit_plumbing_and_the_merge_into_the_unquantized_base(tiny_model, data,
     """With faked facts and a fake 4-bit loader (the real one needs a GPU and bitsandbytes): the
     quantization config reaches the loader, the memory estimate counts NF4 weights, and the trained
     adapter is merged into the base re-loaded unquantised, which changes only the LoRA'd projections."""
+    from patching import patch_everywhere
+
     import arte.training.finetune as finetune
-    import arte.training.precision as precision_module
     from common.hf_models import load_hf_model
 
     loaded = {}
@@ -281,7 +282,7 @@ def test_4bit_plumbing_and_the_merge_into_the_unquantized_base(tiny_model, data,
         return load_hf_model(model_dir, "float32", allow_pickle=allow_pickle, flag=flag)
 
     monkeypatch.setattr(finetune, "quantization_config", lambda q, p, f, s: f"BNB[{q}, {p.compute_dtype}]")
-    monkeypatch.setattr(precision_module, "load_quantized", fake_load_quantized)
+    patch_everywhere(monkeypatch, "arte.training.precision.load_quantized", fake_load_quantized)
     cfg = TrainConfig(
         method="lora", quantization="4bit", dtype="float32", learning_rate=1e-2, epochs=1, **FAST
     )
