@@ -108,45 +108,33 @@ def _print(manifest: dict, out: str) -> int:
     return 0
 
 
-def run_export_gguf(cfg: ExportGGUFConfig) -> int:
+def _export(model: str, out: str, cfg, **formats) -> dict:
+    """export_model with the options every `arte export` command shares; a refusal leaves no empty
+    --out behind."""
     from export.run import export_model
 
-    out = cfg.out
-    with removed_if_refused(out):  # a refusal leaves no empty --out behind
-        m = export_model(
-            _need_model(cfg.model),
-            cfg.out,
-            gguf=cfg.quant,
+    with removed_if_refused(out):
+        return export_model(
+            _need_model(model),
+            out,
             base=_local(cfg.base),
-            verify=cfg.verify,
             threads=cfg.threads,
-            extra_bufts=cfg.extra_bufts,
             allow_pickle=cfg.allow_pickle,
             overwrite=cfg.overwrite,
+            **formats,
         )
+
+
+def run_export_gguf(cfg: ExportGGUFConfig) -> int:
+    m = _export(cfg.model, cfg.out, cfg, gguf=cfg.quant, verify=cfg.verify, extra_bufts=cfg.extra_bufts)
     return _print(m, cfg.out)
 
 
 def run_export_onnx(cfg: ExportOnnxConfig) -> int:
-    from export.run import export_model
-
-    out = cfg.out
-    with removed_if_refused(out):  # a refusal leaves no empty --out behind
-        m = export_model(
-            _need_model(cfg.model),
-            cfg.out,
-            onnx=cfg.quant,
-            base=_local(cfg.base),
-            threads=cfg.threads,
-            allow_pickle=cfg.allow_pickle,
-            overwrite=cfg.overwrite,
-        )
-    return _print(m, cfg.out)
+    return _print(_export(cfg.model, cfg.out, cfg, onnx=cfg.quant), cfg.out)
 
 
 def run_export_all(cfg: ExportAllConfig) -> int:
-    from export.run import export_model
-
     if not cfg.model and cfg.run_dir and not (Path(cfg.run_dir) / "train" / "done.json").is_file():
         raise UserError(
             f"--run_dir {cfg.run_dir}: its train stage has not finished (no train/done.json): "
@@ -154,18 +142,7 @@ def run_export_all(cfg: ExportAllConfig) -> int:
         )
     model = cfg.model or (str(Path(cfg.run_dir) / "train" / "arte") if cfg.run_dir else "")
     out = cfg.out or (str(Path(cfg.run_dir) / "export") if cfg.run_dir else "exports")
-    with removed_if_refused(out):  # a refusal leaves no empty --out behind
-        m = export_model(
-            _need_model(model),
-            out,
-            gguf=cfg.gguf,
-            onnx=cfg.onnx,
-            base=_local(cfg.base),
-            threads=cfg.threads,
-            extra_bufts=cfg.extra_bufts,
-            allow_pickle=cfg.allow_pickle,
-            overwrite=cfg.overwrite,
-        )
+    m = _export(model, out, cfg, gguf=cfg.gguf, onnx=cfg.onnx, extra_bufts=cfg.extra_bufts)
     from export.model_card import write_model_card
 
     print(f"model card: {write_model_card(out, m, cfg.run_dir or None)}")  # OUT/README.md (issue 28)
